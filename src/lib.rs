@@ -1,1 +1,4 @@
-
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod secret;
