@@ -197,9 +197,6 @@ pub struct DeliveryConfig {
     pub max_age: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
-    /// How long a claimed entry stays invisible to other claims; an entry in
-    /// flight when the process died is retried once its lease runs out.
-    pub lease: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -209,7 +206,6 @@ impl Default for DeliveryConfig {
             max_age: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
-            lease: Duration::from_secs(60),
         }
     }
 }

@@ -38,7 +38,7 @@ const EMAIL: &[&str] = &["name", "type", "smtp", "from", "to", "subject", "body"
 const CONSOLE: &[&str] = &["name", "type", "template"];
 const SMTP: &[&str] = &["host", "port", "tls", "username", "password", "timeout"];
 const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
-const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff", "lease"];
+const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
 
@@ -520,7 +520,6 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
     let defaults = DeliveryConfig::default();
     let max_attempts = opt!(d, f, "max_attempts", u64::from(defaults.max_attempts), |n, p| d.uint(n, &p, 1, 1000));
     let max_age = opt!(d, f, "max_age", defaults.max_age, |n, p| d.duration(n, &p, SECOND));
-    let lease = opt!(d, f, "lease", defaults.lease, |n, p| d.duration(n, &p, SECOND));
     let (initial, max) = match f.get("backoff") {
         Some(n) => {
             let b = d.map(n, "delivery.backoff", BACKOFF)?;
@@ -540,7 +539,6 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
         max_age: max_age?,
         backoff_initial: initial?,
         backoff_max: max?,
-        lease: lease?,
     })
 }
 
