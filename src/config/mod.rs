@@ -14,6 +14,7 @@ mod yaml;
 
 pub use decode::Problem;
 pub use env::{Environment, ProcessEnv};
+pub use schema::webhook_key;
 
 use crate::event::EventType;
 use crate::secret::Secret;

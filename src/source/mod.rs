@@ -6,5 +6,6 @@ mod client;
 mod error;
 mod token;
 
+pub(crate) use client::jittered;
 pub use client::{MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient};
 pub use error::{ApiError, ApiErrorKind};

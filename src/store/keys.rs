@@ -66,18 +66,6 @@ pub(crate) fn outbox_due(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[start..start + 8].try_into().ok()?))
 }
 
-/// The smallest key greater than every key with this prefix.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +85,5 @@ mod tests {
         let one = order_prefix("s", "src", "1");
         let ten = order_index("s", "src", "10", 1);
         assert!(!ten.starts_with(&one));
-    }
-
-    #[test]
-    fn prefix_end_bounds_the_prefix() {
-        let p = sink_prefix("a");
-        let end = prefix_end(&p);
-        assert!(outbox("a", u64::MAX, u64::MAX) < end);
-        assert!(outbox("b", 0, 0) >= end);
     }
 }

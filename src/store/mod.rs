@@ -248,6 +248,27 @@ impl Store {
         })
     }
 
+    /// The sources that have snapshots, in name order.
+    pub fn sources(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        let mut next: Option<Vec<u8>> = Some(Vec::new());
+        // Jump from one source's prefix to the next instead of reading every key.
+        while let Some(start) = next.take() {
+            let Some(item) = self.snapshots.range(start..).next() else {
+                break;
+            };
+            let (k, _) = item?;
+            let Some(end) = k.iter().position(|b| *b == 0) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(&k[..end]).into_owned());
+            let mut after = k[..end].to_vec();
+            after.push(1);
+            next = Some(after);
+        }
+        Ok(out)
+    }
+
     /// Order ids of a source that are still listed (candidates to vanish).
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
         let prefix = keys::snapshot_prefix(source);
