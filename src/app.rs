@@ -55,8 +55,13 @@ impl App {
         let readiness = Arc::new(Readiness::default());
         let mut pollers = Vec::new();
         for source in &config.sources {
-            let poller = Poller::new(Arc::new(source.clone()), store.clone(), router.clone(), wake.clone())
-                .with_context(|| format!("source `{}`", source.name))?;
+            let poller = Poller::new(
+                Arc::new(source.clone()),
+                store.clone(),
+                router.clone(),
+                wake.clone(),
+            )
+            .with_context(|| format!("source `{}`", source.name))?;
             readiness.register(&source.name, source.interval);
             pollers.push(Arc::new(poller));
         }
@@ -68,7 +73,12 @@ impl App {
                 sink: built,
             });
         }
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), sinks, config.delivery.clone(), wake));
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            sinks,
+            config.delivery.clone(),
+            wake,
+        ));
         Ok(App {
             config,
             store,
@@ -82,7 +92,8 @@ impl App {
     pub async fn poll_all(&self) -> Vec<CycleReport> {
         let reports = futures::future::join_all(self.pollers.iter().map(|p| p.poll_once())).await;
         for r in &reports {
-            self.readiness.record(&r.source, r.error.as_ref().map(|e| e.to_string()));
+            self.readiness
+                .record(&r.source, r.error.as_ref().map(|e| e.to_string()));
         }
         reports
     }
@@ -96,7 +107,11 @@ impl App {
         if reports.iter().any(|r| !r.ok()) {
             return Ok(OnceOutcome::PollFailed);
         }
-        Ok(if drained { OnceOutcome::Done } else { OnceOutcome::Queued })
+        Ok(if drained {
+            OnceOutcome::Done
+        } else {
+            OnceOutcome::Queued
+        })
     }
 
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
@@ -109,14 +124,20 @@ impl App {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (the `listen` key)"))?;
-            info!("health and metrics on http://{}", listener.local_addr().unwrap_or(addr));
+            info!(
+                "health and metrics on http://{}",
+                listener.local_addr().unwrap_or(addr)
+            );
             let app = http::router(self.readiness.clone());
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
                 let graceful = async move {
                     let _ = stop.changed().await;
                 };
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
                     error!("health server failed: {e}");
                 }
             });

@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "orderwatch", version, about = "Watches your Orange Business orders and tells you when they change")]
+#[command(
+    name = "orderwatch",
+    version,
+    about = "Watches your Orange Business orders and tells you when they change"
+)]
 pub struct Cli {
     /// The config file [default: $ORDERWATCH_CONFIG, then ./orderwatch.yaml]
     #[arg(long, global = true)]
@@ -169,7 +173,12 @@ pub async fn main(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         // `orderwatch events | head` closing the pipe is not a failure.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => exit(0),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            exit(0)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             exit(1)
@@ -282,7 +291,11 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
         OrdersCommand::List { source, json } => {
             let sources = store_sources(store, source)?;
             if !json {
-                writeln!(out, "{:<16} {:<24} {:<16} {:>8}  CHANGED", "SOURCE", "ORDER", "STATUS", "REVISION")?;
+                writeln!(
+                    out,
+                    "{:<16} {:<24} {:<16} {:>8}  CHANGED",
+                    "SOURCE", "ORDER", "STATUS", "REVISION"
+                )?;
             }
             for src in sources {
                 for item in store.snapshots_of(&src) {
@@ -316,13 +329,22 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
             for src in store_sources(store, source)? {
                 if let Some(snap) = store.snapshot(&src, &id)? {
                     found = true;
-                    let order: serde_json::Value = serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
+                    let order: serde_json::Value =
+                        serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
                     writeln!(out, "source:     {src}")?;
                     writeln!(out, "order:      {id}")?;
                     writeln!(out, "status:     {}", snap.status.as_deref().unwrap_or("-"))?;
                     writeln!(out, "revision:   {}", snap.revision)?;
                     writeln!(out, "changed at: {}", snap.changed_at)?;
-                    writeln!(out, "listed:     {}", if snap.listed { "yes" } else { "no (left the filtered list)" })?;
+                    writeln!(
+                        out,
+                        "listed:     {}",
+                        if snap.listed {
+                            "yes"
+                        } else {
+                            "no (left the filtered list)"
+                        }
+                    )?;
                     writeln!(out, "{}", serde_json::to_string_pretty(&order)?)?;
                 }
             }
@@ -343,7 +365,12 @@ fn store_sources(store: &Store, source: Option<String>) -> anyhow::Result<Vec<St
     })
 }
 
-fn events(store: &Store, order: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+fn events(
+    store: &Store,
+    order: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut shown = 0;
     for item in store.recent_events() {
@@ -366,7 +393,12 @@ fn events(store: &Store, order: Option<&str>, limit: usize, json: bool) -> anyho
                 (Some(f), Some(t)) => format!("{f} → {t}"),
                 (None, Some(t)) => format!("→ {t}"),
                 (Some(f), None) => format!("{f} →"),
-                (None, None) => d.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>().join(", "),
+                (None, None) => d
+                    .changes
+                    .iter()
+                    .map(|c| c.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             };
             writeln!(
                 out,
@@ -401,7 +433,13 @@ fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCo
                     writeln!(
                         out,
                         "{}:{}  {}  {} {}  attempts={}  {}",
-                        e.sink, e.seq, e.event_id, e.event_type, e.order_id, e.attempts, dead.reason
+                        e.sink,
+                        e.seq,
+                        e.event_id,
+                        e.event_type,
+                        e.order_id,
+                        e.attempts,
+                        dead.reason
                     )?;
                 }
             }
@@ -414,7 +452,11 @@ fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCo
             }
             let n = store.replay(if all { None } else { Some(&ids) })?;
             store.flush()?;
-            writeln!(out, "{n} entr{} put back in the outbox", if n == 1 { "y" } else { "ies" })?;
+            writeln!(
+                out,
+                "{n} entr{} put back in the outbox",
+                if n == 1 { "y" } else { "ies" }
+            )?;
             Ok(exit(if n == 0 && !all { 1 } else { 0 }))
         }
     }
@@ -429,7 +471,9 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<Exi
             return Ok(exit(2));
         }
     };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => Ok(exit(0)),
         Ok(r) => {
@@ -463,14 +507,29 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.token_ttl {
         opts.token_ttl = v;
     }
-    let (client_id, client_secret, api_key) = (opts.client_id.clone(), opts.client_secret.clone(), opts.api_key.clone());
+    let (client_id, client_secret, api_key) = (
+        opts.client_id.clone(),
+        opts.client_secret.clone(),
+        opts.api_key.clone(),
+    );
     let sim = simulator::start(args.listen, opts).await?;
     println!("Orange API simulator listening on {}", sim.base_url());
-    println!("  order tracking: {}/order-tracking/b2b/v1/orders", sim.base_url());
-    println!("  ordering:       {}/ordering/b2b/v2/requests", sim.base_url());
+    println!(
+        "  order tracking: {}/order-tracking/b2b/v1/orders",
+        sim.base_url()
+    );
+    println!(
+        "  ordering:       {}/ordering/b2b/v2/requests",
+        sim.base_url()
+    );
     println!("  token:          {}/oauth/v3/token", sim.base_url());
-    println!("  credentials:    client_id={client_id} client_secret={client_secret} api_key={api_key}");
-    println!("  admin:          {}/_sim/changes, /_sim/stats, /_sim/faults", sim.base_url());
+    println!(
+        "  credentials:    client_id={client_id} client_secret={client_secret} api_key={api_key}"
+    );
+    println!(
+        "  admin:          {}/_sim/changes, /_sim/stats, /_sim/faults",
+        sim.base_url()
+    );
     println!("Ctrl-C stops it.");
     shutdown_signal().await;
     sim.shutdown().await;

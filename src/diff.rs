@@ -50,7 +50,8 @@ pub struct Observed {
 
 /// Read an order: it must be a JSON object with an id at `id_field`.
 pub fn observe(raw: &RawValue, rules: &Rules) -> Result<Observed, String> {
-    let value: Value = serde_json::from_str(raw.get()).map_err(|e| format!("an order is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(raw.get()).map_err(|e| format!("an order is not valid JSON: {e}"))?;
     if !value.is_object() {
         return Err("an item of the list is not a JSON object".to_owned());
     }
@@ -96,13 +97,29 @@ pub fn first_seen(now: &Observed, rules: &Rules, announce: bool, timestamp: &str
     if !announce {
         return Outcome::Refreshed(snapshot_of(now, 0, true, timestamp));
     }
-    let event = make_event(EventType::Created, rules, now, 1, None, now.status.clone(), Vec::new(), &now.value, timestamp);
+    let event = make_event(
+        EventType::Created,
+        rules,
+        now,
+        1,
+        None,
+        now.status.clone(),
+        Vec::new(),
+        &now.value,
+        timestamp,
+    );
     Outcome::Changed(snapshot_of(now, 1, true, timestamp), Box::new(event))
 }
 
 /// Compare an order with its snapshot. `listed` says whether it came from the
 /// list (true) or from a detail call after it left the list (false).
-pub fn compare(prev: &Snapshot, now: &Observed, rules: &Rules, listed: bool, timestamp: &str) -> Outcome {
+pub fn compare(
+    prev: &Snapshot,
+    now: &Observed,
+    rules: &Rules,
+    listed: bool,
+    timestamp: &str,
+) -> Outcome {
     if prev.hash == now.hash {
         if prev.listed == listed {
             return Outcome::Unchanged;
@@ -140,22 +157,39 @@ pub fn compare(prev: &Snapshot, now: &Observed, rules: &Rules, listed: bool, tim
         snap.changed_at = prev.changed_at.clone();
         return Outcome::Refreshed(snap);
     }
-    let kind = if status_changed { EventType::StatusChanged } else { EventType::Updated };
+    let kind = if status_changed {
+        EventType::StatusChanged
+    } else {
+        EventType::Updated
+    };
     let revision = prev.revision + 1;
     let (from, to) = if status_changed {
         (prev.status.clone(), now.status.clone())
     } else {
         (None, None)
     };
-    let event = make_event(kind, rules, now, revision, from, to, changes, &now.value, timestamp);
-    Outcome::Changed(snapshot_of(now, revision, listed, timestamp), Box::new(event))
+    let event = make_event(
+        kind, rules, now, revision, from, to, changes, &now.value, timestamp,
+    );
+    Outcome::Changed(
+        snapshot_of(now, revision, listed, timestamp),
+        Box::new(event),
+    )
 }
 
 /// The order is gone (its detail answered 404).
 pub fn removed(order_id: &str, prev: &Snapshot, rules: &Rules, timestamp: &str) -> Outcome {
     let order: Value = serde_json::from_str(&prev.order).unwrap_or(Value::Null);
     let revision = prev.revision + 1;
-    let id = Event::derive_id(&rules.source, order_id, EventType::Removed, revision, prev.status.as_deref(), None, &[]);
+    let id = Event::derive_id(
+        &rules.source,
+        order_id,
+        EventType::Removed,
+        revision,
+        prev.status.as_deref(),
+        None,
+        &[],
+    );
     Outcome::Removed(Box::new(Event {
         kind: EventType::Removed,
         timestamp: timestamp.to_owned(),
@@ -196,8 +230,17 @@ fn make_event(
     order: &Value,
     timestamp: &str,
 ) -> Event {
-    let id = Event::derive_id(&rules.source, &now.order_id, kind, revision, from.as_deref(), to.as_deref(), &changes);
-    let closed = matches!(kind, EventType::StatusChanged | EventType::Created) && rules.is_closed(to.as_deref());
+    let id = Event::derive_id(
+        &rules.source,
+        &now.order_id,
+        kind,
+        revision,
+        from.as_deref(),
+        to.as_deref(),
+        &changes,
+    );
+    let closed = matches!(kind, EventType::StatusChanged | EventType::Created)
+        && rules.is_closed(to.as_deref());
     Event {
         kind,
         timestamp: timestamp.to_owned(),

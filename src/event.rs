@@ -154,9 +154,33 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
-        let a = Event::derive_id("s", "1", EventType::StatusChanged, 2, Some("Current"), Some("Closed"), &[]);
-        let b = Event::derive_id("s", "1", EventType::StatusChanged, 2, Some("Current"), Some("Closed"), &[]);
-        let c = Event::derive_id("s", "1", EventType::StatusChanged, 3, Some("Current"), Some("Closed"), &[]);
+        let a = Event::derive_id(
+            "s",
+            "1",
+            EventType::StatusChanged,
+            2,
+            Some("Current"),
+            Some("Closed"),
+            &[],
+        );
+        let b = Event::derive_id(
+            "s",
+            "1",
+            EventType::StatusChanged,
+            2,
+            Some("Current"),
+            Some("Closed"),
+            &[],
+        );
+        let c = Event::derive_id(
+            "s",
+            "1",
+            EventType::StatusChanged,
+            3,
+            Some("Current"),
+            Some("Closed"),
+            &[],
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.starts_with("evt_") && a.len() == 36);

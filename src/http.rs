@@ -82,7 +82,11 @@ impl Readiness {
                 None => "no successful poll yet".to_owned(),
                 Some(t) => format!("last successful poll {}s ago", t.elapsed().as_secs()),
             };
-            let why = s.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+            let why = s
+                .last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default();
             late.push(format!("{name}: not ready: {when}{why}"));
         }
         if late.is_empty() {

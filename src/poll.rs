@@ -137,10 +137,15 @@ impl Poller {
                 if !seen.insert(observed.order_id.clone()) {
                     continue;
                 }
-                let outcome = match self.store.snapshot_hash(&self.cfg.name, &observed.order_id)? {
+                let outcome = match self
+                    .store
+                    .snapshot_hash(&self.cfg.name, &observed.order_id)?
+                {
                     Some((hash, true)) if hash == observed.hash => Outcome::Unchanged,
                     Some(_) => match self.store.snapshot(&self.cfg.name, &observed.order_id)? {
-                        Some(prev) => diff::compare(&prev, &observed, &self.rules, true, &timestamp),
+                        Some(prev) => {
+                            diff::compare(&prev, &observed, &self.rules, true, &timestamp)
+                        }
                         None => diff::first_seen(&observed, &self.rules, announce_new, &timestamp),
                     },
                     None => diff::first_seen(&observed, &self.rules, announce_new, &timestamp),
@@ -166,7 +171,11 @@ impl Poller {
     /// Orders the complete listing no longer has: read each by id. 404 is
     /// `order.removed`; otherwise its detail tells what happened (typically
     /// the closing, with a `status=Current` filter).
-    async fn vanished(&self, seen: &HashSet<String>, report: &mut CycleReport) -> Result<(), PollError> {
+    async fn vanished(
+        &self,
+        seen: &HashSet<String>,
+        report: &mut CycleReport,
+    ) -> Result<(), PollError> {
         let missing: Vec<String> = self
             .store
             .listed_ids(&self.cfg.name)?
@@ -266,7 +275,8 @@ impl Poller {
         metrics::histogram!("orderwatch_poll_duration_seconds", "source" => self.cfg.name.clone())
             .record(report.duration.as_secs_f64());
         if let Some(n) = report.tracked {
-            metrics::gauge!("orderwatch_orders_tracked", "source" => self.cfg.name.clone()).set(n as f64);
+            metrics::gauge!("orderwatch_orders_tracked", "source" => self.cfg.name.clone())
+                .set(n as f64);
         }
         match &report.error {
             None => info!(

@@ -43,15 +43,18 @@ impl Router {
 
 fn matches(route: &RouteConfig, event: &Event) -> bool {
     let d = &event.data;
-    let in_list = |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
+    let in_list = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    };
     in_list(&route.sources, Some(&d.source))
         && (route.events.is_empty() || route.events.contains(&event.kind))
         && in_list(&route.from, d.from.as_deref())
         && in_list(&route.to, d.to.as_deref())
-        && route
-            .matches
-            .iter()
-            .all(|(pointer, expected)| d.order.pointer(pointer).is_some_and(|v| same_value(v, expected)))
+        && route.matches.iter().all(|(pointer, expected)| {
+            d.order
+                .pointer(pointer)
+                .is_some_and(|v| same_value(v, expected))
+        })
 }
 
 /// YAML `match: {/priority: 1}` should match `"priority": "1"` and `1` alike.
@@ -113,18 +116,51 @@ mod tests {
         let r = Router::new(&config(
             "routes:\n  - {sinks: [chat, mail], events: [order.status_changed], to: [Closed]}\n  - {sinks: [hook]}\n  - {sinks: [mail], match: {/priority: 1}}\n",
         ));
-        let closed = event(EventType::StatusChanged, Some("Current"), Some("Closed"), serde_json::json!({"priority": "1"}));
+        let closed = event(
+            EventType::StatusChanged,
+            Some("Current"),
+            Some("Closed"),
+            serde_json::json!({"priority": "1"}),
+        );
         assert_eq!(r.sinks_for(&closed), ["hook", "chat", "mail"]);
-        let other = event(EventType::StatusChanged, Some("A"), Some("B"), serde_json::json!({"priority": "2"}));
+        let other = event(
+            EventType::StatusChanged,
+            Some("A"),
+            Some("B"),
+            serde_json::json!({"priority": "2"}),
+        );
         assert_eq!(r.sinks_for(&other), ["hook"]);
-        let prio = event(EventType::Updated, None, None, serde_json::json!({"priority": 1}));
+        let prio = event(
+            EventType::Updated,
+            None,
+            None,
+            serde_json::json!({"priority": 1}),
+        );
         assert_eq!(r.sinks_for(&prio), ["hook", "mail"]);
     }
 
     #[test]
     fn from_and_source_filters() {
-        let r = Router::new(&config("routes:\n  - {sinks: [chat], from: [Current], sources: [t]}\n"));
-        assert_eq!(r.sinks_for(&event(EventType::StatusChanged, Some("Current"), Some("X"), Value::Null)), ["chat"]);
-        assert!(r.sinks_for(&event(EventType::Created, None, Some("Current"), Value::Null)).is_empty());
+        let r = Router::new(&config(
+            "routes:\n  - {sinks: [chat], from: [Current], sources: [t]}\n",
+        ));
+        assert_eq!(
+            r.sinks_for(&event(
+                EventType::StatusChanged,
+                Some("Current"),
+                Some("X"),
+                Value::Null
+            )),
+            ["chat"]
+        );
+        assert!(
+            r.sinks_for(&event(
+                EventType::Created,
+                None,
+                Some("Current"),
+                Value::Null
+            ))
+            .is_empty()
+        );
     }
 }

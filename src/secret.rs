@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn redacted_url_keeps_scheme_and_host_only() {
-        let u = url::Url::parse("https://user:pw@hooks.slack.com:8443/services/T0/B0/XYZ?k=v").unwrap();
+        let u =
+            url::Url::parse("https://user:pw@hooks.slack.com:8443/services/T0/B0/XYZ?k=v").unwrap();
         assert_eq!(redact_url(&u), "https://hooks.slack.com:8443");
     }
 }

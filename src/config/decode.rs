@@ -47,7 +47,6 @@ impl<'n> Fields<'n> {
     pub fn path(&self, key: &str) -> String {
         join(&self.path, key)
     }
-
 }
 
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -70,7 +69,12 @@ impl<'e> Decoder<'e> {
         }
     }
 
-    pub fn problem(&mut self, path: impl Into<String>, line: Option<u64>, message: impl Into<String>) {
+    pub fn problem(
+        &mut self,
+        path: impl Into<String>,
+        line: Option<u64>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             path: path.into(),
             line,
@@ -97,7 +101,10 @@ impl<'e> Decoder<'e> {
                 self.problem(
                     join(path, key),
                     value.line,
-                    format!("unknown key `{key}`{hint}; known keys here: {}", allowed.join(", ")),
+                    format!(
+                        "unknown key `{key}`{hint}; known keys here: {}",
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
@@ -112,7 +119,11 @@ impl<'e> Decoder<'e> {
     pub fn required<'n>(&mut self, fields: &Fields<'n>, key: &str) -> Option<&'n Node> {
         let node = fields.get(key);
         if node.is_none() {
-            self.problem(fields.path(key), fields.line, format!("missing required key `{key}`"));
+            self.problem(
+                fields.path(key),
+                fields.line,
+                format!("missing required key `{key}`"),
+            );
         }
         node
     }
@@ -187,7 +198,11 @@ impl<'e> Decoder<'e> {
                 None
             }
             Err(_) => {
-                self.problem(path, node.line, "not a duration (examples: 30s, 5m, 1h 30m)");
+                self.problem(
+                    path,
+                    node.line,
+                    "not a duration (examples: 30s, 5m, 1h 30m)",
+                );
                 None
             }
         }
@@ -200,7 +215,11 @@ impl<'e> Decoder<'e> {
             Some((_, value)) => Some(*value),
             None => {
                 let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                self.problem(path, node.line, format!("must be one of: {}", names.join(", ")));
+                self.problem(
+                    path,
+                    node.line,
+                    format!("must be one of: {}", names.join(", ")),
+                );
                 None
             }
         }
@@ -246,7 +265,11 @@ impl<'e> Decoder<'e> {
         match url::Url::parse(text.trim()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             Ok(_) => {
-                self.problem(path, node.line, "must be an http:// or https:// URL with a host");
+                self.problem(
+                    path,
+                    node.line,
+                    "must be an http:// or https:// URL with a host",
+                );
                 None
             }
             Err(e) => {
@@ -278,7 +301,9 @@ impl<'e> Decoder<'e> {
             NodeValue::Null => Value::Null,
             NodeValue::Bool(b) => Value::Bool(*b),
             NodeValue::Int(i) => Value::from(*i),
-            NodeValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             NodeValue::Str(_) => Value::String(self.string(node, path)?),
             NodeValue::Seq(_) | NodeValue::Map(_) => {
                 self.wrong_type(node, path, "a plain value (text, number or boolean)");
@@ -318,7 +343,10 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert_eq!(closest("intervall", &["interval", "timeout"]), Some("interval"));
+        assert_eq!(
+            closest("intervall", &["interval", "timeout"]),
+            Some("interval")
+        );
         assert_eq!(closest("zzz", &["interval", "timeout"]), None);
     }
 }

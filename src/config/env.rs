@@ -81,7 +81,9 @@ fn resolve(expr: &str, env: &dyn Environment) -> Result<String, String> {
                 .or_else(|| contents.strip_suffix('\n'))
                 .unwrap_or(&contents)
                 .to_owned()),
-            Err(e) => Err(format!("{file_var} names the file {path}, which cannot be read: {e}")),
+            Err(e) => Err(format!(
+                "{file_var} names the file {path}, which cannot be read: {e}"
+            )),
         };
     }
     match default {
@@ -97,7 +99,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

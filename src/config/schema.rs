@@ -7,7 +7,15 @@ use super::yaml::{Node, NodeValue};
 use super::*;
 use base64::Engine;
 
-const TOP: &[&str] = &["state_dir", "listen", "log", "sources", "sinks", "routes", "delivery"];
+const TOP: &[&str] = &[
+    "state_dir",
+    "listen",
+    "log",
+    "sources",
+    "sinks",
+    "routes",
+    "delivery",
+];
 const SOURCE: &[&str] = &[
     "name",
     "api",
@@ -32,7 +40,15 @@ const SOURCE: &[&str] = &[
     "watch",
     "closed_statuses",
 ];
-const WEBHOOK: &[&str] = &["name", "type", "url", "secret", "headers", "timeout", "connect_timeout"];
+const WEBHOOK: &[&str] = &[
+    "name",
+    "type",
+    "url",
+    "secret",
+    "headers",
+    "timeout",
+    "connect_timeout",
+];
 const SLACK: &[&str] = &["name", "type", "url", "template", "timeout"];
 const EMAIL: &[&str] = &["name", "type", "smtp", "from", "to", "subject", "body"];
 const CONSOLE: &[&str] = &["name", "type", "template"];
@@ -52,13 +68,19 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         None => Some(PathBuf::from("./data")),
     };
     let listen = match top.get("listen") {
-        Some(n) => d.string(n, "listen").and_then(|text| match text.trim().parse::<SocketAddr>() {
-            Ok(addr) => Some(Some(addr)),
-            Err(_) => {
-                d.problem("listen", n.line, "must be an address with a port, such as 127.0.0.1:9464");
-                None
-            }
-        }),
+        Some(n) => d
+            .string(n, "listen")
+            .and_then(|text| match text.trim().parse::<SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    d.problem(
+                        "listen",
+                        n.line,
+                        "must be an address with a port, such as 127.0.0.1:9464",
+                    );
+                    None
+                }
+            }),
         None => Some(None),
     };
     let log = match top.get("log") {
@@ -101,7 +123,11 @@ fn list_of<T>(
 ) -> Option<Vec<T>> {
     let Some(node) = top.get(key) else {
         if required {
-            d.problem(key, top.line, format!("missing required key `{key}` (at least one entry)"));
+            d.problem(
+                key,
+                top.line,
+                format!("missing required key `{key}` (at least one entry)"),
+            );
             return None;
         }
         return Some(Vec::new());
@@ -124,7 +150,11 @@ fn list_of<T>(
 fn log(d: &mut Decoder, node: &Node) -> Option<LogConfig> {
     let f = d.map(node, "log", LOG)?;
     let format = match f.get("format") {
-        Some(n) => d.choice(n, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]),
+        Some(n) => d.choice(
+            n,
+            "log.format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        ),
         None => Some(LogFormat::Text),
     };
     let level = match f.get("level") {
@@ -152,7 +182,9 @@ macro_rules! opt {
 
 fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let f = d.map(node, path, SOURCE)?;
-    let name = d.required(&f, "name").and_then(|n| name_value(d, n, &f.path("name")));
+    let name = d
+        .required(&f, "name")
+        .and_then(|n| name_value(d, n, &f.path("name")));
     let api = d.required(&f, "api").and_then(|n| {
         d.choice(
             n,
@@ -164,7 +196,9 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
             ],
         )
     });
-    let base_url = d.required(&f, "base_url").and_then(|n| d.url(n, &f.path("base_url")));
+    let base_url = d
+        .required(&f, "base_url")
+        .and_then(|n| d.url(n, &f.path("base_url")));
     let token_url = match f.get("token_url") {
         Some(n) => d.url(n, &f.path("token_url")).map(Some),
         None => Some(None),
@@ -175,24 +209,42 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let client_secret = d
         .required(&f, "client_secret")
         .and_then(|n| d.secret(n, &f.path("client_secret")));
-    let api_key = d.required(&f, "api_key").and_then(|n| d.secret(n, &f.path("api_key")));
-    let interval = opt!(d, f, "interval", Duration::from_secs(300), |n, p| d.duration(n, &p, SECOND));
+    let api_key = d
+        .required(&f, "api_key")
+        .and_then(|n| d.secret(n, &f.path("api_key")));
+    let interval = opt!(d, f, "interval", Duration::from_secs(300), |n, p| d
+        .duration(n, &p, SECOND));
     let filters = opt!(d, f, "filters", Vec::new(), |n, p| d.string_map(n, &p));
-    let sort = opt!(d, f, "sort", None, |n, p| d.nonempty_string(n, &p).map(Some));
+    let sort = opt!(d, f, "sort", None, |n, p| d
+        .nonempty_string(n, &p)
+        .map(Some));
     let page_size = opt!(d, f, "page_size", 100, |n, p| d.uint(n, &p, 1, 10_000));
-    let budget = opt!(d, f, "max_requests_per_minute", 60, |n, p| d.uint(n, &p, 1, 1_000_000));
+    let budget = opt!(d, f, "max_requests_per_minute", 60, |n, p| d
+        .uint(n, &p, 1, 1_000_000));
     let concurrency = opt!(d, f, "concurrency", 1, |n, p| d.uint(n, &p, 1, 64));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d.duration(n, &p, MILLI));
+    let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d
+        .duration(n, &p, MILLI));
     let retries = opt!(d, f, "retries", 3, |n, p| d.uint(n, &p, 0, 20));
-    let retry_backoff = opt!(d, f, "retry_backoff", SECOND, |n, p| d.duration(n, &p, Duration::ZERO));
+    let retry_backoff = opt!(d, f, "retry_backoff", SECOND, |n, p| d.duration(
+        n,
+        &p,
+        Duration::ZERO
+    ));
     let first_poll = opt!(d, f, "first_poll", FirstPoll::Baseline, |n, p| d.choice(
         n,
         &p,
-        &[("baseline", FirstPoll::Baseline), ("notify", FirstPoll::Notify)]
+        &[
+            ("baseline", FirstPoll::Baseline),
+            ("notify", FirstPoll::Notify)
+        ]
     ));
-    let path_key = opt!(d, f, "path", None, |n, p| d.nonempty_string(n, &p).map(Some));
+    let path_key = opt!(d, f, "path", None, |n, p| d
+        .nonempty_string(n, &p)
+        .map(Some));
     let id_field = opt!(d, f, "id_field", None, |n, p| d.pointer(n, &p).map(Some));
-    let status_field = opt!(d, f, "status_field", None, |n, p| d.pointer(n, &p).map(Some));
+    let status_field = opt!(d, f, "status_field", None, |n, p| d
+        .pointer(n, &p)
+        .map(Some));
     let watch = opt!(d, f, "watch", Vec::new(), |n, p| pointers(d, n, &p));
     let closed = match f.get("closed_statuses") {
         Some(n) => d.strings(n, &f.path("closed_statuses")).map(Some),
@@ -207,14 +259,24 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let mut resolve = |value: Option<String>, default: Option<&str>, key: &str| {
         let v = value.or(default.map(str::to_owned));
         if v.is_none() {
-            d.problem(f.path(key), f.line, format!("`{key}` is required when api is `generic`"));
+            d.problem(
+                f.path(key),
+                f.line,
+                format!("`{key}` is required when api is `generic`"),
+            );
         }
         v
     };
     let path_value = resolve(path_key?, path_default, "path");
     let id_field = resolve(id_field?, id_default, "id_field");
     let status_field = resolve(status_field?, status_default, "status_field");
-    let path_value = path_value.map(|p| if p.starts_with('/') { p } else { format!("/{p}") });
+    let path_value = path_value.map(|p| {
+        if p.starts_with('/') {
+            p
+        } else {
+            format!("/{p}")
+        }
+    });
 
     let base_url = base_url?;
     let token_url = match token_url? {
@@ -292,10 +354,19 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
         Some(n) => d.choice(
             n,
             &format!("{path}.type"),
-            &[("webhook", "webhook"), ("slack", "slack"), ("email", "email"), ("console", "console")],
+            &[
+                ("webhook", "webhook"),
+                ("slack", "slack"),
+                ("email", "email"),
+                ("console", "console"),
+            ],
         ),
         None => {
-            d.problem(format!("{path}.type"), node.line, "missing required key `type` (webhook, slack, email or console)");
+            d.problem(
+                format!("{path}.type"),
+                node.line,
+                "missing required key `type` (webhook, slack, email or console)",
+            );
             None
         }
     };
@@ -306,7 +377,9 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
         _ => CONSOLE,
     };
     let f = d.map(node, path, allowed)?;
-    let name = d.required(&f, "name").and_then(|n| name_value(d, n, &f.path("name")));
+    let name = d
+        .required(&f, "name")
+        .and_then(|n| name_value(d, n, &f.path("name")));
     let kind = match kind_name? {
         "webhook" => webhook(d, &f).map(SinkKind::Webhook),
         "slack" => slack(d, &f).map(SinkKind::Slack),
@@ -315,7 +388,10 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
             template: opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some))?,
         })),
     };
-    Some(SinkConfig { name: name?, kind: kind? })
+    Some(SinkConfig {
+        name: name?,
+        kind: kind?,
+    })
 }
 
 fn webhook(d: &mut Decoder, f: &Fields) -> Option<WebhookConfig> {
@@ -336,15 +412,30 @@ fn webhook(d: &mut Decoder, f: &Fields) -> Option<WebhookConfig> {
         None => Some(None),
     };
     let headers = opt!(d, f, "headers", Vec::new(), |n, p| d.string_map(n, &p));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d.duration(n, &p, MILLI));
-    let connect = opt!(d, f, "connect_timeout", Duration::from_secs(5), |n, p| d.duration(n, &p, MILLI));
+    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
+        .duration(n, &p, MILLI));
+    let connect = opt!(d, f, "connect_timeout", Duration::from_secs(5), |n, p| d
+        .duration(n, &p, MILLI));
     if let (Some(headers), Some(node)) = (&headers, f.get("headers")) {
         for (name, _) in headers {
-            let reserved = ["content-type", "webhook-id", "webhook-timestamp", "webhook-signature"];
+            let reserved = [
+                "content-type",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+            ];
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                d.problem(f.path("headers"), node.line, format!("`{name}` is not a valid header name"));
+                d.problem(
+                    f.path("headers"),
+                    node.line,
+                    format!("`{name}` is not a valid header name"),
+                );
             } else if reserved.contains(&name.to_ascii_lowercase().as_str()) {
-                d.problem(f.path("headers"), node.line, format!("`{name}` is set by orderwatch and cannot be overridden"));
+                d.problem(
+                    f.path("headers"),
+                    node.line,
+                    format!("`{name}` is set by orderwatch and cannot be overridden"),
+                );
             }
         }
     }
@@ -370,7 +461,8 @@ fn slack(d: &mut Decoder, f: &Fields) -> Option<SlackConfig> {
     // Checked as a URL, kept as a secret: the path is the credential.
     let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
     let template = opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d.duration(n, &p, MILLI));
+    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
+        .duration(n, &p, MILLI));
     Some(SlackConfig {
         url: Secret::new(url?.to_string()),
         template: template?,
@@ -379,8 +471,12 @@ fn slack(d: &mut Decoder, f: &Fields) -> Option<SlackConfig> {
 }
 
 fn email(d: &mut Decoder, f: &Fields) -> Option<EmailConfig> {
-    let smtp = d.required(f, "smtp").and_then(|n| smtp(d, n, &f.path("smtp")));
-    let from = d.required(f, "from").and_then(|n| address(d, n, &f.path("from")));
+    let smtp = d
+        .required(f, "smtp")
+        .and_then(|n| smtp(d, n, &f.path("smtp")));
+    let from = d
+        .required(f, "from")
+        .and_then(|n| address(d, n, &f.path("from")));
     let to = d.required(f, "to").and_then(|n| {
         let path = f.path("to");
         let list = d.strings(n, &path)?;
@@ -388,7 +484,9 @@ fn email(d: &mut Decoder, f: &Fields) -> Option<EmailConfig> {
             d.problem(&path, n.line, "needs at least one address");
             return None;
         }
-        let bad: Vec<usize> = (0..list.len()).filter(|i| !looks_like_address(&list[*i])).collect();
+        let bad: Vec<usize> = (0..list.len())
+            .filter(|i| !looks_like_address(&list[*i]))
+            .collect();
         for i in &bad {
             d.problem(index(&path, *i), n.line, "not an email address");
         }
@@ -427,11 +525,17 @@ fn address(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
 
 fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
     let f = d.map(node, path, SMTP)?;
-    let host = d.required(&f, "host").and_then(|n| d.nonempty_string(n, &f.path("host")));
+    let host = d
+        .required(&f, "host")
+        .and_then(|n| d.nonempty_string(n, &f.path("host")));
     let tls = opt!(d, f, "tls", SmtpTls::Starttls, |n, p| d.choice(
         n,
         &p,
-        &[("none", SmtpTls::None), ("starttls", SmtpTls::Starttls), ("tls", SmtpTls::Tls)]
+        &[
+            ("none", SmtpTls::None),
+            ("starttls", SmtpTls::Starttls),
+            ("tls", SmtpTls::Tls)
+        ]
     ));
     let default_port = match tls {
         Some(SmtpTls::Tls) => 465,
@@ -439,9 +543,12 @@ fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
         _ => 587,
     };
     let port = opt!(d, f, "port", default_port, |n, p| d.uint(n, &p, 1, 65535));
-    let username = opt!(d, f, "username", None, |n, p| d.nonempty_string(n, &p).map(Some));
+    let username = opt!(d, f, "username", None, |n, p| d
+        .nonempty_string(n, &p)
+        .map(Some));
     let password = opt!(d, f, "password", None, |n, p| d.secret(n, &p).map(Some));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d.duration(n, &p, MILLI));
+    let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d
+        .duration(n, &p, MILLI));
     if let (Some(SmtpTls::None), true) = (tls, f.has("username") || f.has("password")) {
         d.problem(
             f.path("tls"),
@@ -468,7 +575,9 @@ fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
 
 fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     let f = d.map(node, path, ROUTE)?;
-    let sinks = d.required(&f, "sinks").and_then(|n| d.strings(n, &f.path("sinks")));
+    let sinks = d
+        .required(&f, "sinks")
+        .and_then(|n| d.strings(n, &f.path("sinks")));
     let sources = opt!(d, f, "sources", Vec::new(), |n, p| d.strings(n, &p));
     let events = opt!(d, f, "events", Vec::new(), |n, p| {
         let names = d.strings(n, &p)?;
@@ -491,7 +600,11 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
                 for (pointer, value) in entries {
                     let p = format!("{}.{pointer}", f.path("match"));
                     if !pointer.starts_with('/') {
-                        d.problem(&p, value.line, "keys of `match` are JSON pointers starting with `/`");
+                        d.problem(
+                            &p,
+                            value.line,
+                            "keys of `match` are JSON pointers starting with `/`",
+                        );
                     } else if let Some(v) = d.json(value, &p) {
                         out.push((pointer.clone(), v));
                     }
@@ -499,7 +612,11 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
                 Some(out)
             }
             _ => {
-                d.problem(f.path("match"), n.line, "expected a mapping of JSON pointer to value");
+                d.problem(
+                    f.path("match"),
+                    n.line,
+                    "expected a mapping of JSON pointer to value",
+                );
                 None
             }
         },
@@ -518,16 +635,29 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
 fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
     let f = d.map(node, "delivery", DELIVERY)?;
     let defaults = DeliveryConfig::default();
-    let max_attempts = opt!(d, f, "max_attempts", u64::from(defaults.max_attempts), |n, p| d.uint(n, &p, 1, 1000));
-    let max_age = opt!(d, f, "max_age", defaults.max_age, |n, p| d.duration(n, &p, SECOND));
+    let max_attempts = opt!(
+        d,
+        f,
+        "max_attempts",
+        u64::from(defaults.max_attempts),
+        |n, p| d.uint(n, &p, 1, 1000)
+    );
+    let max_age = opt!(d, f, "max_age", defaults.max_age, |n, p| d
+        .duration(n, &p, SECOND));
     let (initial, max) = match f.get("backoff") {
         Some(n) => {
             let b = d.map(n, "delivery.backoff", BACKOFF)?;
-            let initial = opt!(d, b, "initial", defaults.backoff_initial, |n, p| d.duration(n, &p, MILLI));
-            let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d.duration(n, &p, MILLI));
+            let initial = opt!(d, b, "initial", defaults.backoff_initial, |n, p| d
+                .duration(n, &p, MILLI));
+            let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d
+                .duration(n, &p, MILLI));
             if let (Some(i), Some(m)) = (initial, max) {
                 if m < i {
-                    d.problem("delivery.backoff.max", n.line, "must not be shorter than `initial`");
+                    d.problem(
+                        "delivery.backoff.max",
+                        n.line,
+                        "must not be shorter than `initial`",
+                    );
                 }
             }
             (initial, max)
@@ -543,7 +673,13 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
 }
 
 /// Checks that span sections: unique names, routes that name real things.
-fn cross_check(d: &mut Decoder, top: &Fields, sources: &[SourceConfig], sinks: &[SinkConfig], routes: &[RouteConfig]) {
+fn cross_check(
+    d: &mut Decoder,
+    top: &Fields,
+    sources: &[SourceConfig],
+    sinks: &[SinkConfig],
+    routes: &[RouteConfig],
+) {
     let line_of = |key: &str, i: usize| -> Option<u64> {
         match top.get(key).map(|n| &n.value) {
             Some(NodeValue::Seq(items)) => items.get(i).and_then(|n| n.line),
@@ -552,23 +688,39 @@ fn cross_check(d: &mut Decoder, top: &Fields, sources: &[SourceConfig], sinks: &
     };
     for (i, s) in sources.iter().enumerate() {
         if sources[..i].iter().any(|o| o.name == s.name) {
-            d.problem(format!("sources[{i}].name"), line_of("sources", i), format!("duplicate source name `{}`", s.name));
+            d.problem(
+                format!("sources[{i}].name"),
+                line_of("sources", i),
+                format!("duplicate source name `{}`", s.name),
+            );
         }
     }
     for (i, s) in sinks.iter().enumerate() {
         if sinks[..i].iter().any(|o| o.name == s.name) {
-            d.problem(format!("sinks[{i}].name"), line_of("sinks", i), format!("duplicate sink name `{}`", s.name));
+            d.problem(
+                format!("sinks[{i}].name"),
+                line_of("sinks", i),
+                format!("duplicate sink name `{}`", s.name),
+            );
         }
     }
     for (i, r) in routes.iter().enumerate() {
         for name in &r.sinks {
             if !sinks.iter().any(|s| &s.name == name) {
-                d.problem(format!("routes[{i}].sinks"), line_of("routes", i), format!("unknown sink `{name}`"));
+                d.problem(
+                    format!("routes[{i}].sinks"),
+                    line_of("routes", i),
+                    format!("unknown sink `{name}`"),
+                );
             }
         }
         for name in &r.sources {
             if !sources.iter().any(|s| &s.name == name) {
-                d.problem(format!("routes[{i}].sources"), line_of("routes", i), format!("unknown source `{name}`"));
+                d.problem(
+                    format!("routes[{i}].sources"),
+                    line_of("routes", i),
+                    format!("unknown source `{name}`"),
+                );
             }
         }
     }

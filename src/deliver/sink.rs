@@ -13,7 +13,11 @@ impl Sink {
     pub fn build(cfg: &SinkConfig) -> Result<Sink, String> {
         match &cfg.kind {
             SinkKind::Webhook(w) => WebhookSink::new(&cfg.name, w).map(Sink::Webhook),
-            other => Err(format!("sink `{}`: type {} is not available", cfg.name, other.type_name())),
+            other => Err(format!(
+                "sink `{}`: type {} is not available",
+                cfg.name,
+                other.type_name()
+            )),
         }
     }
 
@@ -35,5 +39,6 @@ impl Sink {
 /// Parse a stored event for sinks that render it.
 #[allow(dead_code)]
 pub(crate) fn parse_event(json: &str) -> Result<Event, DeliveryError> {
-    serde_json::from_str(json).map_err(|e| DeliveryError::permanent(format!("the stored event cannot be read: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| DeliveryError::permanent(format!("the stored event cannot be read: {e}")))
 }

@@ -25,8 +25,10 @@ impl WebhookSink {
     pub fn new(name: &str, cfg: &WebhookConfig) -> Result<WebhookSink, String> {
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header `{k}`: {e}"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has a value that cannot be sent"))?;
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header `{k}`: {e}"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("header `{k}` has a value that cannot be sent"))?;
             headers.insert(name, value);
         }
         let http = reqwest::Client::builder()
@@ -61,7 +63,10 @@ impl WebhookSink {
             .header("webhook-id", event_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(key) = &self.key {
-            request = request.header("webhook-signature", sign(key, event_id, timestamp, body.as_bytes()));
+            request = request.header(
+                "webhook-signature",
+                sign(key, event_id, timestamp, body.as_bytes()),
+            );
         }
         let response = match request.body(body.to_owned()).send().await {
             Ok(r) => r,
@@ -89,7 +94,10 @@ impl WebhookSink {
         let excerpt = body_excerpt(response).await;
         let reason = format!("{}: HTTP {}{}", self.describe(), status.as_u16(), excerpt);
         match status.as_u16() {
-            408 | 429 | 500..=599 => Err(DeliveryError::Retry { reason, retry_after }),
+            408 | 429 | 500..=599 => Err(DeliveryError::Retry {
+                reason,
+                retry_after,
+            }),
             _ => Err(DeliveryError::permanent(reason)),
         }
     }

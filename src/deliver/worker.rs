@@ -61,7 +61,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, sinks: Vec<NamedSink>, policy: DeliveryConfig, wake: Arc<Notify>) -> Dispatcher {
+    pub fn new(
+        store: Store,
+        sinks: Vec<NamedSink>,
+        policy: DeliveryConfig,
+        wake: Arc<Notify>,
+    ) -> Dispatcher {
         Dispatcher {
             store,
             sinks: sinks.into_iter().map(Arc::new).collect(),
@@ -108,7 +113,10 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, sink: &NamedSink, due: DueEntry) -> Result<PassReport, StoreError> {
-        let result = sink.sink.deliver(&due.entry.event_id, &due.entry.event).await;
+        let result = sink
+            .sink
+            .deliver(&due.entry.event_id, &due.entry.event)
+            .await;
         let mut report = PassReport::default();
         let label = |outcome: &'static str| {
             metrics::counter!("orderwatch_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
@@ -129,20 +137,28 @@ impl Dispatcher {
                 error!(sink = %sink.name, id = %entry.event_id, "delivery failed for good, moved to dead letters: {reason}");
                 report.buried = 1;
             }
-            Err(DeliveryError::Retry { reason, retry_after }) => {
+            Err(DeliveryError::Retry {
+                reason,
+                retry_after,
+            }) => {
                 let mut entry = due.entry.clone();
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.created_ms));
                 if entry.attempts >= self.policy.max_attempts || age >= self.policy.max_age {
-                    let why = format!("gave up after {} attempts over {}: {reason}", entry.attempts, humantime::format_duration(Duration::from_secs(age.as_secs())));
+                    let why = format!(
+                        "gave up after {} attempts over {}: {reason}",
+                        entry.attempts,
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
                     self.store.bury(&due, &entry, &why)?;
                     label("dead_letter");
                     error!(sink = %sink.name, id = %entry.event_id, "{why}");
                     report.buried = 1;
                 } else {
                     let wait = self.backoff(entry.attempts, retry_after);
-                    self.store.reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
+                    self.store
+                        .reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
                     label("retry");
                     warn!(sink = %sink.name, id = %entry.event_id, attempt = entry.attempts, retry_in_ms = wait.as_millis() as u64, "delivery failed, will retry: {reason}");
                     report.retried = 1;

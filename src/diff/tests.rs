@@ -28,7 +28,13 @@ fn baseline(json: &str) -> Snapshot {
 #[test]
 fn observe_needs_an_object_with_an_id() {
     let r = rules();
-    for bad in ["[1]", "\"x\"", "{\"status\":\"Current\"}", "{\"id\":\"\"}", "{\"id\":null}"] {
+    for bad in [
+        "[1]",
+        "\"x\"",
+        "{\"status\":\"Current\"}",
+        "{\"id\":\"\"}",
+        "{\"id\":null}",
+    ] {
         let raw = RawValue::from_string(bad.to_owned()).unwrap();
         assert!(observe(&raw, &r).is_err(), "{bad}");
     }
@@ -56,7 +62,10 @@ fn baseline_is_silent_and_notify_announces() {
 #[test]
 fn identical_order_is_unchanged() {
     let json = r#"{"id":"1","status":"Current"}"#;
-    assert_eq!(compare(&baseline(json), &obs(json), &rules(), true, T), Outcome::Unchanged);
+    assert_eq!(
+        compare(&baseline(json), &obs(json), &rules(), true, T),
+        Outcome::Unchanged
+    );
 }
 
 #[test]
@@ -134,7 +143,8 @@ fn status() -> impl Strategy<Value = Option<String>> {
 }
 
 fn order_json(id: &str, status: &Option<String>, watched: &str, other: &str) -> String {
-    serde_json::json!({"id": id, "status": status, "request": {"status": watched}, "other": other}).to_string()
+    serde_json::json!({"id": id, "status": status, "request": {"status": watched}, "other": other})
+        .to_string()
 }
 
 proptest! {

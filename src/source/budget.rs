@@ -48,7 +48,11 @@ impl RequestBudget {
                 }
                 s.closed_until = None;
             }
-            while s.recent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            while s
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            {
                 s.recent.pop_front();
             }
             if s.recent.len() < self.per_minute {

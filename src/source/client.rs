@@ -77,11 +77,15 @@ impl SourceClient {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ApiError::new(ApiErrorKind::Other, format!("cannot build the HTTP client: {e}")))?;
-        let list_url = cfg
-            .base_url
-            .join(&cfg.path)
-            .map_err(|e| ApiError::new(ApiErrorKind::Other, format!("bad path `{}`: {e}", cfg.path)))?;
+            .map_err(|e| {
+                ApiError::new(
+                    ApiErrorKind::Other,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
+        let list_url = cfg.base_url.join(&cfg.path).map_err(|e| {
+            ApiError::new(ApiErrorKind::Other, format!("bad path `{}`: {e}", cfg.path))
+        })?;
         Ok(SourceClient {
             name: cfg.name.clone(),
             http,
@@ -125,10 +129,17 @@ impl SourceClient {
             query.push(("sort".into(), sort.clone()));
         }
         let answer = self
-            .api_call(|| self.http.request(Method::GET, self.list_url.clone()).query(&query))
+            .api_call(|| {
+                self.http
+                    .request(Method::GET, self.list_url.clone())
+                    .query(&query)
+            })
             .await?;
         let orders: Vec<Box<RawValue>> = serde_json::from_slice(&answer.body).map_err(|e| {
-            self.bad_answer(&answer, format!("the list answer is not a JSON array of orders: {e}"))
+            self.bad_answer(
+                &answer,
+                format!("the list answer is not a JSON array of orders: {e}"),
+            )
         })?;
         let total = header_u64(&answer.headers, "x-total-count");
         Ok(Page {
@@ -146,15 +157,26 @@ impl SourceClient {
             Ok(mut segments) => {
                 segments.pop_if_empty().push(id);
             }
-            Err(()) => return Err(ApiError::new(ApiErrorKind::Other, "the list URL cannot take an id")),
+            Err(()) => {
+                return Err(ApiError::new(
+                    ApiErrorKind::Other,
+                    "the list URL cannot take an id",
+                ));
+            }
         }
-        let answer = match self.api_call(|| self.http.request(Method::GET, url.clone())).await {
+        let answer = match self
+            .api_call(|| self.http.request(Method::GET, url.clone()))
+            .await
+        {
             Ok(answer) => answer,
             Err(e) if e.kind == ApiErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         if answer.body.len() > MAX_ORDER_BYTES {
-            return Err(self.bad_answer(&answer, "the order is larger than orderwatch accepts".into()));
+            return Err(self.bad_answer(
+                &answer,
+                "the order is larger than orderwatch accepts".into(),
+            ));
         }
         let order: Box<RawValue> = serde_json::from_slice(&answer.body)
             .map_err(|e| self.bad_answer(&answer, format!("the order is not JSON: {e}")))?;
@@ -199,10 +221,18 @@ impl SourceClient {
         let parsed: Option<TokenAnswer> = serde_json::from_slice(&answer.body).ok();
         if answer.status.is_success() {
             let Some(parsed) = parsed else {
-                return Err(self.token_error(ApiErrorKind::TokenEndpoint, &answer, "the answer is not JSON".into()));
+                return Err(self.token_error(
+                    ApiErrorKind::TokenEndpoint,
+                    &answer,
+                    "the answer is not JSON".into(),
+                ));
             };
             let Some(token) = parsed.access_token.filter(|t| !t.is_empty()) else {
-                return Err(self.token_error(ApiErrorKind::TokenEndpoint, &answer, "no access_token in the answer".into()));
+                return Err(self.token_error(
+                    ApiErrorKind::TokenEndpoint,
+                    &answer,
+                    "no access_token in the answer".into(),
+                ));
             };
             let seconds = match parsed.expires_in {
                 Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -217,14 +247,23 @@ impl SourceClient {
             });
         }
         let (error, description) = parsed
-            .map(|p| (p.error.unwrap_or_default(), p.error_description.unwrap_or_default()))
+            .map(|p| {
+                (
+                    p.error.unwrap_or_default(),
+                    p.error_description.unwrap_or_default(),
+                )
+            })
             .unwrap_or_default();
         let kind = if answer.status == StatusCode::UNAUTHORIZED || error == "invalid_client" {
             ApiErrorKind::InvalidClient
         } else {
             ApiErrorKind::TokenEndpoint
         };
-        let detail = [error, description].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(": ");
+        let detail = [error, description]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
         Err(self.token_error(kind, &answer, detail))
     }
 
@@ -290,7 +329,9 @@ impl SourceClient {
                     }
                     let wait = retry_after(&answer.headers)
                         .map(|d| d.min(MAX_RATE_LIMIT_WAIT))
-                        .unwrap_or_else(|| jittered(Duration::from_secs(2) * 2u32.pow(rate_limited.min(8))))
+                        .unwrap_or_else(|| {
+                            jittered(Duration::from_secs(2) * 2u32.pow(rate_limited.min(8)))
+                        })
                         .min(MAX_RATE_LIMIT_WAIT);
                     warn!(source = %self.name, wait_ms = wait.as_millis() as u64, "rate limited by Orange: waiting");
                     self.budget.close_for(wait).await;
@@ -354,11 +395,13 @@ impl SourceClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         metrics::counter!("orderwatch_api_requests_total", "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
-        let body = read_capped(response, MAX_PAGE_BYTES).await.map_err(|mut e| {
-            e.http = Some(status.as_u16());
-            e.request_id = request_id.clone();
-            e
-        })?;
+        let body = read_capped(response, MAX_PAGE_BYTES)
+            .await
+            .map_err(|mut e| {
+                e.http = Some(status.as_u16());
+                e.request_id = request_id.clone();
+                e
+            })?;
         Ok(Answer {
             status,
             headers,
@@ -412,7 +455,11 @@ impl Pager<'_> {
     }
 
     fn top_up(&mut self) {
-        let window = if self.total.is_some() { self.client.concurrency } else { 1 };
+        let window = if self.total.is_some() {
+            self.client.concurrency
+        } else {
+            1
+        };
         while self.in_flight.len() < window {
             if let Some(total) = self.total {
                 if self.next_offset >= total && !self.in_flight.is_empty() {
@@ -451,7 +498,10 @@ fn orange_error(body: &[u8]) -> (Option<i64>, String) {
 
 /// Keep messages from outside short and on one line.
 fn sanitize(text: &str) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let trimmed = one_line.trim();
     match trimmed.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &trimmed[..i]),
@@ -464,8 +514,6 @@ fn transport_error(e: &reqwest::Error) -> ApiError {
     // it short and plain all the same.
     let kind = if e.is_timeout() {
         ApiErrorKind::Timeout
-    } else if e.is_connect() {
-        ApiErrorKind::Connect
     } else {
         ApiErrorKind::Connect
     };
@@ -481,21 +529,35 @@ fn transport_error(e: &reqwest::Error) -> ApiError {
 
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Bytes, ApiError> {
     if response.content_length().is_some_and(|n| n as usize > cap) {
-        return Err(ApiError::new(ApiErrorKind::BadAnswer, format!("the answer is larger than {cap} bytes")));
+        return Err(ApiError::new(
+            ApiErrorKind::BadAnswer,
+            format!("the answer is larger than {cap} bytes"),
+        ));
     }
     let mut body = bytes::BytesMut::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > cap {
-                    return Err(ApiError::new(ApiErrorKind::BadAnswer, format!("the answer is larger than {cap} bytes")));
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadAnswer,
+                        format!("the answer is larger than {cap} bytes"),
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(e) if e.is_timeout() => return Err(ApiError::new(ApiErrorKind::Timeout, "timed out reading the answer")),
+            Err(e) if e.is_timeout() => {
+                return Err(ApiError::new(
+                    ApiErrorKind::Timeout,
+                    "timed out reading the answer",
+                ));
+            }
             Err(e) => {
-                return Err(ApiError::new(ApiErrorKind::BadAnswer, sanitize(&format!("the answer was cut short: {e}"))));
+                return Err(ApiError::new(
+                    ApiErrorKind::BadAnswer,
+                    sanitize(&format!("the answer was cut short: {e}")),
+                ));
             }
         }
     }
@@ -526,7 +588,8 @@ mod tests {
 
     #[test]
     fn orange_error_bodies_are_read() {
-        let (code, text) = orange_error(br#"{"code":53,"message":"Too many requests","description":"slow down"}"#);
+        let (code, text) =
+            orange_error(br#"{"code":53,"message":"Too many requests","description":"slow down"}"#);
         assert_eq!(code, Some(53));
         assert_eq!(text, "Too many requests: slow down");
         let (code, text) = orange_error(b"<html>oops</html>");
@@ -538,7 +601,10 @@ mod tests {
     fn jitter_stays_within_twenty_percent() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(10));
-            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
         }
     }
 

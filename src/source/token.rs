@@ -57,7 +57,10 @@ impl TokenCache {
     /// Forget `stale` after a 401, unless another call already replaced it.
     pub async fn invalidate(&self, stale: &Arc<Secret>) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|t| Arc::ptr_eq(&t.value, stale)) {
+        if current
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&t.value, stale))
+        {
             *current = None;
         }
     }
@@ -100,12 +103,21 @@ mod tests {
     #[tokio::test]
     async fn invalidate_only_drops_the_stale_token() {
         let cache = TokenCache::new();
-        let a = cache.get(|| async { Ok::<_, ()>(fresh("a", 3600)) }).await.unwrap();
+        let a = cache
+            .get(|| async { Ok::<_, ()>(fresh("a", 3600)) })
+            .await
+            .unwrap();
         cache.invalidate(&a).await;
-        let b = cache.get(|| async { Ok::<_, ()>(fresh("b", 3600)) }).await.unwrap();
+        let b = cache
+            .get(|| async { Ok::<_, ()>(fresh("b", 3600)) })
+            .await
+            .unwrap();
         assert_eq!(b.expose(), "b");
         cache.invalidate(&a).await;
-        let still_b = cache.get(|| async { Ok::<_, ()>(fresh("c", 3600)) }).await.unwrap();
+        let still_b = cache
+            .get(|| async { Ok::<_, ()>(fresh("c", 3600)) })
+            .await
+            .unwrap();
         assert_eq!(still_b.expose(), "b");
     }
 }

@@ -44,7 +44,11 @@ pub enum StoreError {
     #[error(
         "the store at {dir} has schema version {found}, this orderwatch reads version {expected}: use the orderwatch release that wrote it (nothing was changed)"
     )]
-    Schema { dir: PathBuf, found: u64, expected: u64 },
+    Schema {
+        dir: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("store error: {0}")]
     Engine(String),
     #[error("a stored record is damaged: {0}")]
@@ -176,7 +180,8 @@ impl Store {
     fn check_schema(&self) -> Result<(), StoreError> {
         match self.meta.get(META_SCHEMA)? {
             Some(v) => {
-                let found = read_u64(&v).ok_or_else(|| StoreError::Damaged("schema version".into()))?;
+                let found =
+                    read_u64(&v).ok_or_else(|| StoreError::Damaged("schema version".into()))?;
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         dir: self.dir.clone(),
@@ -186,7 +191,8 @@ impl Store {
                 }
             }
             None => {
-                self.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta
+                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
         Ok(())
@@ -224,7 +230,11 @@ impl Store {
     }
 
     /// The stored hash and listed flag, without decoding the order.
-    pub fn snapshot_hash(&self, source: &str, order_id: &str) -> Result<Option<(u128, bool)>, StoreError> {
+    pub fn snapshot_hash(
+        &self,
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<(u128, bool)>, StoreError> {
         Ok(self
             .snapshots
             .get(keys::snapshot(source, order_id))?
@@ -293,7 +303,12 @@ impl Store {
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = commit
             .snapshots
             .iter()
-            .map(|(id, snap)| (keys::snapshot(&commit.source, id), snap.as_ref().map(Snapshot::encode)))
+            .map(|(id, snap)| {
+                (
+                    keys::snapshot(&commit.source, id),
+                    snap.as_ref().map(Snapshot::encode),
+                )
+            })
             .collect();
         let trees = (
             &self.snapshots,
@@ -329,8 +344,9 @@ impl Store {
                         last_error: None,
                         event: event.json.clone(),
                     };
-                    let value = serde_json::to_vec(&entry)
-                        .map_err(|e| ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string())))?;
+                    let value = serde_json::to_vec(&entry).map_err(|e| {
+                        ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
+                    })?;
                     outbox.insert(keys::outbox(sink, now, seq), value)?;
                     outbox_order.insert(
                         keys::order_index(sink, &commit.source, &event.order_id, seq),
@@ -414,7 +430,12 @@ impl Store {
     }
 
     /// Failed for now: store the new attempt count and try again at `due_ms`.
-    pub fn reschedule(&self, due: &DueEntry, entry: &OutboxEntry, due_ms: u64) -> Result<(), StoreError> {
+    pub fn reschedule(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
         let value = serde_json::to_vec(entry).map_err(|e| StoreError::Damaged(e.to_string()))?;
         let new_key = keys::outbox(&entry.sink, due_ms, entry.seq);
         let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
@@ -428,7 +449,12 @@ impl Store {
     }
 
     /// Give up on the entry: move it to the dead letters.
-    pub fn bury(&self, due: &DueEntry, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
+    pub fn bury(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let dead = DeadLetter {
             entry: entry.clone(),
             reason: reason.to_owned(),
@@ -437,12 +463,14 @@ impl Store {
         let value = serde_json::to_vec(&dead).map_err(|e| StoreError::Damaged(e.to_string()))?;
         let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
         let dead_key = keys::dead_letter(&entry.sink, entry.seq);
-        (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(|(outbox, order, dead)| {
-            outbox.remove(due.key.as_slice())?;
-            order.remove(index.as_slice())?;
-            dead.insert(dead_key.as_slice(), value.as_slice())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
+        (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(
+            |(outbox, order, dead)| {
+                outbox.remove(due.key.as_slice())?;
+                order.remove(index.as_slice())?;
+                dead.insert(dead_key.as_slice(), value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         Ok(())
     }
 
@@ -463,13 +491,17 @@ impl Store {
             .iter()
             .map(|item| {
                 let (_, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))
             })
             .collect()
     }
 
     pub fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
-        Ok(self.dead_letters.scan_prefix(keys::sink_prefix(sink)).count() as u64)
+        Ok(self
+            .dead_letters
+            .scan_prefix(keys::sink_prefix(sink))
+            .count() as u64)
     }
 
     /// Put dead letters back in the outbox, due now, attempts reset. `ids`
@@ -479,12 +511,13 @@ impl Store {
         let mut replayed = 0;
         for item in self.dead_letters.iter() {
             let (k, v) = item?;
-            let dead: DeadLetter =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))?;
+            let dead: DeadLetter = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))?;
             let wanted = match ids {
                 None => true,
                 Some(ids) => ids.iter().any(|id| {
-                    *id == dead.entry.event_id || *id == format!("{}:{}", dead.entry.sink, dead.entry.seq)
+                    *id == dead.entry.event_id
+                        || *id == format!("{}:{}", dead.entry.sink, dead.entry.seq)
                 }),
             };
             if !wanted {
@@ -493,15 +526,18 @@ impl Store {
             let mut entry = dead.entry;
             entry.attempts = 0;
             entry.created_ms = now;
-            let value = serde_json::to_vec(&entry).map_err(|e| StoreError::Damaged(e.to_string()))?;
+            let value =
+                serde_json::to_vec(&entry).map_err(|e| StoreError::Damaged(e.to_string()))?;
             let out_key = keys::outbox(&entry.sink, now, entry.seq);
             let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
-            (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(|(outbox, order, dead)| {
-                dead.remove(&k)?;
-                outbox.insert(out_key.as_slice(), value.as_slice())?;
-                order.insert(index.as_slice(), &now.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })?;
+            (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(
+                |(outbox, order, dead)| {
+                    dead.remove(&k)?;
+                    outbox.insert(out_key.as_slice(), value.as_slice())?;
+                    order.insert(index.as_slice(), &now.to_be_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
             replayed += 1;
         }
         Ok(replayed)
@@ -513,7 +549,8 @@ impl Store {
     pub fn recent_events(&self) -> impl Iterator<Item = Result<String, StoreError>> + use<> {
         self.events.iter().rev().map(|item| {
             let (_, v) = item?;
-            String::from_utf8(v.to_vec()).map_err(|e| StoreError::Damaged(format!("event log: {e}")))
+            String::from_utf8(v.to_vec())
+                .map_err(|e| StoreError::Damaged(format!("event log: {e}")))
         })
     }
 }
@@ -532,12 +569,16 @@ fn open_error(dir: &Path, e: sled::Error) -> StoreError {
     let text = e.to_string();
     let locked = match &e {
         sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock || text.contains("lock") || text.contains("Resource temporarily unavailable")
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || text.contains("lock")
+                || text.contains("Resource temporarily unavailable")
         }
         _ => false,
     };
     if locked {
-        StoreError::Locked { dir: dir.to_owned() }
+        StoreError::Locked {
+            dir: dir.to_owned(),
+        }
     } else {
         StoreError::Unreadable {
             dir: dir.to_owned(),

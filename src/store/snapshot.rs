@@ -29,7 +29,8 @@ impl Snapshot {
 
     pub(crate) fn encode(&self) -> Vec<u8> {
         let status = self.status.as_deref().unwrap_or("");
-        let mut out = Vec::with_capacity(40 + status.len() + self.changed_at.len() + self.order.len());
+        let mut out =
+            Vec::with_capacity(40 + status.len() + self.changed_at.len() + self.order.len());
         out.push(FORMAT);
         out.extend_from_slice(&self.revision.to_be_bytes());
         out.extend_from_slice(&self.hash.to_be_bytes());

@@ -35,7 +35,10 @@ fn commit_writes_snapshots_outbox_and_log_together() {
         })
         .unwrap();
     assert!(store.has_baseline("t").unwrap());
-    assert_eq!(store.snapshot("t", "1").unwrap().unwrap().status.as_deref(), Some("Current"));
+    assert_eq!(
+        store.snapshot("t", "1").unwrap().unwrap().status.as_deref(),
+        Some("Current")
+    );
     assert_eq!(store.outbox_depth("hook").unwrap(), 1);
     assert_eq!(store.outbox_depth("chat").unwrap(), 1);
     let due = store.due("hook", now_ms() + 1, 10).unwrap();
@@ -66,7 +69,9 @@ fn entries_of_one_order_stay_in_order() {
     // The first fails and is rescheduled: it is still first of its order.
     let mut failed = due[0].entry.clone();
     failed.attempts = 1;
-    store.reschedule(&due[0], &failed, now_ms() + 60_000).unwrap();
+    store
+        .reschedule(&due[0], &failed, now_ms() + 60_000)
+        .unwrap();
     assert!(!store.is_first_of_order(&due[1].entry).unwrap());
     let due_now = store.due("hook", now_ms() + 1, 10).unwrap();
     assert_eq!(due_now.len(), 1);
@@ -124,7 +129,9 @@ fn data_survives_reopening() {
 fn a_second_open_is_refused_as_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path()).unwrap();
-    let err = Store::open(dir.path()).err().expect("second open must fail");
+    let err = Store::open(dir.path())
+        .err()
+        .expect("second open must fail");
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
 }
 
@@ -133,7 +140,10 @@ fn another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        store.meta.insert(META_SCHEMA, &99u64.to_be_bytes()).unwrap();
+        store
+            .meta
+            .insert(META_SCHEMA, &99u64.to_be_bytes())
+            .unwrap();
         store.flush().unwrap();
     }
     let err = Store::open(dir.path()).err().expect("must refuse");
