@@ -204,6 +204,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(&config.log);
     match cli.command {
         Command::Run => {
+            let stop = shutdown_signal();
             let app = match App::build(config) {
                 Ok(app) => app,
                 Err(e) => {
@@ -211,7 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(exit(1));
                 }
             };
-            app.run(shutdown_signal()).await?;
+            app.run(stop).await?;
             Ok(exit(0))
         }
         Command::Once { drain_timeout } => {
@@ -465,7 +466,13 @@ fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCo
 async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
     let url = match (url, config.listen) {
         (Some(u), _) => u,
-        (None, Some(addr)) => format!("http://{addr}/healthz"),
+        (None, Some(mut addr)) => {
+            // A daemon listening on 0.0.0.0 is reached on loopback.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}/healthz")
+        }
         (None, None) => {
             eprintln!("no `listen` address in the config and no --url");
             return Ok(exit(2));
@@ -512,6 +519,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         opts.client_secret.clone(),
         opts.api_key.clone(),
     );
+    let stop = shutdown_signal();
     let sim = simulator::start(args.listen, opts).await?;
     println!("Orange API simulator listening on {}", sim.base_url());
     println!(
@@ -531,7 +539,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         sim.base_url()
     );
     println!("Ctrl-C stops it.");
-    shutdown_signal().await;
+    stop.await;
     sim.shutdown().await;
     Ok(exit(0))
 }
