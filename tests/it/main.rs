@@ -4,4 +4,5 @@
 mod crash;
 mod flow;
 mod helpers;
+mod ops;
 mod sim_api;
