@@ -1,0 +1,351 @@
+//! Realistic, deterministic orders for both APIs: the same seed gives the same
+//! documents. Shapes follow Orange's guides (ids like `123456` and
+//! `W61X9260521`, customers `33-…`, requests `3-…`), filled out with the
+//! nested fields real orders carry.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+/// Generated orders are created between 2026-01-01 and 300 days later, so
+/// the data is the same whatever day it is generated on.
+const CREATED_FROM: u64 = 1_767_225_600;
+const CREATED_SPAN: u64 = 300 * 86_400;
+
+/// Share of generated tracking orders that are still `Current`.
+const CURRENT_SHARE: f64 = 0.8;
+
+pub(crate) const TRACKING_CURRENT_STATES: &[&str] = &[
+    "Acknowledged",
+    "In Progress",
+    "Scheduled",
+    "Pending Customer",
+];
+pub(crate) const ORDERING_STEPS: &[&str] = &["REQUEST", "VALIDATION", "DELIVERY", "COMPLETED"];
+
+const CUSTOMERS: &[&str] = &[
+    "demo.gcompte",
+    "ACME Industries",
+    "Globex Logistique",
+    "Initech France",
+    "Umbrella Pharma",
+    "Stark Energie",
+    "Wayne Retail",
+    "Hooli Europe",
+    "Vandelay Import",
+    "Cyberdyne Systemes",
+    "Tyrell Manufacturing",
+    "Nakatomi Trading",
+];
+const CONTACTS: &[(&str, &str)] = &[
+    ("Camille", "MARTIN"),
+    ("Lucas", "BERNARD"),
+    ("Chloe", "DUBOIS"),
+    ("Hugo", "THOMAS"),
+    ("Lea", "ROBERT"),
+    ("Nathan", "RICHARD"),
+    ("Manon", "PETIT"),
+    ("Louis", "DURAND"),
+    ("John", "DOE"),
+];
+const CITIES: &[(&str, &str)] = &[
+    ("PARIS", "75015"),
+    ("LYON", "69003"),
+    ("NANTES", "44000"),
+    ("RENNES", "35000"),
+    ("LILLE", "59000"),
+    ("TOULOUSE", "31000"),
+    ("SAINT-DIE-DES-VOSGES", "88100"),
+    ("MARSEILLE", "13002"),
+];
+const STREETS: &[&str] = &[
+    "Route DE SAALES",
+    "Rue de la Gare",
+    "Avenue Jean Jaures",
+    "Boulevard Pasteur",
+    "Rue du Moulin",
+    "Place de la Republique",
+];
+const PRIORITIES: &[&str] = &["LOW", "MEDIUM", "MEDIUM", "MEDIUM", "HIGH", "CRITICAL"];
+const CATEGORIES: &[&str] = &["NEW", "NEW", "NEW", "MODIFY", "MOVE", "CEASE"];
+const TRACKING_TYPES: &[&str] = &[
+    "Business VPN",
+    "Business Internet",
+    "Ethernet Link",
+    "Flexible SD-WAN",
+    "Business Talk",
+    "Evolution Platform",
+];
+const ORDERING_TYPES: &[&str] = &[
+    "C_GENERIC_S1",
+    "R_BVPN_S1A",
+    "R_INTERNET_S1",
+    "R_ETHERNET_S1",
+    "C_SDWAN_S2",
+];
+const BANDWIDTHS: &[&str] = &["10 Mbps", "50 Mbps", "100 Mbps", "1 Gbps", "10 Gbps"];
+const DOMAINS: &[&str] = &["DATA", "DATA", "VOICE", "MOBILE"];
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    // Every list above is a non-empty constant.
+    &items[rng.random_range(0..items.len())]
+}
+
+/// `2026-03-04T05:06:07Z`
+pub(crate) fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(CREATED_FROM)
+}
+
+fn customer(rng: &mut StdRng) -> Value {
+    let index = rng.random_range(0..CUSTOMERS.len());
+    json!({
+        "id": format!("33-{:08}", 1_257_052 + index * 7_919),
+        "name": CUSTOMERS[index],
+    })
+}
+
+fn contact(rng: &mut StdRng) -> (String, String, String) {
+    let (first, last) = *pick(rng, CONTACTS);
+    let email = format!(
+        "{}.{}@example.com",
+        first.to_lowercase(),
+        last.to_lowercase()
+    );
+    (first.to_owned(), last.to_owned(), email)
+}
+
+/// Where ids come from: tracking ids are fixed-width decimal numbers, so
+/// sorting them as strings sorts them as numbers; ordering ids encode a
+/// running index (scrambled so neighbours do not look alike) and the day the
+/// request was made, like `W61X9260521`.
+#[derive(Debug, Clone)]
+pub(crate) struct IdSource {
+    tracking_base: u64,
+    next_tracking: u64,
+    next_ordering: u64,
+}
+
+impl IdSource {
+    pub(crate) fn new(orders: usize) -> IdSource {
+        // Six digits as in Orange's examples, more if the generated orders and
+        // room for as many again from churn would not fit.
+        let mut base: u64 = 100_000;
+        while base.saturating_mul(9) < (orders as u64).saturating_mul(2).saturating_add(1000) {
+            base = base.saturating_mul(10);
+        }
+        IdSource {
+            tracking_base: base,
+            next_tracking: 0,
+            next_ordering: 0,
+        }
+    }
+
+    pub(crate) fn next_tracking(&mut self) -> String {
+        self.next_tracking += 1;
+        (self.tracking_base + self.next_tracking).to_string()
+    }
+
+    pub(crate) fn next_ordering(&mut self, created_secs: u64) -> String {
+        const SPACE: u64 = 36 * 36 * 36 * 36;
+        const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        // Multiplying by a number prime to 36^4 permutes 0..36^4, so the first
+        // 1.6 million ids are distinct whatever their dates.
+        let mut code = (self.next_ordering.wrapping_mul(1_000_003) + 611_953) % SPACE;
+        self.next_ordering += 1;
+        let mut letters = [b'0'; 4];
+        for slot in letters.iter_mut().rev() {
+            *slot = DIGITS[(code % 36) as usize];
+            code /= 36;
+        }
+        let day = rfc3339(created_secs);
+        // YYYY-MM-DD → DDMMYY
+        let ddmmyy = format!("{}{}{}", &day[8..10], &day[5..7], &day[2..4]);
+        format!("W{}{}", String::from_utf8_lossy(&letters), ddmmyy)
+    }
+}
+
+pub(crate) fn tracking_order(
+    rng: &mut StdRng,
+    id: &str,
+    created: u64,
+    updated: u64,
+    open: bool,
+) -> Value {
+    let reference = format!(
+        "PO-{}-{:06}",
+        &rfc3339(created)[..4],
+        rng.random_range(0..1_000_000)
+    );
+    let (status, request_status) = if open {
+        ("Current", *pick(rng, TRACKING_CURRENT_STATES))
+    } else if rng.random_bool(0.9) {
+        ("Closed", "Completed")
+    } else {
+        ("Closed", "Cancelled")
+    };
+    let (first, last, email) = contact(rng);
+    let (city, _) = *pick(rng, CITIES);
+    let planned = created + rng.random_range(14..90) * 86_400;
+    json!({
+        "id": id,
+        "customerReference": reference,
+        "status": status,
+        "priority": pick(rng, PRIORITIES),
+        "customer": customer(rng),
+        "type": pick(rng, TRACKING_TYPES),
+        "category": pick(rng, CATEGORIES),
+        "createdAt": rfc3339(created),
+        "updatedAt": rfc3339(updated),
+        "request": {
+            "id": format!("3-{:08}", rng.random_range(0..100_000_000)),
+            "customerReference": reference,
+            "status": request_status,
+            "orangeContact": { "name": format!("{first} {last}"), "email": email },
+        },
+        "properties": {
+            "serviceId": format!("SVC-{:07}", rng.random_range(0..10_000_000)),
+            "bandwidth": pick(rng, BANDWIDTHS),
+            "plannedDeliveryDate": &rfc3339(planned)[..10],
+            "site": { "name": format!("SITE {city} {}", rng.random_range(1..40)), "city": city, "country": "FR" },
+        },
+    })
+}
+
+pub(crate) fn ordering_request(
+    rng: &mut StdRng,
+    id: &str,
+    created: u64,
+    updated: u64,
+    step: &str,
+) -> Value {
+    let (first, last, email) = contact(rng);
+    let (city, postal_code) = *pick(rng, CITIES);
+    let planned = created + rng.random_range(14..90) * 86_400;
+    json!({
+        "id": id,
+        "customerReference": format!("#REF-{:06}", rng.random_range(0..1_000_000)),
+        "step": step,
+        "isArchived": step == "COMPLETED",
+        "priority": pick(rng, PRIORITIES),
+        "customer": customer(rng),
+        "type": pick(rng, ORDERING_TYPES),
+        "category": pick(rng, CATEGORIES),
+        "createdAt": rfc3339(created),
+        "updatedAt": rfc3339(updated),
+        "properties": {
+            "domain": pick(rng, DOMAINS),
+            "installationPlannedAt": &rfc3339(planned)[..10],
+            "location": {
+                "name": format!("{} - {city} {}", pick(rng, CUSTOMERS), rng.random_range(1..9)),
+                "address": {
+                    "street": format!("{} {}", rng.random_range(1..120), pick(rng, STREETS)),
+                    "postalCode": postal_code,
+                    "city": city,
+                    "country": "FR",
+                },
+                "primaryContact": { "firstName": first, "lastName": last, "email": email },
+            },
+            "servicePoint": { "id": format!("5-{:010}", rng.random_range(0..10_000_000_000u64)) },
+        },
+        "attachments": [],
+    })
+}
+
+fn created_and_updated(rng: &mut StdRng) -> (u64, u64) {
+    let created = CREATED_FROM + rng.random_range(0..CREATED_SPAN);
+    let updated = created + rng.random_range(0..20 * 86_400);
+    (created, updated)
+}
+
+pub(crate) fn tracking_rng(seed: u64) -> StdRng {
+    rand::SeedableRng::seed_from_u64(seed ^ 0x7472_6163_6b69_6e67)
+}
+
+pub(crate) fn ordering_rng(seed: u64) -> StdRng {
+    rand::SeedableRng::seed_from_u64(seed ^ 0x6f72_6465_7269_6e67)
+}
+
+/// The tracking orders a simulator starts with, ids in ascending order.
+pub(crate) fn tracking_orders_from(rng: &mut StdRng, ids: &mut IdSource, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|_| {
+            let (created, updated) = created_and_updated(rng);
+            let open = rng.random_bool(CURRENT_SHARE);
+            tracking_order(rng, &ids.next_tracking(), created, updated, open)
+        })
+        .collect()
+}
+
+/// The ordering requests a simulator starts with: a fifth at each of the
+/// first two steps, two fifths in delivery, a fifth completed and archived.
+pub(crate) fn ordering_requests_from(rng: &mut StdRng, ids: &mut IdSource, n: usize) -> Vec<Value> {
+    const STEP_WEIGHTS: &[usize] = &[0, 1, 2, 2, 3];
+    (0..n)
+        .map(|_| {
+            let (created, updated) = created_and_updated(rng);
+            let step = ORDERING_STEPS[*pick(rng, STEP_WEIGHTS)];
+            ordering_request(rng, &ids.next_ordering(created), created, updated, step)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn tracking_orders(seed: u64, n: usize) -> Vec<Value> {
+    tracking_orders_from(&mut tracking_rng(seed), &mut IdSource::new(n), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn same_seed_same_orders() {
+        assert_eq!(tracking_orders(3, 50), tracking_orders(3, 50));
+        assert_ne!(tracking_orders(3, 50), tracking_orders(4, 50));
+    }
+
+    #[test]
+    fn tracking_ids_are_fixed_width_and_sort_numerically() {
+        let orders = tracking_orders(1, 2000);
+        let ids: Vec<&str> = orders.iter().filter_map(|o| o["id"].as_str()).collect();
+        assert_eq!(ids.len(), 2000);
+        assert!(ids.iter().all(|id| id.len() == 6));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let current = orders.iter().filter(|o| o["status"] == "Current").count();
+        assert!(
+            (1400..1800).contains(&current),
+            "about 80% current, got {current}"
+        );
+    }
+
+    #[test]
+    fn ordering_ids_are_unique_and_look_like_oranges() {
+        let mut ids = IdSource::new(10);
+        let mut rng = ordering_rng(1);
+        let requests = ordering_requests_from(&mut rng, &mut ids, 5000);
+        let unique: HashSet<&str> = requests.iter().filter_map(|r| r["id"].as_str()).collect();
+        assert_eq!(unique.len(), 5000);
+        for request in &requests {
+            let id = request["id"].as_str().unwrap_or_default();
+            assert_eq!(id.len(), 11, "{id}");
+            assert!(id.starts_with('W'));
+            assert_eq!(request["isArchived"], request["step"] == "COMPLETED");
+        }
+    }
+
+    #[test]
+    fn big_counts_widen_tracking_ids() {
+        let mut ids = IdSource::new(1_000_000);
+        assert_eq!(ids.next_tracking(), "1000001");
+    }
+}
