@@ -35,7 +35,7 @@ pub(crate) struct Churner {
 }
 
 impl Churner {
-    pub(crate) fn new(_sim: &SimState, seed: u64) -> Churner {
+    pub(crate) fn new(seed: u64) -> Churner {
         Churner {
             rng: StdRng::seed_from_u64(seed ^ 0x6368_7572_6e00_0000),
         }
@@ -83,7 +83,8 @@ impl Churner {
                     Api::OrderTracking => advance_tracking(order, rng),
                     Api::Ordering => advance_ordering(order),
                 };
-                if advanced && let Some(object) = order.as_object_mut() {
+                // No let chains: the crate's declared rust-version is 1.85.
+                if let (true, Some(object)) = (advanced, order.as_object_mut()) {
                     object.insert("updatedAt".to_owned(), Value::String(now.clone()));
                 }
             });
@@ -239,8 +240,8 @@ mod tests {
     #[test]
     fn same_seed_same_churn() {
         let (a, b, c) = (sim(5), sim(5), sim(6));
-        for s in [&a, &b, &c] {
-            let mut churner = Churner::new(s, if std::ptr::eq(s, &c) { 6 } else { 5 });
+        for (s, seed) in [(&a, 5), (&b, 5), (&c, 6)] {
+            let mut churner = Churner::new(seed);
             for _ in 0..300 {
                 churner.step(s);
             }

@@ -148,7 +148,7 @@ pub async fn start(listen: SocketAddr, opts: SimOptions) -> std::io::Result<Runn
     });
 
     let churn = (churn_rate.is_finite() && churn_rate > 0.0).then(|| {
-        let churner = churn::Churner::new(&sim, seed);
+        let churner = churn::Churner::new(seed);
         tokio::spawn(churn::run(Arc::clone(&sim), churner, churn_rate, stopped))
     });
 
