@@ -1,1 +1,39 @@
+//! orderwatch watches a company's orders with Orange Business (Order Tracking
+//! API v1 and Ordering API v2) and tells people when they change: signed HTTP
+//! webhooks, Slack-style chat, email.
+//!
+//! # Layout
+//!
+//! The modules follow the data: orders come in at `source`, are compared in
+//! `diff`, committed by `store` together with their outbox entries, and leave
+//! through `deliver`.
+//!
+//! - [`cli`]: the commands of the command line
+//! - [`config`]: the YAML schema, `${VAR}` substitution, validation listing every problem
+//! - [`telemetry`]: logs as text or JSON
+//! - [`app`]: wires a run: store, pollers, dispatcher, HTTP; the shutdown order
+//! - [`source`]: reading Orange: token cache, request budget, paging, typed errors
+//! - [`poll`]: one cycle: pages → diff → commit; vanished orders resolved by id
+//! - [`diff`]: pure: (snapshot, order) → events
+//! - [`event`]: the event, its type and deterministic id
+//! - [`store`]: the only module that imports sled
+//! - [`route`]: which sinks an event goes to
+//! - [`deliver`]: the outbox worker and the sinks
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`
+//! - [`simulator`]: the Orange simulator behind `orderwatch simulate`
+//! - [`secret`]: a string that never prints itself
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod diff;
+pub mod event;
+pub mod http;
+pub mod poll;
+pub mod route;
+pub mod secret;
 pub mod simulator;
+pub mod source;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,223 @@
+//! Wiring a run: the store, a poller per source, the dispatcher, the HTTP
+//! server; and the order things stop in.
+
+use crate::config::Config;
+use crate::deliver::{Dispatcher, NamedSink, Sink};
+use crate::http::{self, Readiness};
+use crate::poll::{CycleReport, Poller};
+use crate::route::Router;
+use crate::store::Store;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::{error, info};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub pollers: Vec<Arc<Poller>>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// What `once` ended with (DESIGN.md "Command line").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnceOutcome {
+    /// Every poll succeeded and nothing due is left undelivered.
+    Done,
+    /// A poll failed.
+    PollFailed,
+    /// Polls succeeded; deliveries are still queued for the next run.
+    Queued,
+}
+
+impl OnceOutcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            OnceOutcome::Done => 0,
+            OnceOutcome::PollFailed => 1,
+            OnceOutcome::Queued => 3,
+        }
+    }
+}
+
+impl App {
+    /// Open the store and build every part; nothing is contacted yet.
+    pub fn build(config: Config) -> anyhow::Result<App> {
+        let store = Store::open(&config.state_dir)?;
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: Config, store: Store) -> anyhow::Result<App> {
+        let wake = Arc::new(Notify::new());
+        let router = Arc::new(Router::new(&config));
+        let readiness = Arc::new(Readiness::default());
+        let mut pollers = Vec::new();
+        for source in &config.sources {
+            let poller = Poller::new(
+                Arc::new(source.clone()),
+                store.clone(),
+                router.clone(),
+                wake.clone(),
+            )
+            .with_context(|| format!("source `{}`", source.name))?;
+            readiness.register(&source.name, source.interval);
+            pollers.push(Arc::new(poller));
+        }
+        let mut sinks = Vec::new();
+        for sink in &config.sinks {
+            let built = Sink::build(sink).map_err(anyhow::Error::msg)?;
+            sinks.push(NamedSink {
+                name: sink.name.clone(),
+                sink: built,
+            });
+        }
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            sinks,
+            config.delivery.clone(),
+            wake,
+        ));
+        Ok(App {
+            config,
+            store,
+            pollers,
+            dispatcher,
+            readiness,
+        })
+    }
+
+    /// Poll every source once (side by side).
+    pub async fn poll_all(&self) -> Vec<CycleReport> {
+        let reports = futures::future::join_all(self.pollers.iter().map(|p| p.poll_once())).await;
+        for r in &reports {
+            self.readiness
+                .record(&r.source, r.error.as_ref().map(|e| e.to_string()));
+        }
+        reports
+    }
+
+    /// `orderwatch once`: one poll of every source, then deliver until the
+    /// outbox has nothing due or `drain_timeout` passes.
+    pub async fn once(&self, drain_timeout: Duration) -> anyhow::Result<OnceOutcome> {
+        let reports = self.poll_all().await;
+        let drained = self.dispatcher.drain(drain_timeout).await?;
+        self.store.flush()?;
+        if reports.iter().any(|r| !r.ok()) {
+            return Ok(OnceOutcome::PollFailed);
+        }
+        Ok(if drained {
+            OnceOutcome::Done
+        } else {
+            OnceOutcome::Queued
+        })
+    }
+
+    /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
+    /// resolves; then stop the loops, and flush the store.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        if let Some(addr) = self.config.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (the `listen` key)"))?;
+            info!(
+                "health and metrics on http://{}",
+                listener.local_addr().unwrap_or(addr)
+            );
+            let app = http::router(self.readiness.clone());
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let graceful = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    error!("health server failed: {e}");
+                }
+            });
+        }
+
+        for poller in &self.pollers {
+            let poller = poller.clone();
+            let readiness = self.readiness.clone();
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(poller.interval());
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => return,
+                        _ = ticks.tick() => {}
+                    }
+                    // Store writes are synchronous: stopping here can only cut
+                    // an HTTP call, never a commit.
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => return,
+                        report = poller.poll_once() => {
+                            readiness.record(&report.source, report.error.as_ref().map(|e| e.to_string()));
+                        }
+                    }
+                }
+            });
+        }
+
+        let dispatcher = self.dispatcher.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { dispatcher.run(stop).await });
+
+        info!(
+            sources = self.pollers.len(),
+            sinks = self.config.sinks.len(),
+            state_dir = %self.config.state_dir.display(),
+            "orderwatch running"
+        );
+        shutdown.await;
+        info!("stopping: finishing the write in hand");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        self.store.flush()?;
+        info!("store flushed; stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `orderwatch demo` (see `demo.rs` once the console sink lands).
+pub async fn demo(_args: crate::cli::DemoArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("demo is not available yet")
+}
+
+/// `orderwatch notify-test SINK`.
+pub async fn notify_test(_config: &Config, _sink: &str) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("notify-test is not available yet")
+}

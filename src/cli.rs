@@ -1,0 +1,537 @@
+//! The command line of DESIGN.md: `orderwatch [--config FILE] COMMAND`.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`once`)
+//! deliveries still queued.
+
+use crate::app::{App, shutdown_signal};
+use crate::config::Config;
+use crate::store::Store;
+use crate::{simulator, telemetry};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orderwatch",
+    version,
+    about = "Watches your Orange Business orders and tells you when they change"
+)]
+pub struct Cli {
+    /// The config file [default: $ORDERWATCH_CONFIG, then ./orderwatch.yaml]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The daemon: poll every source on its interval, deliver, serve health and metrics
+    Run,
+    /// One poll of every source, then deliver until the outbox is empty
+    Once {
+        /// How long to keep delivering after the polls
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Validate the config (and with --connect, reach each source)
+    Check {
+        /// Also get a token and read one page from each source
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Send a sample event to one sink now
+    NotifyTest {
+        /// The sink's name
+        sink: String,
+    },
+    /// What the store holds
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// The recent event log, newest first
+    Events {
+        #[arg(long)]
+        order: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undeliverable entries
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Serve a simulator of both Orange APIs
+    Simulate(SimulateArgs),
+    /// Simulator + daemon + console output, no credentials needed
+    Demo(DemoArgs),
+    /// Ask a running orderwatch's /healthz (for container health checks)
+    Healthcheck {
+        /// Defaults to the config's `listen` address
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrdersCommand {
+    /// Every order the store tracks
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// One order: its last state and the events about it
+    Show {
+        id: String,
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadLettersCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put entries back in the outbox (by event id or SINK:SEQ)
+    Replay {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Orders in each API
+    #[arg(long, default_value_t = 1000)]
+    pub orders: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Changes per second across all orders
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    #[arg(long)]
+    pub api_key: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub token_ttl: Option<Duration>,
+    #[arg(long)]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Orders in each simulated API
+    #[arg(long, default_value_t = 200)]
+    pub orders: usize,
+    /// Changes per second
+    #[arg(long, default_value_t = 2.0)]
+    pub churn: f64,
+    /// Where the simulator listens (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); examples: 30s, 5m"))
+}
+
+fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+/// Load the config or print every problem and give exit code 2.
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let path = crate::config::resolve_path(cli.config.as_deref());
+    Config::load(&path).map_err(|e| {
+        eprint!("{e}");
+        exit(2)
+    })
+}
+
+fn open_store(config: &Config) -> Result<Store, ExitCode> {
+    Store::open(&config.state_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        exit(1)
+    })
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        // `orderwatch events | head` closing the pipe is not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            exit(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Simulate(args) => {
+            telemetry::init_default();
+            return simulate(args.clone()).await;
+        }
+        Command::Demo(args) => {
+            return crate::app::demo(args.clone()).await;
+        }
+        _ => {}
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    telemetry::init(&config.log);
+    match cli.command {
+        Command::Run => {
+            let app = match App::build(config) {
+                Ok(app) => app,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(exit(1));
+                }
+            };
+            app.run(shutdown_signal()).await?;
+            Ok(exit(0))
+        }
+        Command::Once { drain_timeout } => {
+            let app = App::build(config)?;
+            let outcome = app.once(drain_timeout).await?;
+            Ok(exit(outcome.exit_code()))
+        }
+        Command::Check { connect } => check(&config, connect).await,
+        Command::NotifyTest { sink } => crate::app::notify_test(&config, &sink).await,
+        Command::Orders(cmd) => {
+            let store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            orders(&store, cmd)
+        }
+        Command::Events { order, limit, json } => {
+            let store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            events(&store, order.as_deref(), limit, json)
+        }
+        Command::DeadLetters(cmd) => {
+            let store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            dead_letters(&store, cmd)
+        }
+        Command::Healthcheck { url } => healthcheck(&config, url).await,
+        Command::Simulate(_) | Command::Demo(_) => Ok(exit(2)),
+    }
+}
+
+async fn check(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
+    println!(
+        "config ok: {} source(s), {} sink(s), {} route(s)",
+        config.sources.len(),
+        config.sinks.len(),
+        config.routes.len()
+    );
+    if !connect {
+        return Ok(exit(0));
+    }
+    let mut failed = false;
+    for source in &config.sources {
+        let client = match crate::source::SourceClient::new(source) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("source {}: FAILED: {e}", source.name);
+                failed = true;
+                continue;
+            }
+        };
+        match client.page(0).await {
+            Ok(page) => {
+                let total = page.total.map(|t| format!(" of {t}")).unwrap_or_default();
+                println!(
+                    "source {}: ok (token obtained, first page: {} orders{total})",
+                    source.name,
+                    page.orders.len()
+                );
+            }
+            Err(e) => {
+                println!("source {}: FAILED: {e}", source.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(exit(if failed { 2 } else { 0 }))
+}
+
+fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        OrdersCommand::List { source, json } => {
+            let sources = store_sources(store, source)?;
+            if !json {
+                writeln!(
+                    out,
+                    "{:<16} {:<24} {:<16} {:>8}  CHANGED",
+                    "SOURCE", "ORDER", "STATUS", "REVISION"
+                )?;
+            }
+            for src in sources {
+                for item in store.snapshots_of(&src) {
+                    let (id, snap) = item?;
+                    if json {
+                        let line = serde_json::json!({
+                            "source": src,
+                            "order_id": id,
+                            "status": snap.status,
+                            "revision": snap.revision,
+                            "changed_at": snap.changed_at,
+                        });
+                        writeln!(out, "{line}")?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{:<16} {:<24} {:<16} {:>8}  {}",
+                            src,
+                            id,
+                            snap.status.as_deref().unwrap_or("-"),
+                            snap.revision,
+                            snap.changed_at
+                        )?;
+                    }
+                }
+            }
+            Ok(exit(0))
+        }
+        OrdersCommand::Show { id, source } => {
+            let mut found = false;
+            for src in store_sources(store, source)? {
+                if let Some(snap) = store.snapshot(&src, &id)? {
+                    found = true;
+                    let order: serde_json::Value =
+                        serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
+                    writeln!(out, "source:     {src}")?;
+                    writeln!(out, "order:      {id}")?;
+                    writeln!(out, "status:     {}", snap.status.as_deref().unwrap_or("-"))?;
+                    writeln!(out, "revision:   {}", snap.revision)?;
+                    writeln!(out, "changed at: {}", snap.changed_at)?;
+                    writeln!(
+                        out,
+                        "listed:     {}",
+                        if snap.listed {
+                            "yes"
+                        } else {
+                            "no (left the filtered list)"
+                        }
+                    )?;
+                    writeln!(out, "{}", serde_json::to_string_pretty(&order)?)?;
+                }
+            }
+            if !found {
+                eprintln!("no order {id} in the store");
+                return Ok(exit(1));
+            }
+            Ok(exit(0))
+        }
+    }
+}
+
+/// The sources to list: the one asked for, or every source with snapshots.
+fn store_sources(store: &Store, source: Option<String>) -> anyhow::Result<Vec<String>> {
+    Ok(match source {
+        Some(s) => vec![s],
+        None => store.sources()?,
+    })
+}
+
+fn events(
+    store: &Store,
+    order: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mut shown = 0;
+    for item in store.recent_events() {
+        if shown >= limit {
+            break;
+        }
+        let text = item?;
+        let Ok(event) = serde_json::from_str::<crate::event::Event>(&text) else {
+            continue;
+        };
+        if order.is_some_and(|o| o != event.data.order_id) {
+            continue;
+        }
+        shown += 1;
+        if json {
+            writeln!(out, "{text}")?;
+        } else {
+            let d = &event.data;
+            let change = match (&d.from, &d.to) {
+                (Some(f), Some(t)) => format!("{f} → {t}"),
+                (None, Some(t)) => format!("→ {t}"),
+                (Some(f), None) => format!("{f} →"),
+                (None, None) => d
+                    .changes
+                    .iter()
+                    .map(|c| c.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            writeln!(
+                out,
+                "{}  {:<12} {:<20} {:<22} {}  ({})",
+                event.timestamp, d.source, d.order_id, event.kind, change, d.id
+            )?;
+        }
+    }
+    Ok(exit(0))
+}
+
+fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        DeadLettersCommand::List { json } => {
+            for dead in store.dead_letters()? {
+                let e = &dead.entry;
+                if json {
+                    let line = serde_json::json!({
+                        "id": format!("{}:{}", e.sink, e.seq),
+                        "sink": e.sink,
+                        "event_id": e.event_id,
+                        "type": e.event_type,
+                        "source": e.source,
+                        "order_id": e.order_id,
+                        "attempts": e.attempts,
+                        "reason": dead.reason,
+                        "dead_at": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(dead.dead_ms)).to_string(),
+                    });
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}:{}  {}  {} {}  attempts={}  {}",
+                        e.sink,
+                        e.seq,
+                        e.event_id,
+                        e.event_type,
+                        e.order_id,
+                        e.attempts,
+                        dead.reason
+                    )?;
+                }
+            }
+            Ok(exit(0))
+        }
+        DeadLettersCommand::Replay { ids, all } => {
+            if ids.is_empty() && !all {
+                eprintln!("name the entries to replay (event id or SINK:SEQ), or pass --all");
+                return Ok(exit(2));
+            }
+            let n = store.replay(if all { None } else { Some(&ids) })?;
+            store.flush()?;
+            writeln!(
+                out,
+                "{n} entr{} put back in the outbox",
+                if n == 1 { "y" } else { "ies" }
+            )?;
+            Ok(exit(if n == 0 && !all { 1 } else { 0 }))
+        }
+    }
+}
+
+async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
+    let url = match (url, config.listen) {
+        (Some(u), _) => u,
+        (None, Some(addr)) => format!("http://{addr}/healthz"),
+        (None, None) => {
+            eprintln!("no `listen` address in the config and no --url");
+            return Ok(exit(2));
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(exit(0)),
+        Ok(r) => {
+            eprintln!("unhealthy: HTTP {}", r.status().as_u16());
+            Ok(exit(1))
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            Ok(exit(1))
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = simulator::SimOptions {
+        orders: args.orders,
+        seed: args.seed,
+        churn: args.churn,
+        rate_limit_per_minute: args.rate_limit_per_minute,
+        ..Default::default()
+    };
+    if let Some(v) = args.client_id {
+        opts.client_id = v;
+    }
+    if let Some(v) = args.client_secret {
+        opts.client_secret = v;
+    }
+    if let Some(v) = args.api_key {
+        opts.api_key = v;
+    }
+    if let Some(v) = args.token_ttl {
+        opts.token_ttl = v;
+    }
+    let (client_id, client_secret, api_key) = (
+        opts.client_id.clone(),
+        opts.client_secret.clone(),
+        opts.api_key.clone(),
+    );
+    let sim = simulator::start(args.listen, opts).await?;
+    println!("Orange API simulator listening on {}", sim.base_url());
+    println!(
+        "  order tracking: {}/order-tracking/b2b/v1/orders",
+        sim.base_url()
+    );
+    println!(
+        "  ordering:       {}/ordering/b2b/v2/requests",
+        sim.base_url()
+    );
+    println!("  token:          {}/oauth/v3/token", sim.base_url());
+    println!(
+        "  credentials:    client_id={client_id} client_secret={client_secret} api_key={api_key}"
+    );
+    println!(
+        "  admin:          {}/_sim/changes, /_sim/stats, /_sim/faults",
+        sim.base_url()
+    );
+    println!("Ctrl-C stops it.");
+    shutdown_signal().await;
+    sim.shutdown().await;
+    Ok(exit(0))
+}

@@ -1,0 +1,311 @@
+//! The configuration: YAML schema, `${VAR}` substitution, and validation that
+//! lists every problem with its key path and line (DESIGN.md "Configuration").
+//!
+//! Reading happens in three steps: the YAML becomes a tree of nodes with lines
+//! (`yaml`), the tree is decoded into the typed structs below while every
+//! problem is collected (`decode`, `schema`), then cross-references are checked
+//! (names unique, routes naming known sinks). Nothing here touches the
+//! network: a bad config never reaches Orange.
+
+mod decode;
+mod env;
+mod schema;
+mod yaml;
+
+pub use decode::Problem;
+pub use env::{Environment, ProcessEnv};
+pub use schema::webhook_key;
+
+use crate::event::EventType;
+use crate::secret::Secret;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the sled store lives.
+    pub state_dir: PathBuf,
+    /// Health and metrics address; `None` disables the HTTP server.
+    pub listen: Option<SocketAddr>,
+    pub log: LogConfig,
+    pub sources: Vec<SourceConfig>,
+    pub sinks: Vec<SinkConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `orderwatch=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    OrderTracking,
+    Ordering,
+    Generic,
+}
+
+impl ApiKind {
+    /// The preset `(path, id_field, status_field)`; `generic` has none.
+    pub fn preset(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            ApiKind::OrderTracking => Some(("/order-tracking/b2b/v1/orders", "/id", "/status")),
+            ApiKind::Ordering => Some(("/ordering/b2b/v2/requests", "/id", "/step")),
+            ApiKind::Generic => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPoll {
+    /// Record what is there and say nothing.
+    Baseline,
+    /// Announce every order found as `order.created`.
+    Notify,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub api: ApiKind,
+    pub base_url: Url,
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub api_key: Secret,
+    pub interval: Duration,
+    /// Query parameters added to every list call, in file order.
+    pub filters: Vec<(String, String)>,
+    pub sort: Option<String>,
+    pub page_size: u32,
+    pub max_requests_per_minute: u32,
+    /// Page fetches in flight at once (within the request budget).
+    pub concurrency: u32,
+    pub timeout: Duration,
+    /// Retries of a 5xx or timed-out call before the cycle fails.
+    pub retries: u32,
+    /// Wait before the first retry; doubles each time.
+    pub retry_backoff: Duration,
+    pub first_poll: FirstPoll,
+    pub path: String,
+    pub id_field: String,
+    pub status_field: String,
+    pub watch: Vec<String>,
+    pub closed_statuses: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Webhook(WebhookConfig),
+    Slack(SlackConfig),
+    Email(EmailConfig),
+    Console(ConsoleConfig),
+}
+
+impl SinkKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::Webhook(_) => "webhook",
+            SinkKind::Slack(_) => "slack",
+            SinkKind::Email(_) => "email",
+            SinkKind::Console(_) => "console",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: Url,
+    /// `whsec_<base64>`, checked to decode at load time.
+    pub secret: Option<Secret>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    /// The whole URL is the credential: kept as a secret, logged as scheme and host.
+    pub url: Secret,
+    pub template: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub smtp: SmtpConfig,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub template: Option<String>,
+}
+
+/// Which events go to which sinks. Empty filter lists match everything.
+#[derive(Debug, Clone, Default)]
+pub struct RouteConfig {
+    pub sinks: Vec<String>,
+    pub sources: Vec<String>,
+    pub events: Vec<EventType>,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    /// JSON pointer into the order → expected value.
+    pub matches: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 30,
+            max_age: Duration::from_secs(24 * 3600),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A config that cannot be used, with every problem found.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{} in the configuration:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "  {}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if p.path.is_empty() {
+                writeln!(f, ": {}", p.message)?;
+            } else {
+                writeln!(f, ": {}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and validate the file, with variables from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                path: String::new(),
+                line: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::parse(&text, path, &ProcessEnv)
+    }
+
+    /// Parse and validate YAML text; `file` only names it in errors.
+    pub fn parse(text: &str, file: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_owned(),
+            problems,
+        };
+        let root = yaml::parse(text).map_err(|message| {
+            fail(vec![Problem {
+                path: String::new(),
+                line: None,
+                message: format!("not valid YAML: {message}"),
+            }])
+        })?;
+        let mut decoder = decode::Decoder::new(env);
+        let config = schema::config(&mut decoder, &root);
+        match config {
+            Some(config) if decoder.problems.is_empty() => Ok(config),
+            _ => {
+                let mut problems = decoder.problems;
+                if problems.is_empty() {
+                    problems.push(Problem {
+                        path: String::new(),
+                        line: None,
+                        message: "the configuration is incomplete".to_owned(),
+                    });
+                }
+                problems.sort_by_key(|p| p.line.unwrap_or(0));
+                Err(fail(problems))
+            }
+        }
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The config file to use: the flag, then `$ORDERWATCH_CONFIG`, then `./orderwatch.yaml`.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    match std::env::var_os("ORDERWATCH_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("orderwatch.yaml"),
+    }
+}

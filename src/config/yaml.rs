@@ -1,0 +1,184 @@
+//! The YAML document as a tree of nodes that remember their line.
+//!
+//! Decoding straight into typed structs stops at the first error; a user
+//! fixing a config wants every problem at once, each with its key path and
+//! line. So the file is first read into this small tree (serde-saphyr gives
+//! each node its location), and `decode` walks it collecting problems.
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+use std::fmt;
+
+#[derive(Clone)]
+pub(crate) struct Node {
+    pub line: Option<u64>,
+    pub value: NodeValue,
+}
+
+#[derive(Clone)]
+pub(crate) enum NodeValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(String, Node)>),
+}
+
+impl NodeValue {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeValue::Null => "nothing",
+            NodeValue::Bool(_) => "a boolean",
+            NodeValue::Int(_) | NodeValue::Float(_) => "a number",
+            NodeValue::Str(_) => "a string",
+            NodeValue::Seq(_) => "a list",
+            NodeValue::Map(_) => "a mapping",
+        }
+    }
+
+    /// The scalar as text, for fields that accept numbers or strings alike.
+    pub fn scalar_text(&self) -> Option<String> {
+        match self {
+            NodeValue::Bool(b) => Some(b.to_string()),
+            NodeValue::Int(i) => Some(i.to_string()),
+            NodeValue::Float(f) => Some(f.to_string()),
+            NodeValue::Str(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<NodeValue>::deserialize(d)?;
+        let line = spanned.referenced.line();
+        Ok(Node {
+            line: (line > 0).then_some(line),
+            value: spanned.value,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = NodeValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<NodeValue, E> {
+        Ok(NodeValue::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<NodeValue, E> {
+        Ok(NodeValue::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeValue, D::Error> {
+        NodeValue::deserialize(d)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<NodeValue, E> {
+        Ok(NodeValue::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<NodeValue, E> {
+        Ok(NodeValue::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<NodeValue, E> {
+        Ok(i64::try_from(v).map_or(NodeValue::Float(v as f64), NodeValue::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<NodeValue, E> {
+        Ok(NodeValue::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<NodeValue, E> {
+        Ok(NodeValue::Str(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<NodeValue, E> {
+        Ok(NodeValue::Str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(NodeValue::Seq(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
+        let mut entries: Vec<(String, Node)> = Vec::new();
+        while let Some(key) = map.next_key::<KeyText>()? {
+            let value = map.next_value::<Node>()?;
+            if entries.iter().any(|(k, _)| *k == key.0) {
+                return Err(de::Error::custom(format!("duplicate key `{}`", key.0)));
+            }
+            entries.push((key.0, value));
+        }
+        Ok(NodeValue::Map(entries))
+    }
+}
+
+/// A mapping key: YAML allows any scalar, the config only ever means text.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NodeValue::deserialize(d)?.scalar_text() {
+            Some(text) => Ok(KeyText(text)),
+            None => Err(de::Error::custom("a mapping key must be a plain value")),
+        }
+    }
+}
+
+/// Parse a YAML document into the tree; the error carries line and column.
+pub(crate) fn parse(text: &str) -> Result<Node, String> {
+    if text.trim().is_empty() {
+        return Ok(Node {
+            line: None,
+            value: NodeValue::Map(Vec::new()),
+        });
+    }
+    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(loc) = e.location() {
+            if !msg.contains(&format!("line {}", loc.line())) {
+                msg = format!("line {}, column {}: {msg}", loc.line(), loc.column());
+            }
+        }
+        msg
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_know_their_lines() {
+        let node = parse("a: 1\nb:\n  - x\n  - y: true\n").unwrap();
+        let NodeValue::Map(entries) = node.value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[0].0, "a");
+        assert_eq!(entries[0].1.line, Some(1));
+        let NodeValue::Seq(items) = &entries[1].1.value else {
+            panic!("not a seq")
+        };
+        assert_eq!(items[1].line, Some(4));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_line() {
+        let err = parse("a: [1, 2\nb: 3\n").err().unwrap();
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert!(parse("a: 1\na: 2\n").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! The dispatcher: drains each sink's outbox entries, in order per order.
+//!
+//! An entry is deleted only after its delivery succeeded. A failed attempt is
+//! rescheduled with exponential backoff and ±20% jitter (or the receiver's
+//! `Retry-After`, clamped), and buried in the dead letters when attempts or
+//! age run out, or at once on a permanent failure. An entry in flight is held
+//! in memory only: if the process dies, it is still in the outbox at its due
+//! time and is delivered again after restart (same `webhook-id`).
+
+use super::DeliveryError;
+use super::sink::Sink;
+use crate::config::DeliveryConfig;
+use crate::store::{DueEntry, Store, StoreError, now_ms};
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// Entries read from the outbox per sink per pass.
+const BATCH: usize = 512;
+/// Deliveries in flight per sink (different orders only).
+const CONCURRENCY: usize = 16;
+/// Longest sleep between passes when nothing is due.
+const IDLE: Duration = Duration::from_secs(30);
+
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Sink,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub delivered: u64,
+    pub retried: u64,
+    pub buried: u64,
+    /// Due entries left waiting behind an earlier entry of the same order.
+    pub held_back: u64,
+}
+
+impl PassReport {
+    fn add(&mut self, o: PassReport) {
+        self.delivered += o.delivered;
+        self.retried += o.retried;
+        self.buried += o.buried;
+        self.held_back += o.held_back;
+    }
+
+    pub fn attempted(&self) -> u64 {
+        self.delivered + self.retried + self.buried
+    }
+}
+
+pub struct Dispatcher {
+    store: Store,
+    sinks: Vec<Arc<NamedSink>>,
+    policy: DeliveryConfig,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        sinks: Vec<NamedSink>,
+        policy: DeliveryConfig,
+        wake: Arc<Notify>,
+    ) -> Dispatcher {
+        Dispatcher {
+            store,
+            sinks: sinks.into_iter().map(Arc::new).collect(),
+            policy,
+            wake,
+        }
+    }
+
+    /// One pass over every sink: deliver what is due now. Sinks run side by
+    /// side, so a slow or failing one never holds the others back.
+    pub async fn deliver_due(&self) -> Result<PassReport, StoreError> {
+        let passes = self.sinks.iter().map(|s| self.deliver_due_for(s));
+        let mut total = PassReport::default();
+        for result in futures::future::join_all(passes).await {
+            total.add(result?);
+        }
+        self.update_gauges();
+        Ok(total)
+    }
+
+    async fn deliver_due_for(&self, sink: &NamedSink) -> Result<PassReport, StoreError> {
+        let mut report = PassReport::default();
+        let due = self.store.due(&sink.name, now_ms(), BATCH)?;
+        let mut ready = Vec::with_capacity(due.len());
+        let mut orders: HashSet<(String, String)> = HashSet::new();
+        for d in due {
+            let key = (d.entry.source.clone(), d.entry.order_id.clone());
+            if orders.contains(&key) || !self.store.is_first_of_order(&d.entry)? {
+                report.held_back += 1;
+                continue;
+            }
+            orders.insert(key);
+            ready.push(d);
+        }
+        let outcomes: Vec<Result<PassReport, StoreError>> = futures::stream::iter(ready)
+            .map(|d| self.attempt(sink, d))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for o in outcomes {
+            report.add(o?);
+        }
+        Ok(report)
+    }
+
+    async fn attempt(&self, sink: &NamedSink, due: DueEntry) -> Result<PassReport, StoreError> {
+        let result = sink
+            .sink
+            .deliver(&due.entry.event_id, &due.entry.event)
+            .await;
+        let mut report = PassReport::default();
+        let label = |outcome: &'static str| {
+            metrics::counter!("orderwatch_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
+        };
+        match result {
+            Ok(()) => {
+                self.store.complete(&due)?;
+                label("delivered");
+                info!(sink = %sink.name, event = %due.entry.event_type, id = %due.entry.event_id, order_id = %due.entry.order_id, "delivered");
+                report.delivered = 1;
+            }
+            Err(DeliveryError::Permanent { reason }) => {
+                let mut entry = due.entry.clone();
+                entry.attempts += 1;
+                entry.last_error = Some(reason.clone());
+                self.store.bury(&due, &entry, &reason)?;
+                label("dead_letter");
+                error!(sink = %sink.name, id = %entry.event_id, "delivery failed for good, moved to dead letters: {reason}");
+                report.buried = 1;
+            }
+            Err(DeliveryError::Retry {
+                reason,
+                retry_after,
+            }) => {
+                let mut entry = due.entry.clone();
+                entry.attempts += 1;
+                entry.last_error = Some(reason.clone());
+                let age = Duration::from_millis(now_ms().saturating_sub(entry.created_ms));
+                if entry.attempts >= self.policy.max_attempts || age >= self.policy.max_age {
+                    let why = format!(
+                        "gave up after {} attempts over {}: {reason}",
+                        entry.attempts,
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
+                    self.store.bury(&due, &entry, &why)?;
+                    label("dead_letter");
+                    error!(sink = %sink.name, id = %entry.event_id, "{why}");
+                    report.buried = 1;
+                } else {
+                    let wait = self.backoff(entry.attempts, retry_after);
+                    self.store
+                        .reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
+                    label("retry");
+                    warn!(sink = %sink.name, id = %entry.event_id, attempt = entry.attempts, retry_in_ms = wait.as_millis() as u64, "delivery failed, will retry: {reason}");
+                    report.retried = 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Exponential from `initial`, doubling to `max`, ±20% jitter; a
+    /// receiver's `Retry-After` wins, clamped to `max`.
+    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.policy.backoff_max);
+        }
+        let exp = self
+            .policy
+            .backoff_initial
+            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(30)));
+        crate::source::jittered(exp.min(self.policy.backoff_max))
+    }
+
+    fn update_gauges(&self) {
+        for s in &self.sinks {
+            if let Ok(n) = self.store.outbox_depth(&s.name) {
+                metrics::gauge!("orderwatch_outbox_depth", "sink" => s.name.clone()).set(n as f64);
+            }
+            if let Ok(n) = self.store.dead_letter_count(&s.name) {
+                metrics::gauge!("orderwatch_dead_letters", "sink" => s.name.clone()).set(n as f64);
+            }
+        }
+    }
+
+    /// When the next entry of any sink is due, in ms from now (0 if due now).
+    pub fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
+        let now = now_ms();
+        let mut next: Option<u64> = None;
+        for s in &self.sinks {
+            if let Some(due) = self.store.next_due(&s.name)? {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next.map(|due| Duration::from_millis(due.saturating_sub(now))))
+    }
+
+    /// Deliver until nothing is due now, or `timeout` passes. True when
+    /// nothing due is left undelivered.
+    pub async fn drain(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pass = self.deliver_due().await?;
+            let next = self.next_due_in()?;
+            match next {
+                None => return Ok(true),
+                Some(wait) if wait > Duration::ZERO && pass.attempted() == 0 => {
+                    // Only future retries left: wait for them within the deadline.
+                    let at = tokio::time::Instant::now() + wait;
+                    if at > deadline {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                Some(_) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                    if pass.attempted() == 0 {
+                        // Due entries all held back behind in-flight ones: a short pause.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The dispatcher loop of `run`: deliver, then sleep until the next entry
+    /// is due, new events are committed, or shutdown.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let pause = match self.deliver_due().await {
+                Ok(_) => match self.next_due_in() {
+                    Ok(Some(wait)) => wait.min(IDLE),
+                    Ok(None) => IDLE,
+                    Err(e) => {
+                        error!("cannot read the outbox: {e}");
+                        Duration::from_secs(5)
+                    }
+                },
+                Err(e) => {
+                    error!("delivery pass failed: {e}");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause.max(Duration::from_millis(5))) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Which sinks an event goes to (DESIGN.md "routes"): every sink of every
+//! route the event matches, once each. With no routes, every sink gets
+//! everything.
+
+use crate::config::{Config, RouteConfig};
+use crate::event::Event;
+use serde_json::Value;
+
+pub struct Router {
+    routes: Vec<RouteConfig>,
+    all_sinks: Vec<String>,
+}
+
+impl Router {
+    pub fn new(config: &Config) -> Router {
+        Router {
+            routes: config.routes.clone(),
+            all_sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
+    /// The sinks for `event`, in config order, without repeats.
+    pub fn sinks_for(&self, event: &Event) -> Vec<String> {
+        if self.routes.is_empty() {
+            return self.all_sinks.clone();
+        }
+        let mut chosen: Vec<&str> = Vec::new();
+        for route in self.routes.iter().filter(|r| matches(r, event)) {
+            for sink in &route.sinks {
+                if !chosen.contains(&sink.as_str()) {
+                    chosen.push(sink);
+                }
+            }
+        }
+        // Keep the order of `sinks:` so output is predictable.
+        self.all_sinks
+            .iter()
+            .filter(|s| chosen.contains(&s.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+fn matches(route: &RouteConfig, event: &Event) -> bool {
+    let d = &event.data;
+    let in_list = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    };
+    in_list(&route.sources, Some(&d.source))
+        && (route.events.is_empty() || route.events.contains(&event.kind))
+        && in_list(&route.from, d.from.as_deref())
+        && in_list(&route.to, d.to.as_deref())
+        && route.matches.iter().all(|(pointer, expected)| {
+            d.order
+                .pointer(pointer)
+                .is_some_and(|v| same_value(v, expected))
+        })
+}
+
+/// YAML `match: {/priority: 1}` should match `"priority": "1"` and `1` alike.
+fn same_value(actual: &Value, expected: &Value) -> bool {
+    if actual == expected {
+        return true;
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    matches!((text(actual), text(expected)), (Some(a), Some(b)) if a == b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventData, EventType};
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn config(routes: &str) -> Config {
+        let yaml = format!(
+            "sources: [{{name: t, api: order-tracking, base_url: 'http://127.0.0.1:1', client_id: a, client_secret: b, api_key: c}}]\n\
+             sinks:\n  - {{name: hook, type: webhook, url: 'http://127.0.0.1:2/'}}\n  - {{name: chat, type: slack, url: 'http://127.0.0.1:3/x'}}\n  - {{name: mail, type: console}}\n{routes}"
+        );
+        Config::parse(&yaml, Path::new("t.yaml"), &HashMap::new()).unwrap()
+    }
+
+    fn event(kind: EventType, from: Option<&str>, to: Option<&str>, order: Value) -> Event {
+        Event {
+            kind,
+            timestamp: "2026-11-22T08:00:00Z".into(),
+            data: EventData {
+                id: "evt_1".into(),
+                source: "t".into(),
+                order_id: "1".into(),
+                from: from.map(Into::into),
+                to: to.map(Into::into),
+                closed: false,
+                revision: 1,
+                changes: vec![],
+                order,
+            },
+        }
+    }
+
+    #[test]
+    fn no_routes_means_every_sink() {
+        let r = Router::new(&config(""));
+        let e = event(EventType::Created, None, Some("Current"), Value::Null);
+        assert_eq!(r.sinks_for(&e), ["hook", "chat", "mail"]);
+    }
+
+    #[test]
+    fn the_routing_table() {
+        let r = Router::new(&config(
+            "routes:\n  - {sinks: [chat, mail], events: [order.status_changed], to: [Closed]}\n  - {sinks: [hook]}\n  - {sinks: [mail], match: {/priority: 1}}\n",
+        ));
+        let closed = event(
+            EventType::StatusChanged,
+            Some("Current"),
+            Some("Closed"),
+            serde_json::json!({"priority": "1"}),
+        );
+        assert_eq!(r.sinks_for(&closed), ["hook", "chat", "mail"]);
+        let other = event(
+            EventType::StatusChanged,
+            Some("A"),
+            Some("B"),
+            serde_json::json!({"priority": "2"}),
+        );
+        assert_eq!(r.sinks_for(&other), ["hook"]);
+        let prio = event(
+            EventType::Updated,
+            None,
+            None,
+            serde_json::json!({"priority": 1}),
+        );
+        assert_eq!(r.sinks_for(&prio), ["hook", "mail"]);
+    }
+
+    #[test]
+    fn from_and_source_filters() {
+        let r = Router::new(&config(
+            "routes:\n  - {sinks: [chat], from: [Current], sources: [t]}\n",
+        ));
+        assert_eq!(
+            r.sinks_for(&event(
+                EventType::StatusChanged,
+                Some("Current"),
+                Some("X"),
+                Value::Null
+            )),
+            ["chat"]
+        );
+        assert!(
+            r.sinks_for(&event(
+                EventType::Created,
+                None,
+                Some("Current"),
+                Value::Null
+            ))
+            .is_empty()
+        );
+    }
+}

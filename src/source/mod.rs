@@ -1,0 +1,11 @@
+//! Reading Orange: the client of one source (token cache, request budget,
+//! paging, typed errors). Presets of the two APIs live in `config`.
+
+mod budget;
+mod client;
+mod error;
+mod token;
+
+pub(crate) use client::jittered;
+pub use client::{MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient};
+pub use error::{ApiError, ApiErrorKind};

@@ -1,0 +1,591 @@
+//! The store: snapshots, the outbox, dead letters, the event log and meta, in
+//! one sled database. This is the only module that imports sled, so the engine
+//! can be replaced without touching the rest.
+//!
+//! Trees (DESIGN.md "Store"):
+//! - `snapshots`: `source \0 order_id` → [`Snapshot`]
+//! - `outbox`: `sink \0 due_ms seq` → [`OutboxEntry`]; what is due is a range scan
+//! - `outbox_order`: `sink \0 source \0 order seq` → due_ms; the pending
+//!   entries of one order, so a later event never overtakes an earlier one
+//! - `dead_letters`: `sink \0 seq` → [`DeadLetter`]
+//! - `events`: `seq` → event JSON, a bounded log for `orderwatch events`
+//! - `meta`: schema version, baseline markers, the event sequence
+
+mod keys;
+mod snapshot;
+
+pub use snapshot::Snapshot;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::{Path, PathBuf};
+
+/// Bump when a tree's layout changes; an older binary refuses a newer store.
+pub const SCHEMA_VERSION: u64 = 1;
+/// How many events `orderwatch events` can show.
+pub const EVENT_LOG_LEN: u64 = 10_000;
+/// sled's page cache; its automatic size only reads cgroup v1 limits.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_EVENT_SEQ: &[u8] = b"event_seq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {dir} is in use by another process (sled holds a lock on it): stop the other orderwatch, or point state_dir elsewhere"
+    )]
+    Locked { dir: PathBuf },
+    #[error(
+        "the store at {dir} cannot be opened: {reason}. Nothing was deleted. To keep what is readable (above all undelivered notifications), run `orderwatch store salvage --to NEW_DIR`, then point state_dir at NEW_DIR"
+    )]
+    Unreadable { dir: PathBuf, reason: String },
+    #[error(
+        "the store at {dir} has schema version {found}, this orderwatch reads version {expected}: use the orderwatch release that wrote it (nothing was changed)"
+    )]
+    Schema {
+        dir: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("store error: {0}")]
+    Engine(String),
+    #[error("a stored record is damaged: {0}")]
+    Damaged(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// A pending delivery of one event to one sink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub sink: String,
+    pub source: String,
+    pub order_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the event was committed (unix ms), for `max_age`.
+    pub created_ms: u64,
+    pub last_error: Option<String>,
+    /// The event JSON, exactly the webhook body.
+    pub event: String,
+}
+
+/// An entry that will not be delivered without help.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub entry: OutboxEntry,
+    pub reason: String,
+    pub dead_ms: u64,
+}
+
+/// A due outbox entry, with the key it is stored under.
+#[derive(Debug, Clone)]
+pub struct DueEntry {
+    key: Vec<u8>,
+    pub due_ms: u64,
+    pub entry: OutboxEntry,
+}
+
+/// One event to commit, with the sinks its routes chose.
+pub struct NewEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub order_id: String,
+    pub json: String,
+    pub sinks: Vec<String>,
+}
+
+/// Everything one page (or the vanish step) of a poll commits at once.
+#[derive(Default)]
+pub struct Commit {
+    pub source: String,
+    /// New snapshot, or `None` to delete it.
+    pub snapshots: Vec<(String, Option<Snapshot>)>,
+    pub events: Vec<NewEvent>,
+    /// Set once the source's first complete poll is recorded.
+    pub mark_baseline: bool,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty() && self.events.is_empty() && !self.mark_baseline
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+    snapshots: sled::Tree,
+    outbox: sled::Tree,
+    outbox_order: sled::Tree,
+    dead_letters: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unreadable {
+            dir: dir.to_owned(),
+            reason: format!("cannot create the directory: {e}"),
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
+        let store = Store {
+            snapshots: tree("snapshots")?,
+            outbox: tree("outbox")?,
+            outbox_order: tree("outbox_order")?,
+            dead_letters: tree("dead_letters")?,
+            events: tree("events")?,
+            meta: tree("meta")?,
+            dir: dir.to_owned(),
+            db,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.meta.get(META_SCHEMA)? {
+            Some(v) => {
+                let found =
+                    read_u64(&v).ok_or_else(|| StoreError::Damaged("schema version".into()))?;
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema {
+                        dir: self.dir.clone(),
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                self.meta
+                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write everything to disk; called on shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes sled has written or holds on disk, for the benchmark's "quiet
+    /// cycle writes nothing" check.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    // ---- snapshots ----
+
+    pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(baseline_key(source))?)
+    }
+
+    pub fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        match self.snapshots.get(keys::snapshot(source, order_id))? {
+            Some(bytes) => Snapshot::decode(&bytes)
+                .map(Some)
+                .ok_or_else(|| StoreError::Damaged(format!("snapshot of {source}/{order_id}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored hash and listed flag, without decoding the order.
+    pub fn snapshot_hash(
+        &self,
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<(u128, bool)>, StoreError> {
+        Ok(self
+            .snapshots
+            .get(keys::snapshot(source, order_id))?
+            .and_then(|b| Snapshot::peek_hash(&b)))
+    }
+
+    /// Every snapshot of a source: `(order_id, snapshot)`.
+    pub fn snapshots_of(
+        &self,
+        source: &str,
+    ) -> impl Iterator<Item = Result<(String, Snapshot), StoreError>> + use<> {
+        let prefix = keys::snapshot_prefix(source);
+        let skip = prefix.len();
+        let source = source.to_owned();
+        self.snapshots.scan_prefix(prefix).map(move |item| {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k[skip..]).into_owned();
+            let snap = Snapshot::decode(&v)
+                .ok_or_else(|| StoreError::Damaged(format!("snapshot of {source}/{id}")))?;
+            Ok((id, snap))
+        })
+    }
+
+    /// The sources that have snapshots, in name order.
+    pub fn sources(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        let mut next: Option<Vec<u8>> = Some(Vec::new());
+        // Jump from one source's prefix to the next instead of reading every key.
+        while let Some(start) = next.take() {
+            let Some(item) = self.snapshots.range(start..).next() else {
+                break;
+            };
+            let (k, _) = item?;
+            let Some(end) = k.iter().position(|b| *b == 0) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(&k[..end]).into_owned());
+            let mut after = k[..end].to_vec();
+            after.push(1);
+            next = Some(after);
+        }
+        Ok(out)
+    }
+
+    /// Order ids of a source that are still listed (candidates to vanish).
+    pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::snapshot_prefix(source);
+        let skip = prefix.len();
+        let mut out = Vec::new();
+        for item in self.snapshots.scan_prefix(prefix) {
+            let (k, v) = item?;
+            if Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
+                out.push(String::from_utf8_lossy(&k[skip..]).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Snapshots, outbox entries (one per event and sink) and the event log,
+    /// in one transaction: a crash keeps all of it or none.
+    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = commit
+            .snapshots
+            .iter()
+            .map(|(id, snap)| {
+                (
+                    keys::snapshot(&commit.source, id),
+                    snap.as_ref().map(Snapshot::encode),
+                )
+            })
+            .collect();
+        let trees = (
+            &self.snapshots,
+            &self.outbox,
+            &self.outbox_order,
+            &self.events,
+            &self.meta,
+        );
+        let last_seq = trees.transaction(|(snapshots, outbox, outbox_order, events, meta)| {
+            for (key, value) in &encoded {
+                match value {
+                    Some(v) => snapshots.insert(key.as_slice(), v.as_slice())?,
+                    None => snapshots.remove(key.as_slice())?,
+                };
+            }
+            let mut seq = meta
+                .get(META_EVENT_SEQ)?
+                .and_then(|v| read_u64(&v))
+                .unwrap_or(0);
+            for event in &commit.events {
+                seq += 1;
+                events.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
+                for sink in &event.sinks {
+                    let entry = OutboxEntry {
+                        seq,
+                        sink: sink.clone(),
+                        source: commit.source.clone(),
+                        order_id: event.order_id.clone(),
+                        event_id: event.event_id.clone(),
+                        event_type: event.event_type.clone(),
+                        attempts: 0,
+                        created_ms: now,
+                        last_error: None,
+                        event: event.json.clone(),
+                    };
+                    let value = serde_json::to_vec(&entry).map_err(|e| {
+                        ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
+                    })?;
+                    outbox.insert(keys::outbox(sink, now, seq), value)?;
+                    outbox_order.insert(
+                        keys::order_index(sink, &commit.source, &event.order_id, seq),
+                        &now.to_be_bytes(),
+                    )?;
+                }
+            }
+            if !commit.events.is_empty() {
+                meta.insert(META_EVENT_SEQ, &seq.to_be_bytes())?;
+            }
+            if commit.mark_baseline {
+                meta.insert(baseline_key(&commit.source), &now.to_be_bytes())?;
+            }
+            Ok(seq)
+        })?;
+        if !commit.events.is_empty() {
+            self.trim_event_log(last_seq)?;
+        }
+        Ok(())
+    }
+
+    fn trim_event_log(&self, last_seq: u64) -> Result<(), StoreError> {
+        let Some(keep_from) = last_seq.checked_sub(EVENT_LOG_LEN) else {
+            return Ok(());
+        };
+        for item in self.events.range(..=keep_from.to_be_bytes()) {
+            let (k, _) = item?;
+            self.events.remove(k)?;
+        }
+        Ok(())
+    }
+
+    // ---- outbox ----
+
+    /// Entries of `sink` due at `now_ms`, oldest due first, at most `limit`.
+    pub fn due(&self, sink: &str, now_ms: u64, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        let start = keys::sink_prefix(sink);
+        let end = keys::outbox(sink, now_ms, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.outbox.range(start..=end).take(limit) {
+            let (k, v) = item?;
+            let entry: OutboxEntry = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Damaged(format!("outbox entry: {e}")))?;
+            out.push(DueEntry {
+                due_ms: keys::outbox_due(&k).unwrap_or(0),
+                key: k.to_vec(),
+                entry,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the next entry of `sink` is due (unix ms), if any.
+    pub fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        let prefix = keys::sink_prefix(sink);
+        Ok(match self.outbox.scan_prefix(prefix).next() {
+            Some(item) => keys::outbox_due(&item?.0),
+            None => None,
+        })
+    }
+
+    /// Whether `entry` is the oldest pending entry of its order at its sink.
+    pub fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError> {
+        let prefix = keys::order_prefix(&entry.sink, &entry.source, &entry.order_id);
+        Ok(match self.outbox_order.scan_prefix(prefix).next() {
+            Some(item) => keys::tail_u64(&item?.0) == Some(entry.seq),
+            None => true,
+        })
+    }
+
+    /// Delivered: forget the entry.
+    pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
+        let e = &due.entry;
+        let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
+        (&self.outbox, &self.outbox_order).transaction(|(outbox, order)| {
+            outbox.remove(due.key.as_slice())?;
+            order.remove(index.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Failed for now: store the new attempt count and try again at `due_ms`.
+    pub fn reschedule(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(entry).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let new_key = keys::outbox(&entry.sink, due_ms, entry.seq);
+        let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
+        (&self.outbox, &self.outbox_order).transaction(|(outbox, order)| {
+            outbox.remove(due.key.as_slice())?;
+            outbox.insert(new_key.as_slice(), value.as_slice())?;
+            order.insert(index.as_slice(), &due_ms.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Give up on the entry: move it to the dead letters.
+    pub fn bury(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let dead = DeadLetter {
+            entry: entry.clone(),
+            reason: reason.to_owned(),
+            dead_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&dead).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
+        let dead_key = keys::dead_letter(&entry.sink, entry.seq);
+        (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(
+            |(outbox, order, dead)| {
+                outbox.remove(due.key.as_slice())?;
+                order.remove(index.as_slice())?;
+                dead.insert(dead_key.as_slice(), value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Entries waiting for `sink` (due or not).
+    pub fn outbox_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        Ok(self.outbox.scan_prefix(keys::sink_prefix(sink)).count() as u64)
+    }
+
+    /// Entries waiting for any sink.
+    pub fn outbox_len(&self) -> u64 {
+        self.outbox.len() as u64
+    }
+
+    // ---- dead letters ----
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters
+            .iter()
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .dead_letters
+            .scan_prefix(keys::sink_prefix(sink))
+            .count() as u64)
+    }
+
+    /// Put dead letters back in the outbox, due now, attempts reset. `ids`
+    /// match an event id or `sink:seq`; `None` replays all. Returns how many.
+    pub fn replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut replayed = 0;
+        for item in self.dead_letters.iter() {
+            let (k, v) = item?;
+            let dead: DeadLetter = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Damaged(format!("dead letter: {e}")))?;
+            let wanted = match ids {
+                None => true,
+                Some(ids) => ids.iter().any(|id| {
+                    *id == dead.entry.event_id
+                        || *id == format!("{}:{}", dead.entry.sink, dead.entry.seq)
+                }),
+            };
+            if !wanted {
+                continue;
+            }
+            let mut entry = dead.entry;
+            entry.attempts = 0;
+            entry.created_ms = now;
+            let value =
+                serde_json::to_vec(&entry).map_err(|e| StoreError::Damaged(e.to_string()))?;
+            let out_key = keys::outbox(&entry.sink, now, entry.seq);
+            let index = keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq);
+            (&self.outbox, &self.outbox_order, &self.dead_letters).transaction(
+                |(outbox, order, dead)| {
+                    dead.remove(&k)?;
+                    outbox.insert(out_key.as_slice(), value.as_slice())?;
+                    order.insert(index.as_slice(), &now.to_be_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
+    // ---- event log ----
+
+    /// The most recent events, newest first, as stored JSON.
+    pub fn recent_events(&self) -> impl Iterator<Item = Result<String, StoreError>> + use<> {
+        self.events.iter().rev().map(|item| {
+            let (_, v) = item?;
+            String::from_utf8(v.to_vec())
+                .map_err(|e| StoreError::Damaged(format!("event log: {e}")))
+        })
+    }
+}
+
+fn baseline_key(source: &str) -> Vec<u8> {
+    let mut k = b"baseline\0".to_vec();
+    k.extend_from_slice(source.as_bytes());
+    k
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    let text = e.to_string();
+    let locked = match &e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || text.contains("lock")
+                || text.contains("Resource temporarily unavailable")
+        }
+        _ => false,
+    };
+    if locked {
+        StoreError::Locked {
+            dir: dir.to_owned(),
+        }
+    } else {
+        StoreError::Unreadable {
+            dir: dir.to_owned(),
+            reason: text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

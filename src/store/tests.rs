@@ -1,0 +1,169 @@
+use super::*;
+
+fn snap(rev: u64, status: &str, order: &str) -> Snapshot {
+    Snapshot {
+        revision: rev,
+        hash: Snapshot::hash_of(order),
+        listed: true,
+        status: Some(status.into()),
+        changed_at: "2026-11-22T08:00:00Z".into(),
+        order: order.into(),
+    }
+}
+
+fn event(id: &str, order: &str, sinks: &[&str]) -> NewEvent {
+    NewEvent {
+        event_id: id.into(),
+        event_type: "order.status_changed".into(),
+        order_id: order.into(),
+        json: format!("{{\"id\":\"{id}\"}}"),
+        sinks: sinks.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn commit_writes_snapshots_outbox_and_log_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!store.has_baseline("t").unwrap());
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            snapshots: vec![("1".into(), Some(snap(1, "Current", "{\"id\":\"1\"}")))],
+            events: vec![event("evt_a", "1", &["hook", "chat"])],
+            mark_baseline: true,
+        })
+        .unwrap();
+    assert!(store.has_baseline("t").unwrap());
+    assert_eq!(
+        store.snapshot("t", "1").unwrap().unwrap().status.as_deref(),
+        Some("Current")
+    );
+    assert_eq!(store.outbox_depth("hook").unwrap(), 1);
+    assert_eq!(store.outbox_depth("chat").unwrap(), 1);
+    let due = store.due("hook", now_ms() + 1, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].entry.event_id, "evt_a");
+    assert_eq!(store.recent_events().count(), 1);
+    assert_eq!(store.listed_ids("t").unwrap(), vec!["1".to_string()]);
+}
+
+#[test]
+fn entries_of_one_order_stay_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for id in ["evt_1", "evt_2"] {
+        store
+            .commit(&Commit {
+                source: "t".into(),
+                events: vec![event(id, "42", &["hook"])],
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let due = store.due("hook", now_ms() + 1, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(store.is_first_of_order(&due[0].entry).unwrap());
+    assert!(!store.is_first_of_order(&due[1].entry).unwrap());
+
+    // The first fails and is rescheduled: it is still first of its order.
+    let mut failed = due[0].entry.clone();
+    failed.attempts = 1;
+    store
+        .reschedule(&due[0], &failed, now_ms() + 60_000)
+        .unwrap();
+    assert!(!store.is_first_of_order(&due[1].entry).unwrap());
+    let due_now = store.due("hook", now_ms() + 1, 10).unwrap();
+    assert_eq!(due_now.len(), 1);
+    assert_eq!(due_now[0].entry.event_id, "evt_2");
+
+    // Once the first is delivered, the second may go.
+    let later = store.due("hook", now_ms() + 120_000, 10).unwrap();
+    let first = later.iter().find(|d| d.entry.event_id == "evt_1").unwrap();
+    assert_eq!(first.entry.attempts, 1);
+    store.complete(first).unwrap();
+    assert!(store.is_first_of_order(&due[1].entry).unwrap());
+}
+
+#[test]
+fn buried_entries_can_be_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            events: vec![event("evt_x", "7", &["hook"])],
+            ..Default::default()
+        })
+        .unwrap();
+    let due = store.due("hook", now_ms() + 1, 10).unwrap();
+    store.bury(&due[0], &due[0].entry, "410 Gone").unwrap();
+    assert_eq!(store.outbox_depth("hook").unwrap(), 0);
+    assert_eq!(store.dead_letter_count("hook").unwrap(), 1);
+    assert_eq!(store.dead_letters().unwrap()[0].reason, "410 Gone");
+    assert_eq!(store.replay(Some(&["evt_nope".to_string()])).unwrap(), 0);
+    assert_eq!(store.replay(Some(&["evt_x".to_string()])).unwrap(), 1);
+    assert_eq!(store.dead_letter_count("hook").unwrap(), 0);
+    assert_eq!(store.outbox_depth("hook").unwrap(), 1);
+}
+
+#[test]
+fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .commit(&Commit {
+                source: "t".into(),
+                snapshots: vec![("9".into(), Some(snap(3, "Closed", "{}")))],
+                ..Default::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.snapshot("t", "9").unwrap().unwrap().revision, 3);
+}
+
+#[test]
+fn a_second_open_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .meta
+            .insert(META_SCHEMA, &99u64.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("must refuse");
+    assert!(matches!(err, StoreError::Schema { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("99"));
+}
+
+#[test]
+fn the_event_log_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let events: Vec<NewEvent> = (0..(EVENT_LOG_LEN + 5))
+        .map(|i| event(&format!("evt_{i}"), "1", &[]))
+        .collect();
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            events,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.recent_events().count() as u64, EVENT_LOG_LEN);
+}

@@ -1,0 +1,356 @@
+//! Shared test parts: the simulator on port 0, a recording webhook receiver,
+//! configs in temp dirs, and the real `orderwatch` binary.
+
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use orderwatch::simulator::{self, RunningSimulator, SimOptions};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const CLIENT_ID: &str = "orderwatch-demo";
+pub const CLIENT_SECRET: &str = "demo-secret";
+pub const API_KEY: &str = "demo-api-key";
+pub const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+pub async fn simulator(orders: usize) -> RunningSimulator {
+    simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions {
+            orders,
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .expect("simulator starts")
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    /// Statuses to answer next, in order; 200 once empty.
+    script: VecDeque<u16>,
+}
+
+/// A webhook receiver on 127.0.0.1 that records every request.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<Mutex<ReceiverState>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await;
+        });
+        Receiver { url, state, stop }
+    }
+
+    pub fn addr(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/hook")
+            .to_owned()
+    }
+
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Answer these statuses to the next requests, then 200.
+    pub fn script(&self, statuses: &[u16]) {
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .extend(statuses.iter().copied());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Requests answered with 2xx.
+    pub fn delivered(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.answered < 300)
+            .collect()
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut s = state.lock().unwrap();
+    let status = s.script.pop_front().unwrap_or(200);
+    s.received.push(Received {
+        headers,
+        body,
+        at: Instant::now(),
+        answered: status,
+    });
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// A source block for the simulator.
+pub fn source_yaml(name: &str, api: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    api: {api}\n    base_url: {base_url}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    api_key: {API_KEY}\n    interval: 1s\n    retry_backoff: 50ms\n{extra}"
+    )
+}
+
+pub fn webhook_sink_yaml(name: &str, url: &str) -> String {
+    format!("  - name: {name}\n    type: webhook\n    url: {url}\n    secret: {WEBHOOK_SECRET}\n")
+}
+
+/// A temp dir with `orderwatch.yaml` and the store beside it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(sources: &str, sinks: &str, rest: &str) -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let yaml = format!(
+            "state_dir: {}\nsources:\n{sources}sinks:\n{sinks}delivery:\n  backoff: {{ initial: 100ms, max: 1s }}\n{rest}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("orderwatch.yaml"), yaml).expect("write config");
+        Workspace { dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("orderwatch.yaml")
+    }
+
+    /// Run the real binary with this config; waits for it to exit.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        run_binary(&self.config_path(), args, &[]).await
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_orderwatch")
+}
+
+pub async fn run_binary(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("orderwatch finished in time")
+        .expect("orderwatch runs")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The simulator's admin API.
+pub struct Admin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Admin {
+    pub fn new(sim: &RunningSimulator) -> Admin {
+        Admin {
+            http: reqwest::Client::new(),
+            base: sim.base_url(),
+        }
+    }
+
+    pub async fn patch(&self, api: &str, id: &str, patch: Value) {
+        let r = self
+            .http
+            .patch(format!("{}/_sim/{api}/orders/{id}", self.base))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "patch {id}: {}", r.status());
+    }
+
+    pub async fn add(&self, api: &str, order: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_sim/{api}/orders", self.base))
+            .json(&order)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "add: {}", r.status());
+    }
+
+    pub async fn delete(&self, api: &str, id: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/_sim/{api}/orders/{id}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "delete {id}: {}", r.status());
+    }
+
+    pub async fn fault(&self, fault: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_sim/faults", self.base))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "fault: {}", r.status());
+    }
+
+    pub async fn changes(&self) -> Vec<Value> {
+        self.http
+            .get(format!("{}/_sim/changes", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_sim/stats", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Ids of the orders of `api` matching a filter such as `status=Current`.
+    pub async fn ids(&self, path: &str, query: &str) -> Vec<String> {
+        let token: Value = self
+            .http
+            .post(format!("{}/oauth/v3/token", self.base))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list: Vec<Value> = self
+            .http
+            .get(format!("{}{path}?{query}&limit=1000&sort=id", self.base))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .header("X-API-Key", API_KEY)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list.iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Verify a Standard Webhooks signature independently of orderwatch's code.
+pub fn verify_signature(r: &Received, secret: &str) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    let signed = format!(
+        "{}.{}.{}",
+        r.header("webhook-id"),
+        r.header("webhook-timestamp"),
+        String::from_utf8_lossy(&r.body)
+    );
+    mac.update(signed.as_bytes());
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    r.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+/// Wait for a condition, polling, up to a deadline (no fixed sleeps).
+pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -1,0 +1,6 @@
+//! The integration tests: one binary, real HTTP on 127.0.0.1, the real
+//! simulator, real receivers, the real `orderwatch` binary.
+
+mod flow;
+mod helpers;
+mod sim_api;
