@@ -4,3 +4,4 @@
 mod flow;
 mod helpers;
 mod sim_api;
+mod source;
