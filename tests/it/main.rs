@@ -2,6 +2,7 @@
 //! simulator, real receivers, the real `orderwatch` binary.
 
 mod flow;
+mod flow_faults;
 mod helpers;
 mod sim_api;
 mod source;
