@@ -1,6 +1,7 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod config;
 mod flow;
 mod flow_faults;
 mod helpers;
