@@ -3,7 +3,11 @@
 //! before anything is applied, so a refused body changes nothing.
 //!
 //! Counted faults are queues: each POST adds to them, and each answer they
-//! apply to uses one up. A list answer takes at most one body fault, in this
+//! apply to uses one up. A status fault with `"target":"list"` may name an
+//! `"offset"`: then only list calls at that offset take it
+//! (`{"status":503,"count":5,"target":"list","offset":100}` fails the second
+//! page of 100 while the first and third are served), so a test can make a
+//! cycle fail part-way through a listing. A list answer takes at most one body fault, in this
 //! order: empty page at its offset, non-JSON body, truncated body.
 
 use serde::Serialize;
@@ -63,6 +67,16 @@ pub(crate) struct StatusFault {
     #[serde(serialize_with = "api_name")]
     api: Option<Api>,
     pub(crate) retry_after: Option<u64>,
+    /// Only list calls at this offset (absent `offset` in the query is 0).
+    offset: Option<usize>,
+}
+
+impl StatusFault {
+    fn covers(&self, endpoint: Endpoint, list_offset: Option<usize>) -> bool {
+        self.target.covers(endpoint)
+            && covers_api(self.api, endpoint.api())
+            && (self.offset.is_none() || self.offset == list_offset)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -120,10 +134,15 @@ where
 
 impl Faults {
     /// The status fault this call answers with, if any (and use it up).
-    pub(crate) fn take_status(&mut self, endpoint: Endpoint) -> Option<StatusFault> {
+    /// `list_offset` is the offset of a list call, `None` for other calls.
+    pub(crate) fn take_status(
+        &mut self,
+        endpoint: Endpoint,
+        list_offset: Option<usize>,
+    ) -> Option<StatusFault> {
         take_one(
             &mut self.status,
-            |f| f.target.covers(endpoint) && covers_api(f.api, endpoint.api()),
+            |f| f.covers(endpoint, list_offset),
             |f| &mut f.remaining,
         )
     }
@@ -232,6 +251,7 @@ const KEYS: &[&str] = &[
     "target",
     "api",
     "retry_after",
+    "offset",
     "latency_ms",
     "rate_limit_per_minute",
     "expire_tokens",
@@ -296,6 +316,12 @@ impl FaultRequest {
             "\"token\", \"list\", \"detail\" or \"api\"",
         )?;
         let retry_after = field(body, "retry_after", Value::as_u64, "a number of seconds")?;
+        let offset = field(
+            body,
+            "offset",
+            |v| v.as_u64().and_then(|n| usize::try_from(n).ok()),
+            "a list offset",
+        )?;
         let status = field(
             body,
             "status",
@@ -310,8 +336,16 @@ impl FaultRequest {
         if status.is_some() && target == Target::Token && api.is_some() {
             return Err("\"api\" cannot restrict a fault on the token endpoint".to_owned());
         }
-        if status.is_none() && (body.contains_key("target") || body.contains_key("retry_after")) {
-            return Err("\"target\" and \"retry_after\" go with \"status\"".to_owned());
+        if status.is_none()
+            && ["target", "retry_after", "offset"]
+                .iter()
+                .any(|key| body.contains_key(*key))
+        {
+            return Err("\"target\", \"retry_after\" and \"offset\" go with \"status\"".to_owned());
+        }
+        // Only list calls have an offset: anything else would never match.
+        if offset.is_some() && target != Target::List {
+            return Err("\"offset\" goes with \"target\":\"list\"".to_owned());
         }
         Ok(FaultRequest {
             status: status.map(|status| StatusFault {
@@ -320,6 +354,7 @@ impl FaultRequest {
                 target,
                 api,
                 retry_after,
+                offset,
             }),
             latency_ms: field(
                 body,
@@ -364,33 +399,56 @@ mod tests {
     #[test]
     fn status_faults_count_down_and_respect_target() {
         let mut faults = faults_with(json!({"status": 503, "count": 2}));
-        assert!(faults.take_status(Endpoint::Token).is_none());
+        assert!(faults.take_status(Endpoint::Token, None).is_none());
         assert_eq!(
             faults
-                .take_status(Endpoint::List(Api::Ordering))
+                .take_status(Endpoint::List(Api::Ordering), None)
                 .map(|f| f.status),
             Some(503)
         );
         assert_eq!(
             faults
-                .take_status(Endpoint::Detail(Api::OrderTracking))
+                .take_status(Endpoint::Detail(Api::OrderTracking), None)
                 .map(|f| f.status),
             Some(503)
         );
-        assert!(faults.take_status(Endpoint::List(Api::Ordering)).is_none());
+        assert!(
+            faults
+                .take_status(Endpoint::List(Api::Ordering), None)
+                .is_none()
+        );
 
         let mut faults = faults_with(json!({"status": 500, "target": "list", "api": "ordering"}));
         assert!(
             faults
-                .take_status(Endpoint::List(Api::OrderTracking))
+                .take_status(Endpoint::List(Api::OrderTracking), None)
                 .is_none()
         );
         assert!(
             faults
-                .take_status(Endpoint::Detail(Api::Ordering))
+                .take_status(Endpoint::Detail(Api::Ordering), None)
                 .is_none()
         );
-        assert!(faults.take_status(Endpoint::List(Api::Ordering)).is_some());
+        assert!(
+            faults
+                .take_status(Endpoint::List(Api::Ordering), None)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_status_fault_at_an_offset_hits_only_that_page() {
+        let mut faults =
+            faults_with(json!({"status": 503, "count": 2, "target": "list", "offset": 100}));
+        let list = Endpoint::List(Api::OrderTracking);
+        assert!(faults.take_status(list, Some(0)).is_none());
+        assert!(faults.take_status(list, Some(200)).is_none());
+        assert_eq!(
+            faults.take_status(list, Some(100)).map(|f| f.status),
+            Some(503)
+        );
+        assert!(faults.take_status(list, Some(100)).is_some());
+        assert!(faults.take_status(list, Some(100)).is_none(), "used up");
     }
 
     #[test]
@@ -425,6 +483,10 @@ mod tests {
             json!({"status": 503, "target": "token", "api": "ordering"}),
             json!({"api": "billing", "non_json": true}),
             json!({"latency_ms": -1}),
+            json!({"offset": 100}),
+            json!({"status": 503, "offset": 100}),
+            json!({"status": 503, "target": "detail", "offset": 100}),
+            json!({"status": 503, "target": "list", "offset": -1}),
         ] {
             assert!(FaultRequest::parse(&body).is_err(), "{body}");
         }

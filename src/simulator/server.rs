@@ -84,6 +84,20 @@ fn classify(path: &str) -> Option<Endpoint> {
     None
 }
 
+/// The offset of a list call (0 when the query has none), for status faults
+/// aimed at one page; `None` for other calls, or an offset that does not
+/// parse (the list handler refuses that with 400).
+fn list_offset(endpoint: Endpoint, query: Option<&str>) -> Option<usize> {
+    if !matches!(endpoint, Endpoint::List(_)) {
+        return None;
+    }
+    let pairs = url::form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    match pairs.filter(|(name, _)| name == "offset").last() {
+        Some((_, value)) => value.trim().parse().ok(),
+        None => Some(0),
+    }
+}
+
 fn fault_answer(endpoint: Endpoint, fault: StatusFault) -> Response {
     let status = axum::http::StatusCode::from_u16(fault.status)
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -103,7 +117,8 @@ async fn every_answer(State(sim): State<Arc<SimState>>, request: Request, next: 
             if latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(latency_ms)).await;
             }
-            let fault = lock(&sim.faults).take_status(endpoint);
+            let offset = list_offset(endpoint, request.uri().query());
+            let fault = lock(&sim.faults).take_status(endpoint, offset);
             match fault {
                 Some(fault) => fault_answer(endpoint, fault),
                 None => next.run(request).await,
@@ -203,6 +218,19 @@ mod tests {
         assert_eq!(classify("/order-tracking/b2b/v1/orders/"), None);
         assert_eq!(classify("/order-tracking/b2b/v1/orders/1/x"), None);
         assert_eq!(classify("/_sim/stats"), None);
+    }
+
+    #[test]
+    fn list_offsets_for_page_faults() {
+        let list = Endpoint::List(Api::OrderTracking);
+        assert_eq!(list_offset(list, None), Some(0));
+        assert_eq!(list_offset(list, Some("status=Current&limit=50")), Some(0));
+        assert_eq!(list_offset(list, Some("offset=100&limit=50")), Some(100));
+        assert_eq!(list_offset(list, Some("offset=x")), None);
+        assert_eq!(
+            list_offset(Endpoint::Detail(Api::OrderTracking), Some("offset=100")),
+            None
+        );
     }
 
     #[test]

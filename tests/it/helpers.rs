@@ -266,6 +266,17 @@ impl Admin {
         assert!(r.status().is_success(), "fault: {}", r.status());
     }
 
+    /// `DELETE /_sim/faults`: every fault gone (expired tokens stay expired).
+    pub async fn clear_faults(&self) {
+        let r = self
+            .http
+            .delete(format!("{}/_sim/faults", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "clear faults: {}", r.status());
+    }
+
     pub async fn changes(&self) -> Vec<Value> {
         self.http
             .get(format!("{}/_sim/changes", self.base))

@@ -1,8 +1,11 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod config;
 mod crash;
 mod flow;
+mod flow_faults;
 mod helpers;
 mod ops;
 mod sim_api;
+mod source;

@@ -695,6 +695,50 @@ async fn status_faults() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_status_fault_can_aim_at_one_page() -> TestResult {
+    let h = Harness::small().await?;
+    let state = h
+        .faults(json!({"status": 503, "count": 2, "target": "list", "offset": 100}))
+        .await?;
+    assert_eq!(state["status"][0]["offset"], 100);
+    let page = |offset: &str| {
+        h.get(TRACKING)
+            .query(&[("offset", offset), ("limit", "100")])
+    };
+    // Other pages, and the order at that position by id, are served.
+    assert_eq!(page("0").send().await?.status(), StatusCode::OK);
+    assert_eq!(h.get(TRACKING).send().await?.status(), StatusCode::OK);
+    assert_eq!(page("200").send().await?.status(), StatusCode::OK);
+    for _ in 0..2 {
+        let response = page("100").send().await?;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(response).await?, 5);
+    }
+    assert_eq!(
+        page("100").send().await?.status(),
+        StatusCode::OK,
+        "used up"
+    );
+
+    // An offset only makes sense on list calls.
+    for body in [
+        json!({"status": 503, "offset": 100}),
+        json!({"status": 503, "target": "detail", "offset": 100}),
+        json!({"offset": 100}),
+    ] {
+        let response = h
+            .http
+            .post(h.url("/_sim/faults"))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    h.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn body_and_count_faults() -> TestResult {
     let h = Harness::small().await?;
 
