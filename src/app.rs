@@ -2,7 +2,7 @@
 //! server; and the order things stop in.
 
 use crate::config::Config;
-use crate::deliver::{Dispatcher, NamedSink, Sink};
+use crate::deliver::{Dispatcher, NamedSink, Sink, Templates};
 use crate::http::{self, Readiness};
 use crate::poll::{CycleReport, Poller};
 use crate::route::Router;
@@ -44,12 +44,16 @@ impl OnceOutcome {
 
 impl App {
     /// Open the store and build every part; nothing is contacted yet.
-    pub fn build(config: Config) -> anyhow::Result<App> {
+    pub fn build(config: Config, templates: Arc<Templates>) -> anyhow::Result<App> {
         let store = Store::open(&config.state_dir)?;
-        Self::with_store(config, store)
+        Self::with_store(config, templates, store)
     }
 
-    pub fn with_store(config: Config, store: Store) -> anyhow::Result<App> {
+    pub fn with_store(
+        config: Config,
+        templates: Arc<Templates>,
+        store: Store,
+    ) -> anyhow::Result<App> {
         let wake = Arc::new(Notify::new());
         let router = Arc::new(Router::new(&config));
         let readiness = Arc::new(Readiness::default());
@@ -67,7 +71,7 @@ impl App {
         }
         let mut sinks = Vec::new();
         for sink in &config.sinks {
-            let built = Sink::build(sink).map_err(anyhow::Error::msg)?;
+            let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
             sinks.push(NamedSink {
                 name: sink.name.clone(),
                 sink: built,
@@ -219,12 +223,43 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// `orderwatch demo` (see `demo.rs` once the console sink lands).
-pub async fn demo(_args: crate::cli::DemoArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("demo is not available yet")
-}
-
-/// `orderwatch notify-test SINK`.
-pub async fn notify_test(_config: &Config, _sink: &str) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("notify-test is not available yet")
+/// `orderwatch notify-test SINK`: a sample event through the real sink path.
+pub async fn notify_test(
+    config: &Config,
+    templates: Arc<Templates>,
+    name: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    let Some(cfg) = config.sink(name) else {
+        let names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+        eprintln!("no sink named `{name}` (sinks: {})", names.join(", "));
+        return Ok(std::process::ExitCode::from(2));
+    };
+    let sink = Sink::build(cfg, &templates).map_err(anyhow::Error::msg)?;
+    let mut event = crate::deliver::sample_event(crate::event::EventType::StatusChanged);
+    if let Some(source) = config.sources.first() {
+        event.data.source = source.name.clone();
+    }
+    let json = serde_json::to_string(&event)?;
+    match sink.deliver(&event.data.id, &json).await {
+        Ok(()) => {
+            println!(
+                "{}: sample event {} delivered",
+                sink.describe(),
+                event.data.id
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let kind = match e {
+                crate::deliver::DeliveryError::Retry { .. } => {
+                    "failed (temporary: orderwatch would retry)"
+                }
+                crate::deliver::DeliveryError::Permanent { .. } => {
+                    "failed (permanent: orderwatch would dead-letter it)"
+                }
+            };
+            println!("{}: sample event {kind}: {e}", sink.describe());
+            Ok(std::process::ExitCode::from(1))
+        }
+    }
 }

@@ -5,12 +5,14 @@
 
 use crate::app::{App, shutdown_signal};
 use crate::config::Config;
+use crate::deliver::Templates;
 use crate::store::Store;
 use crate::{simulator, telemetry};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -153,13 +155,27 @@ fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Load the config or print every problem and give exit code 2.
-fn load(cli: &Cli) -> Result<Config, ExitCode> {
+/// Load the config and compile its templates, or print every problem and
+/// give exit code 2: a bad config never reaches the network.
+fn load(cli: &Cli) -> Result<(Config, Arc<Templates>), ExitCode> {
     let path = crate::config::resolve_path(cli.config.as_deref());
-    Config::load(&path).map_err(|e| {
+    let config = Config::load(&path).map_err(|e| {
         eprint!("{e}");
         exit(2)
-    })
+    })?;
+    match Templates::compile(&config) {
+        Ok(t) => Ok((config, Arc::new(t))),
+        Err(problems) => {
+            eprint!(
+                "{}",
+                crate::config::ConfigError {
+                    file: path,
+                    problems
+                }
+            );
+            Err(exit(2))
+        }
+    }
 }
 
 fn open_store(config: &Config) -> Result<Store, ExitCode> {
@@ -193,19 +209,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return simulate(args.clone()).await;
         }
         Command::Demo(args) => {
-            return crate::app::demo(args.clone()).await;
+            return crate::demo::run(args.clone()).await;
         }
         _ => {}
     }
-    let config = match load(&cli) {
-        Ok(c) => c,
+    let (config, templates) = match load(&cli) {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
     telemetry::init(&config.log);
     match cli.command {
         Command::Run => {
             let stop = shutdown_signal();
-            let app = match App::build(config) {
+            let app = match App::build(config, templates) {
                 Ok(app) => app,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -216,12 +232,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit(0))
         }
         Command::Once { drain_timeout } => {
-            let app = App::build(config)?;
+            let app = App::build(config, templates)?;
             let outcome = app.once(drain_timeout).await?;
             Ok(exit(outcome.exit_code()))
         }
         Command::Check { connect } => check(&config, connect).await,
-        Command::NotifyTest { sink } => crate::app::notify_test(&config, &sink).await,
+        Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,
         Command::Orders(cmd) => {
             let store = match open_store(&config) {
                 Ok(s) => s,

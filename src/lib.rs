@@ -19,6 +19,7 @@
 //! - [`store`]: the only module that imports sled
 //! - [`route`]: which sinks an event goes to
 //! - [`deliver`]: the outbox worker and the sinks
+//! - [`demo`]: simulator + daemon + console sink in one process
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`
 //! - [`simulator`]: the Orange simulator behind `orderwatch simulate`
 //! - [`secret`]: a string that never prints itself
@@ -27,6 +28,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod http;

@@ -264,10 +264,10 @@ impl Config {
             file: file.to_owned(),
             problems,
         };
-        let root = yaml::parse(text).map_err(|message| {
+        let root = yaml::parse(text).map_err(|(message, line)| {
             fail(vec![Problem {
                 path: String::new(),
-                line: None,
+                line,
                 message: format!("not valid YAML: {message}"),
             }])
         })?;

@@ -98,9 +98,7 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         None => Some(DeliveryConfig::default()),
     };
 
-    if let (Some(sources), Some(sinks), Some(routes)) = (&sources, &sinks, &routes) {
-        cross_check(d, &top, sources, sinks, routes);
-    }
+    cross_check(d, &top);
     Some(Config {
         state_dir: state_dir?,
         listen: listen?,
@@ -673,52 +671,73 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
 }
 
 /// Checks that span sections: unique names, routes that name real things.
-fn cross_check(
-    d: &mut Decoder,
-    top: &Fields,
-    sources: &[SourceConfig],
-    sinks: &[SinkConfig],
-    routes: &[RouteConfig],
-) {
-    let line_of = |key: &str, i: usize| -> Option<u64> {
+/// They read names straight from the tree, so they run (and report) even
+/// when other keys of those sections have problems.
+fn cross_check(d: &mut Decoder, top: &Fields) {
+    let items = |key: &str| -> Vec<Node> {
         match top.get(key).map(|n| &n.value) {
-            Some(NodeValue::Seq(items)) => items.get(i).and_then(|n| n.line),
+            Some(NodeValue::Seq(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    };
+    let field_text = |node: &Node, key: &str| -> Option<String> {
+        match &node.value {
+            NodeValue::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.value.scalar_text()),
             _ => None,
         }
     };
-    for (i, s) in sources.iter().enumerate() {
-        if sources[..i].iter().any(|o| o.name == s.name) {
-            d.problem(
-                format!("sources[{i}].name"),
-                line_of("sources", i),
-                format!("duplicate source name `{}`", s.name),
-            );
+    let field_list = |node: &Node, key: &str| -> Vec<String> {
+        let value = match &node.value {
+            NodeValue::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| &v.value),
+            _ => None,
+        };
+        match value {
+            Some(NodeValue::Seq(items)) => {
+                items.iter().filter_map(|n| n.value.scalar_text()).collect()
+            }
+            Some(other) => other.scalar_text().into_iter().collect(),
+            None => Vec::new(),
         }
-    }
-    for (i, s) in sinks.iter().enumerate() {
-        if sinks[..i].iter().any(|o| o.name == s.name) {
-            d.problem(
-                format!("sinks[{i}].name"),
-                line_of("sinks", i),
-                format!("duplicate sink name `{}`", s.name),
-            );
+    };
+    let names_of = |d: &mut Decoder, section: &str, what: &str| -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (i, node) in items(section).iter().enumerate() {
+            if let Some(name) = field_text(node, "name") {
+                if names.contains(&name) {
+                    d.problem(
+                        format!("{section}[{i}].name"),
+                        node.line,
+                        format!("duplicate {what} name `{name}`"),
+                    );
+                }
+                names.push(name);
+            }
         }
-    }
-    for (i, r) in routes.iter().enumerate() {
-        for name in &r.sinks {
-            if !sinks.iter().any(|s| &s.name == name) {
+        names
+    };
+    let sources = names_of(d, "sources", "source");
+    let sinks = names_of(d, "sinks", "sink");
+    for (i, route) in items("routes").iter().enumerate() {
+        for name in field_list(route, "sinks") {
+            if !sinks.contains(&name) {
                 d.problem(
                     format!("routes[{i}].sinks"),
-                    line_of("routes", i),
+                    route.line,
                     format!("unknown sink `{name}`"),
                 );
             }
         }
-        for name in &r.sources {
-            if !sources.iter().any(|s| &s.name == name) {
+        for name in field_list(route, "sources") {
+            if !sources.contains(&name) {
                 d.problem(
                     format!("routes[{i}].sources"),
-                    line_of("routes", i),
+                    route.line,
                     format!("unknown source `{name}`"),
                 );
             }

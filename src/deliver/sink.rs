@@ -1,30 +1,40 @@
 //! The sinks as one closed enum: static dispatch, one file per kind.
 
 use super::DeliveryError;
+use super::console::ConsoleSink;
+use super::email::EmailSink;
+use super::slack::SlackSink;
+use super::template::Templates;
 use super::webhook::WebhookSink;
 use crate::config::{SinkConfig, SinkKind};
 use crate::event::Event;
+use std::sync::Arc;
 
 pub enum Sink {
     Webhook(WebhookSink),
+    Slack(SlackSink),
+    Email(EmailSink),
+    Console(ConsoleSink),
 }
 
 impl Sink {
-    pub fn build(cfg: &SinkConfig) -> Result<Sink, String> {
+    pub fn build(cfg: &SinkConfig, templates: &Arc<Templates>) -> Result<Sink, String> {
+        let name = &cfg.name;
         match &cfg.kind {
-            SinkKind::Webhook(w) => WebhookSink::new(&cfg.name, w).map(Sink::Webhook),
-            other => Err(format!(
-                "sink `{}`: type {} is not available",
-                cfg.name,
-                other.type_name()
-            )),
+            SinkKind::Webhook(w) => WebhookSink::new(name, w).map(Sink::Webhook),
+            SinkKind::Slack(s) => SlackSink::new(name, s, templates.clone()).map(Sink::Slack),
+            SinkKind::Email(e) => EmailSink::new(name, e, templates.clone()).map(Sink::Email),
+            SinkKind::Console(_) => Ok(Sink::Console(ConsoleSink::new(name, templates.clone()))),
         }
     }
 
-    /// Deliver one event; `json` is its stored JSON, sent as it is.
+    /// Deliver one event; `json` is its stored JSON (the webhook body as it is).
     pub async fn deliver(&self, event_id: &str, json: &str) -> Result<(), DeliveryError> {
         match self {
             Sink::Webhook(w) => w.deliver(event_id, json).await,
+            Sink::Slack(s) => s.deliver(&parse_event(json)?).await,
+            Sink::Email(e) => e.deliver(&parse_event(json)?).await,
+            Sink::Console(c) => c.deliver(&parse_event(json)?).await,
         }
     }
 
@@ -32,13 +42,16 @@ impl Sink {
     pub fn describe(&self) -> String {
         match self {
             Sink::Webhook(w) => w.describe(),
+            Sink::Slack(s) => s.name().to_owned(),
+            Sink::Email(e) => e.name().to_owned(),
+            Sink::Console(c) => c.name().to_owned(),
         }
     }
 }
 
-/// Parse a stored event for sinks that render it.
-#[allow(dead_code)]
-pub(crate) fn parse_event(json: &str) -> Result<Event, DeliveryError> {
+/// A stored event for the sinks that render it; one that no longer parses
+/// will never deliver, so it is dead-lettered rather than retried.
+fn parse_event(json: &str) -> Result<Event, DeliveryError> {
     serde_json::from_str(json)
         .map_err(|e| DeliveryError::permanent(format!("the stored event cannot be read: {e}")))
 }

@@ -372,6 +372,8 @@ impl SourceClient {
                         detail,
                     }
                 }
+                // An answer too large is refused, not fetched again.
+                Err(e) if e.kind == ApiErrorKind::BadAnswer => return Err(e),
                 Err(e) => {
                     warn!(source = %self.name, attempt = attempt + 1, "API call failed: {e}");
                     e

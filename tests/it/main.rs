@@ -8,4 +8,5 @@ mod flow_faults;
 mod helpers;
 mod ops;
 mod sim_api;
+mod sinks;
 mod source;

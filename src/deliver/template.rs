@@ -1,0 +1,649 @@
+//! Message templates for the slack, email and console sinks (minijinja).
+//!
+//! Every template is compiled once at start-up and test-rendered against a
+//! sample event of each type, so a typo in the config is a config problem,
+//! not a dead letter at 3 a.m. The event's fields are the variables, at top
+//! level: `type`, `timestamp`, `id`, `source`, `order_id`, `from`, `to`,
+//! `closed`, `revision`, `changes` (each `{path, from, to}`) and `order`.
+//! A field the event lacks is left out of the context, so it is undefined and
+//! renders empty; `none` (a JSON null in the order) renders empty too.
+//!
+//! Escaping is done where values are written, never on the template's own
+//! text: slack templates escape values for mrkdwn (`&`, `<`, `>`), so a user
+//! can still write `<https://portal|link>` in a template while an order field
+//! cannot inject one; the default HTML mail body escapes values as HTML; the
+//! console line, the mail subject and the text body are plain.
+
+use crate::config::{Config, Problem, SinkKind};
+use crate::event::{Change, Event, EventData, EventType};
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, Output, State, escape_formatter};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// What each kind of template is for; the prefix of its name in the
+/// environment decides how values are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Slack,
+    Console,
+    EmailSubject,
+    EmailText,
+    EmailHtml,
+}
+
+impl Role {
+    fn prefix(self) -> &'static str {
+        match self {
+            Role::Slack => "slack",
+            Role::Console => "console",
+            Role::EmailSubject => "email.subject",
+            Role::EmailText => "email.text",
+            Role::EmailHtml => "email.html",
+        }
+    }
+
+    fn escape(prefix: &str) -> AutoEscape {
+        match prefix {
+            "slack" => AutoEscape::Custom(MRKDWN),
+            "email.html" => AutoEscape::Html,
+            _ => AutoEscape::None,
+        }
+    }
+}
+
+const MRKDWN: &str = "mrkdwn";
+
+/// The rendered parts of one mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedMail {
+    /// One line: CR and LF are replaced, so a field cannot add a header.
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The templates of every sink, compiled and checked.
+pub struct Templates {
+    env: Environment<'static>,
+    /// Sink name → role → the name of its own template in `env`. A role
+    /// missing here uses the built-in default for the event's type.
+    custom: HashMap<String, HashMap<RoleKey, String>>,
+}
+
+type RoleKey = &'static str;
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("sinks", &self.custom.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Templates {
+    /// Compile the templates of every slack, email and console sink, and
+    /// render each against a sample event of every type. Every problem found
+    /// is returned, each naming the key (`sinks[2].subject`).
+    pub fn compile(config: &Config) -> Result<Templates, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut env = environment();
+        if let Err(message) = add_defaults(&mut env) {
+            problems.push(Problem {
+                path: String::new(),
+                line: None,
+                message,
+            });
+        }
+        let mut custom = HashMap::new();
+        for (i, sink) in config.sinks.iter().enumerate() {
+            let own: Vec<(Role, &str, &Option<String>)> = match &sink.kind {
+                SinkKind::Slack(c) => vec![(Role::Slack, "template", &c.template)],
+                SinkKind::Console(c) => vec![(Role::Console, "template", &c.template)],
+                SinkKind::Email(c) => vec![
+                    (Role::EmailSubject, "subject", &c.subject),
+                    (Role::EmailText, "body", &c.body),
+                ],
+                SinkKind::Webhook(_) => continue,
+            };
+            let mut roles = HashMap::new();
+            for (role, key, source) in own {
+                let Some(source) = source else { continue };
+                let name = format!("{}:sink:{}", role.prefix(), sink.name);
+                let path = format!("sinks[{i}].{key}");
+                match env.add_template_owned(name.clone(), source.clone()) {
+                    Ok(()) => {
+                        roles.insert(role.prefix(), name);
+                    }
+                    Err(e) => problems.push(Problem {
+                        path,
+                        line: None,
+                        message: format!("not a valid template: {}", describe(&e)),
+                    }),
+                }
+            }
+            custom.insert(sink.name.clone(), roles);
+        }
+        // Test-render only once everything is added: a render needs `&env`.
+        for (i, sink) in config.sinks.iter().enumerate() {
+            let Some(roles) = custom.get(&sink.name) else {
+                continue;
+            };
+            for (prefix, name) in roles {
+                let key = match *prefix {
+                    "email.subject" => "subject",
+                    "email.text" => "body",
+                    _ => "template",
+                };
+                for kind in EventType::ALL {
+                    if let Err(e) = render_named(&env, name, &sample_event(kind)) {
+                        problems.push(Problem {
+                            path: format!("sinks[{i}].{key}"),
+                            line: None,
+                            message: format!("fails on a sample {kind} event: {}", describe(&e)),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Templates { env, custom })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The Slack message text (mrkdwn), order data escaped.
+    pub fn render_slack(&self, sink: &str, event: &Event) -> Result<String, String> {
+        self.render(sink, Role::Slack, event)
+    }
+
+    /// The console line: always one line, without control characters, so
+    /// order data can neither split it nor drive the terminal.
+    pub fn render_console(&self, sink: &str, event: &Event) -> Result<String, String> {
+        let line = self.render(sink, Role::Console, event)?;
+        Ok(line
+            .trim_end_matches(['\r', '\n'])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect())
+    }
+
+    /// Subject, text part and HTML part of the mail for this event.
+    ///
+    /// A configured `body` is a text template: the text part is its output,
+    /// and the HTML part is the same output HTML-escaped in a pre-wrapped
+    /// block, so nothing in it can become markup.
+    pub fn render_email(&self, sink: &str, event: &Event) -> Result<RenderedMail, String> {
+        let subject = self.render(sink, Role::EmailSubject, event)?;
+        let subject = subject
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let subject = subject.collect::<Vec<_>>().join(" ");
+        let text = self.render(sink, Role::EmailText, event)?;
+        let html = if self.has_custom(sink, Role::EmailText) {
+            let mut html = String::from(
+                "<!DOCTYPE html>\n<html><body><div style=\"white-space: pre-wrap; font-family: sans-serif\">",
+            );
+            html.push_str(&html_escape(&text));
+            html.push_str("</div></body></html>\n");
+            html
+        } else {
+            self.render(sink, Role::EmailHtml, event)?
+        };
+        Ok(RenderedMail {
+            subject,
+            text,
+            html,
+        })
+    }
+
+    fn has_custom(&self, sink: &str, role: Role) -> bool {
+        self.custom
+            .get(sink)
+            .is_some_and(|roles| roles.contains_key(role.prefix()))
+    }
+
+    fn render(&self, sink: &str, role: Role, event: &Event) -> Result<String, String> {
+        let roles = self.custom.get(sink).ok_or_else(|| {
+            format!("sink `{sink}` has no templates (not a slack, email or console sink)")
+        })?;
+        let name = match roles.get(role.prefix()) {
+            Some(name) => name.clone(),
+            None => default_name(role, event.kind),
+        };
+        render_named(&self.env, &name, event).map_err(|e| {
+            format!(
+                "sink `{sink}`: the {} template failed: {}",
+                role.prefix(),
+                describe(&e)
+            )
+        })
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| Role::escape(name.split(':').next().unwrap_or("")));
+    env.set_formatter(format_value);
+    env.add_filter("show", show);
+    env
+}
+
+/// Writes one `{{ value }}`: none as nothing, and mrkdwn escaping for slack.
+fn format_value(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+    // A JSON null in the order reads better as nothing than as "none".
+    let value = if value.is_none() {
+        &Value::UNDEFINED
+    } else {
+        value
+    };
+    match state.auto_escape() {
+        AutoEscape::Custom(MRKDWN) if !value.is_safe() => {
+            out.write_str(&mrkdwn_escape(&value.to_string()))?;
+            Ok(())
+        }
+        AutoEscape::Custom(MRKDWN) => {
+            write!(out, "{value}")?;
+            Ok(())
+        }
+        _ => escape_formatter(out, state, value),
+    }
+}
+
+/// The `show` filter: a changed value as a reader wants it — strings bare,
+/// a missing value as `(none)`, anything else as compact JSON.
+fn show(value: Value) -> String {
+    if value.is_none() || value.is_undefined() {
+        return "(none)".to_owned();
+    }
+    if let Some(s) = value.as_str() {
+        return s.to_owned();
+    }
+    serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Slack's mrkdwn control characters: the only three it asks to escape.
+pub fn mrkdwn_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A minijinja error for a user: what went wrong and on which line of the
+/// template, without the environment's internal template name.
+fn describe(e: &Error) -> String {
+    let mut text = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        let _ = write!(text, " (line {line} of the template)");
+    }
+    text
+}
+
+fn render_named(env: &Environment<'static>, name: &str, event: &Event) -> Result<String, Error> {
+    env.get_template(name)?.render(context(event))
+}
+
+/// The variables of a template: every event field at top level; `from` and
+/// `to` only when the event has them, so a missing one is undefined.
+fn context(event: &Event) -> Value {
+    let d = &event.data;
+    let mut vars = serde_json::Map::new();
+    vars.insert("type".into(), event.kind.as_str().into());
+    vars.insert("timestamp".into(), event.timestamp.clone().into());
+    vars.insert("id".into(), d.id.clone().into());
+    vars.insert("source".into(), d.source.clone().into());
+    vars.insert("order_id".into(), d.order_id.clone().into());
+    if let Some(from) = &d.from {
+        vars.insert("from".into(), from.clone().into());
+    }
+    if let Some(to) = &d.to {
+        vars.insert("to".into(), to.clone().into());
+    }
+    vars.insert("closed".into(), d.closed.into());
+    vars.insert("revision".into(), d.revision.into());
+    let changes = d
+        .changes
+        .iter()
+        .map(|c| serde_json::json!({ "path": c.path, "from": c.from, "to": c.to }));
+    vars.insert("changes".into(), changes.collect::<Vec<_>>().into());
+    vars.insert("order".into(), d.order.clone());
+    Value::from_serialize(&vars)
+}
+
+fn default_name(role: Role, kind: EventType) -> String {
+    match role {
+        // One text and one HTML body serve every type; they branch inside.
+        Role::EmailText | Role::EmailHtml => format!("{}:default", role.prefix()),
+        _ => format!("{}:default:{}", role.prefix(), kind.as_str()),
+    }
+}
+
+/// Renders the changes as mrkdwn bullet lines.
+const SLACK_CHANGES: &str =
+    "{% for c in changes %}\n• `{{ c.path }}`: {{ c.from|show }} → {{ c.to|show }}{% endfor %}";
+
+fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
+    use EventType::*;
+    let slack_status = format!(
+        "{{% if closed %}}:white_check_mark:{{% else %}}:arrows_counterclockwise:{{% endif %}} \
+         Order *{{{{ order_id }}}}* ({{{{ source }}}}) is now *{{{{ to }}}}* (was {{{{ from }}}})\
+         {{% if changes|length > 1 %}}{SLACK_CHANGES}{{% endif %}}"
+    );
+    let slack_updated = format!(
+        "{}{SLACK_CHANGES}",
+        ":pencil2: Order *{{ order_id }}* ({{ source }}) was updated"
+    );
+    let console_prefix = "{{ timestamp }} {{ source }} {{ order_id }} {{ type }}";
+    let defaults: Vec<(String, String)> = vec![
+        (
+            default_name(Role::Slack, Created),
+            ":new: Order *{{ order_id }}* ({{ source }}) is new{% if to %}, status *{{ to }}*{% endif %}".into(),
+        ),
+        (default_name(Role::Slack, StatusChanged), slack_status),
+        (default_name(Role::Slack, Updated), slack_updated),
+        (
+            default_name(Role::Slack, Removed),
+            ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
+        ),
+        (default_name(Role::Console, Created), format!("{console_prefix} → {{{{ to }}}}")),
+        (
+            default_name(Role::Console, StatusChanged),
+            format!("{console_prefix} {{{{ from }}}} → {{{{ to }}}}"),
+        ),
+        (
+            default_name(Role::Console, Updated),
+            format!(
+                "{console_prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
+            ),
+        ),
+        (default_name(Role::Console, Removed), console_prefix.into()),
+        (
+            default_name(Role::EmailSubject, Created),
+            "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, StatusChanged),
+            "[orderwatch] {{ order_id }} is now {{ to }}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Updated),
+            "[orderwatch] {{ order_id }} was updated".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Removed),
+            "[orderwatch] {{ order_id }} is no longer listed".into(),
+        ),
+        (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
+        (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
+    ];
+    for (name, source) in defaults {
+        env.add_template_owned(name.clone(), source).map_err(|e| {
+            format!(
+                "built-in template {name} is broken (a bug in orderwatch): {}",
+                describe(&e)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The sentence that opens a mail, shared by the text and HTML bodies.
+const EMAIL_TEXT: &str = "\
+Order {{ order_id }} (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
+{%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}
+{% if changes %}
+Changes:
+{%- for c in changes %}
+  {{ c.path }}: {{ c.from|show }} → {{ c.to|show }}
+{%- endfor %}
+{% endif %}
+Event:     {{ type }} {{ id }}
+Revision:  {{ revision }}
+Detected:  {{ timestamp }}
+
+-- 
+Sent by orderwatch.
+";
+
+const EMAIL_HTML: &str = "\
+<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif\">
+<p>Order <strong>{{ order_id }}</strong> (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
+{%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}</p>
+{%- if changes %}
+<table cellpadding=\"4\" style=\"border-collapse: collapse\">
+<tr><th align=\"left\">Field</th><th align=\"left\">Was</th><th align=\"left\">Now</th></tr>
+{%- for c in changes %}
+<tr><td><code>{{ c.path }}</code></td><td>{{ c.from|show }}</td><td>{{ c.to|show }}</td></tr>
+{%- endfor %}
+</table>
+{%- endif %}
+<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · revision {{ revision }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
+</body></html>
+";
+
+/// A realistic event of the given type, for checking templates at start-up
+/// and for `notify-test`.
+pub fn sample_event(kind: EventType) -> Event {
+    let (from, to, revision, changes) = match kind {
+        EventType::Created => (None, Some("Acknowledged"), 1, vec![]),
+        EventType::StatusChanged => (
+            Some("Current"),
+            Some("Closed"),
+            4,
+            vec![Change {
+                path: "/status".into(),
+                from: "Current".into(),
+                to: "Closed".into(),
+            }],
+        ),
+        EventType::Updated => (
+            None,
+            None,
+            3,
+            vec![Change {
+                path: "/expectedDeliveryDate".into(),
+                from: "2026-11-30".into(),
+                to: "2026-12-04".into(),
+            }],
+        ),
+        EventType::Removed => (None, None, 5, vec![]),
+    };
+    let source = "tracking";
+    let order_id = "123456";
+    let order = serde_json::json!({
+        "id": order_id,
+        "status": to.unwrap_or("Current"),
+        "customerReference": "PO-2026-0042",
+        "product": "Business VPN Galerie",
+        "site": { "city": "Rennes", "country": "FR" },
+        "expectedDeliveryDate": "2026-12-04",
+    });
+    let id = Event::derive_id(source, order_id, kind, revision, from, to, &changes);
+    Event {
+        kind,
+        timestamp: "2026-11-22T08:00:00Z".into(),
+        data: EventData {
+            id,
+            source: source.into(),
+            order_id: order_id.into(),
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            closed: to == Some("Closed"),
+            revision,
+            changes,
+            order,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap as Env;
+    use std::path::Path;
+
+    fn config(sinks: &str) -> Config {
+        let text = format!(
+            "sources: [{{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}}]\nsinks:\n{sinks}"
+        );
+        Config::parse(&text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn defaults() -> Templates {
+        let c = config(
+            "  - {name: chat, type: slack, url: \"https://hooks.example.com/services/T/B/X\"}\n  \
+               - {name: out, type: console}\n  \
+               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com]}\n",
+        );
+        Templates::compile(&c).unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    #[test]
+    fn defaults_render_every_type() {
+        let t = defaults();
+        for kind in EventType::ALL {
+            let e = sample_event(kind);
+            let slack = t.render_slack("chat", &e).unwrap();
+            let line = t.render_console("out", &e).unwrap();
+            let mail = t.render_email("mail", &e).unwrap();
+            assert!(slack.contains("*123456*"), "{slack}");
+            assert!(!line.contains('\n'), "{line}");
+            assert!(
+                mail.subject.starts_with("[orderwatch] 123456"),
+                "{}",
+                mail.subject
+            );
+            assert!(
+                mail.text.contains("Order 123456 (source tracking)"),
+                "{}",
+                mail.text
+            );
+            assert!(
+                mail.html.contains("<strong>123456</strong>"),
+                "{}",
+                mail.html
+            );
+        }
+        let e = sample_event(EventType::StatusChanged);
+        assert_eq!(
+            t.render_slack("chat", &e).unwrap(),
+            ":white_check_mark: Order *123456* (tracking) is now *Closed* (was Current)"
+        );
+        assert_eq!(
+            t.render_console("out", &e).unwrap(),
+            "2026-11-22T08:00:00Z tracking 123456 order.status_changed Current → Closed"
+        );
+        assert_eq!(
+            t.render_email("mail", &e).unwrap().subject,
+            "[orderwatch] 123456 is now Closed"
+        );
+        let updated = t
+            .render_console("out", &sample_event(EventType::Updated))
+            .unwrap();
+        assert_eq!(
+            updated,
+            "2026-11-22T08:00:00Z tracking 123456 order.updated /expectedDeliveryDate: 2026-11-30 → 2026-12-04"
+        );
+    }
+
+    #[test]
+    fn text_body_reads_well() {
+        let mail = defaults()
+            .render_email("mail", &sample_event(EventType::StatusChanged))
+            .unwrap();
+        let expected_start = "Order 123456 (source tracking) is now Closed (was Current).\n\nChanges:\n  /status: Current → Closed\n\nEvent:     order.status_changed evt_";
+        assert!(mail.text.starts_with(expected_start), "{}", mail.text);
+    }
+
+    #[test]
+    fn values_are_escaped_for_their_medium_and_template_text_is_not() {
+        let c = config(
+            "  - {name: chat, type: slack, url: \"https://h.example/x\", template: \"<https://portal/{{ order_id }}|{{ order.product }}>\"}\n  \
+               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], subject: \"{{ order.product }}\"}\n",
+        );
+        let t = Templates::compile(&c).unwrap();
+        let mut e = sample_event(EventType::StatusChanged);
+        e.data.order["product"] = "VPN <b>&\r\nBcc: x@evil".into();
+        e.data.order_id = "1<2".into();
+        assert_eq!(
+            t.render_slack("chat", &e).unwrap(),
+            "<https://portal/1&lt;2|VPN &lt;b&gt;&amp;\r\nBcc: x@evil>"
+        );
+        let mail = t.render_email("mail", &e).unwrap();
+        assert_eq!(mail.subject, "VPN <b>& Bcc: x@evil");
+        assert!(
+            mail.html.contains("<strong>1&lt;2</strong>"),
+            "{}",
+            mail.html
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_nulls_render_empty() {
+        let c = config(
+            "  - {name: out, type: console, template: \"[{{ from }}][{{ order.nothing }}][{{ order.gone }}]\"}\n",
+        );
+        let t = Templates::compile(&c).unwrap();
+        let mut e = sample_event(EventType::Created);
+        e.data.order["gone"] = serde_json::Value::Null;
+        assert_eq!(t.render_console("out", &e).unwrap(), "[][][]");
+    }
+
+    #[test]
+    fn broken_and_failing_templates_are_problems_with_their_key() {
+        let c = config(
+            "  - {name: w, type: webhook, url: \"https://h.example/x\"}\n  \
+               - {name: chat, type: slack, url: \"https://h.example/x\", template: \"{{ order_id \"}\n  \
+               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], body: \"{{ order_id | nosuchfilter }}\"}\n",
+        );
+        let problems = Templates::compile(&c).unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["sinks[1].template", "sinks[2].body"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].message.starts_with("not a valid template"),
+            "{problems:?}"
+        );
+    }
+}
