@@ -17,7 +17,12 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub pollers: Vec<Arc<Poller>>,
-    pub dispatcher: Arc<Dispatcher>,
+    /// One per sink, each with its own loop: a slow or failing receiver
+    /// never holds the other sinks back.
+    pub dispatchers: Vec<Arc<Dispatcher>>,
+    /// Pollers signal new outbox entries here; `run` fans it out.
+    committed: Arc<Notify>,
+    sink_wakers: Vec<Arc<Notify>>,
     pub readiness: Arc<Readiness>,
 }
 
@@ -69,25 +74,30 @@ impl App {
             readiness.register(&source.name, source.interval);
             pollers.push(Arc::new(poller));
         }
-        let mut sinks = Vec::new();
+        let mut dispatchers = Vec::new();
+        let mut sink_wakers = Vec::new();
         for sink in &config.sinks {
             let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
-            sinks.push(NamedSink {
+            let named = NamedSink {
                 name: sink.name.clone(),
                 sink: built,
-            });
+            };
+            let waker = Arc::new(Notify::new());
+            dispatchers.push(Arc::new(Dispatcher::new(
+                store.clone(),
+                vec![named],
+                config.delivery.clone(),
+                waker.clone(),
+            )));
+            sink_wakers.push(waker);
         }
-        let dispatcher = Arc::new(Dispatcher::new(
-            store.clone(),
-            sinks,
-            config.delivery.clone(),
-            wake,
-        ));
         Ok(App {
             config,
             store,
             pollers,
-            dispatcher,
+            dispatchers,
+            committed: wake,
+            sink_wakers,
             readiness,
         })
     }
@@ -106,7 +116,13 @@ impl App {
     /// outbox has nothing due or `drain_timeout` passes.
     pub async fn once(&self, drain_timeout: Duration) -> anyhow::Result<OnceOutcome> {
         let reports = self.poll_all().await;
-        let drained = self.dispatcher.drain(drain_timeout).await?;
+        let drains =
+            futures::future::join_all(self.dispatchers.iter().map(|d| d.drain(drain_timeout)))
+                .await;
+        let mut drained = true;
+        for d in drains {
+            drained &= d?;
+        }
         self.store.flush()?;
         if reports.iter().any(|r| !r.ok()) {
             return Ok(OnceOutcome::PollFailed);
@@ -173,9 +189,26 @@ impl App {
             });
         }
 
-        let dispatcher = self.dispatcher.clone();
-        let stop = stop_rx.clone();
-        tasks.spawn(async move { dispatcher.run(stop).await });
+        for dispatcher in &self.dispatchers {
+            let dispatcher = dispatcher.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move { dispatcher.run(stop).await });
+        }
+        // Fan the pollers' "committed" signal out to every sink's loop. Notify
+        // keeps one permit per waker, so a signal is not lost while a loop is
+        // busy delivering.
+        let committed = self.committed.clone();
+        let wakers = self.sink_wakers.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => return,
+                    _ = committed.notified() => wakers.iter().for_each(|w| w.notify_one()),
+                }
+            }
+        });
 
         info!(
             sources = self.pollers.len(),

@@ -41,6 +41,8 @@ pub struct Received {
     pub at: Instant,
     /// The status the receiver answered.
     pub answered: u16,
+    /// When the answer was sent (after any configured delay).
+    pub answered_at: Instant,
 }
 
 impl Received {
@@ -61,6 +63,8 @@ struct ReceiverState {
     received: Vec<Received>,
     /// Statuses to answer next, in order; 200 once empty.
     script: VecDeque<u16>,
+    /// Hold every answer this long (a slow receiver).
+    delay: Duration,
 }
 
 /// A webhook receiver on 127.0.0.1 that records every request.
@@ -115,6 +119,11 @@ impl Receiver {
             .extend(statuses.iter().copied());
     }
 
+    /// Answer every request only after `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -133,13 +142,20 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let mut s = state.lock().unwrap();
-    let status = s.script.pop_front().unwrap_or(200);
-    s.received.push(Received {
+    let at = Instant::now();
+    let (status, delay) = {
+        let mut s = state.lock().unwrap();
+        (s.script.pop_front().unwrap_or(200), s.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    state.lock().unwrap().received.push(Received {
         headers,
         body,
-        at: Instant::now(),
+        at,
         answered: status,
+        answered_at: Instant::now(),
     });
     StatusCode::from_u16(status).unwrap()
 }

@@ -3,10 +3,12 @@
 
 mod config;
 mod crash;
+mod delivery;
 mod flow;
 mod flow_faults;
 mod helpers;
 mod ops;
+mod secrets;
 mod sim_api;
 mod sinks;
 mod source;

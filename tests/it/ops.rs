@@ -96,3 +96,55 @@ async fn health_readiness_and_metrics() {
     let out = ws.run(&["healthcheck"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn demo_shows_an_event_within_ten_seconds_and_stops_on_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(binary())
+        .arg("demo")
+        .env_remove("ORDERWATCH_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let is_event = line.contains(" order.") && (line.contains('→'));
+            seen.push(line);
+            if is_event {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "no event line within 10 s:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("simulated Orange APIs: http://127.0.0.1:")),
+        "{seen:?}"
+    );
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "Ctrl-C stops the demo cleanly: {status:?}"
+    );
+}
