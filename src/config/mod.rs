@@ -165,6 +165,9 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// A PEM file of CA certificates trusted besides the system's (a
+    /// private mail relay's CA).
+    pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
 }
 

@@ -52,7 +52,9 @@ const WEBHOOK: &[&str] = &[
 const SLACK: &[&str] = &["name", "type", "url", "template", "timeout"];
 const EMAIL: &[&str] = &["name", "type", "smtp", "from", "to", "subject", "body"];
 const CONSOLE: &[&str] = &["name", "type", "template"];
-const SMTP: &[&str] = &["host", "port", "tls", "username", "password", "timeout"];
+const SMTP: &[&str] = &[
+    "host", "port", "tls", "username", "password", "ca_file", "timeout",
+];
 const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
 const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
@@ -547,6 +549,19 @@ fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
     let password = opt!(d, f, "password", None, |n, p| d.secret(n, &p).map(Some));
     let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d
         .duration(n, &p, MILLI));
+    let ca_file = opt!(d, f, "ca_file", None, |n, p| {
+        let path = PathBuf::from(d.nonempty_string(n, &p)?);
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            Some(Some(path))
+        } else {
+            d.problem(
+                &p,
+                n.line,
+                format!("{} is not a readable file", path.display()),
+            );
+            None
+        }
+    });
     if let (Some(SmtpTls::None), true) = (tls, f.has("username") || f.has("password")) {
         d.problem(
             f.path("tls"),
@@ -567,6 +582,7 @@ fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
         tls: tls?,
         username,
         password,
+        ca_file: ca_file?,
         timeout: timeout?,
     })
 }

@@ -21,8 +21,25 @@ use crate::event::{Event, EventType};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::sync::Arc;
+
+/// TLS that trusts the system's roots and the CAs of `ca_file`.
+fn tls_with_ca(host: &str, ca_file: &std::path::Path) -> Result<TlsParameters, String> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| format!("cannot read ca_file {}: {e}", ca_file.display()))?;
+    let cert = Certificate::from_pem(&pem).map_err(|e| {
+        format!(
+            "ca_file {} is not a PEM certificate: {e}",
+            ca_file.display()
+        )
+    })?;
+    TlsParameters::builder(host.to_owned())
+        .add_root_certificate(cert)
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS: {e}"))
+}
 
 pub struct EmailSink {
     name: String,
@@ -60,14 +77,27 @@ impl EmailSink {
             .map(|a| a.parse::<Mailbox>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{who}: a `to` address is not usable: {e}"))?;
-        let builder = match smtp.tls {
+        let builder = match (smtp.tls, &smtp.ca_file) {
             // The config refuses credentials with `none`, so nothing secret
             // ever crosses an unencrypted connection.
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                .map_err(|e| format!("{who}: cannot set up STARTTLS: {e}"))?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
+            (SmtpTls::None, _) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            }
+            (SmtpTls::Starttls, None) => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                    .map_err(|e| format!("{who}: cannot set up STARTTLS: {e}"))?
+            }
+            (SmtpTls::Tls, None) => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
                 .map_err(|e| format!("{who}: cannot set up TLS: {e}"))?,
+            (mode, Some(ca_file)) => {
+                let params = tls_with_ca(&smtp.host, ca_file).map_err(|e| format!("{who}: {e}"))?;
+                let tls = if mode == SmtpTls::Tls {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                };
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(tls)
+            }
         };
         let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
         if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {

@@ -325,9 +325,19 @@ struct Smtp {
     refuse_data: Arc<Mutex<Option<(u16, String)>>>,
     /// The message being received on this connection.
     current: Vec<u8>,
+    /// The user and password of every successful AUTH PLAIN.
+    logins: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Handler for Smtp {
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> SmtpResponse {
+        self.logins
+            .lock()
+            .unwrap()
+            .push((user.to_owned(), password.to_owned()));
+        response::AUTH_OK
+    }
+
     fn rcpt(&mut self, _to: &str) -> SmtpResponse {
         match self.refuse_rcpt.lock().unwrap().clone() {
             Some((code, text)) => SmtpResponse::custom(code, text),
@@ -600,4 +610,75 @@ async fn email_to_a_server_that_goes_silent_is_retried() {
         .unwrap_err();
     assert!(matches!(err, DeliveryError::Retry { .. }), "{err:?}");
     assert!(err.to_string().contains("no answer within 1s"), "{err}");
+}
+
+/// STARTTLS against a server that offers it, with a certificate from a
+/// private CA trusted through `ca_file`, and credentials sent only inside TLS.
+#[tokio::test]
+async fn email_over_starttls_with_a_private_ca() {
+    use mailin_embedded::{AuthMechanism, SslConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+
+    let handler = Smtp::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = Server::new(handler.clone());
+    server
+        .with_name("localhost")
+        .with_ssl(SslConfig::SelfSigned {
+            cert_path: cert_path.display().to_string(),
+            key_path: key_path.display().to_string(),
+        })
+        .unwrap()
+        .with_auth(AuthMechanism::Plain)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+
+    let sink_with = |ca: &str| {
+        let c = config(&format!(
+            "  - {{name: mail, type: email, smtp: {{host: localhost, port: {port}, tls: starttls, username: ops, password: pw-123, timeout: 5s{ca}}}, from: ow@example.com, to: [noc@example.com]}}\n"
+        ));
+        let templates = Arc::new(Templates::compile(&c).unwrap());
+        let SinkKind::Email(cfg) = &c.sinks[0].kind else {
+            unreachable!()
+        };
+        EmailSink::new("mail", cfg, templates).unwrap()
+    };
+
+    // Without the CA the certificate is not trusted: a retry, nothing sent.
+    let untrusting = sink_with("");
+    let err = untrusting
+        .deliver(&sample_event(EventType::StatusChanged))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliveryError::Retry { .. }), "{err:?}");
+    assert!(handler.messages.lock().unwrap().is_empty());
+    assert!(
+        handler.logins.lock().unwrap().is_empty(),
+        "no credentials before TLS"
+    );
+
+    let trusting = sink_with(&format!(", ca_file: {}", cert_path.display()));
+    trusting
+        .deliver(&sample_event(EventType::StatusChanged))
+        .await
+        .expect("delivered over STARTTLS");
+    let messages = handler.messages.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        messages[0].contains("Subject: [orderwatch] 123456 is now Closed"),
+        "{}",
+        messages[0]
+    );
+    assert_eq!(
+        handler.logins.lock().unwrap().clone(),
+        vec![("ops".to_owned(), "pw-123".to_owned())]
+    );
 }
