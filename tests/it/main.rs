@@ -8,6 +8,7 @@ mod flow;
 mod flow_faults;
 mod helpers;
 mod ops;
+mod receivers;
 mod secrets;
 mod sim_api;
 mod sinks;

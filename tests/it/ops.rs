@@ -148,3 +148,69 @@ async fn demo_shows_an_event_within_ten_seconds_and_stops_on_ctrl_c() {
         "Ctrl-C stops the demo cleanly: {status:?}"
     );
 }
+
+#[tokio::test]
+async fn the_example_config_passes_check_with_its_variables_set() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("data");
+    let env = [
+        ("ORANGE_CLIENT_ID", "id"),
+        ("ORANGE_CLIENT_SECRET", "secret"),
+        ("ORANGE_API_KEY", "key"),
+        ("WEBHOOK_SECRET", WEBHOOK_SECRET),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/X",
+        ),
+        ("SMTP_USER", "user"),
+        ("SMTP_PASSWORD", "pw"),
+        ("ORDERWATCH_STATE_DIR", state.to_str().unwrap()),
+    ];
+    let out = run_binary(&example, &["check"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 source(s), 3 sink(s), 2 route(s)"),
+        "{}",
+        text(&out)
+    );
+    // Without them, every unset variable is named.
+    let out = run_binary(&example, &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for var in [
+        "ORANGE_CLIENT_ID",
+        "ORANGE_API_KEY",
+        "WEBHOOK_SECRET",
+        "SLACK_WEBHOOK_URL",
+        "SMTP_PASSWORD",
+    ] {
+        assert!(err.contains(var), "{var} not named:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let sim = simulator(10).await;
+    let hook = Receiver::start().await;
+    let ws = Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), ""),
+        &webhook_sink_yaml("hook", &hook.url),
+        "log: { format: json, level: info }\n",
+    );
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let cycle = lines
+        .iter()
+        .find(|l| l["message"] == "poll cycle done")
+        .expect("one line per poll cycle");
+    assert_eq!(cycle["source"], "tracking");
+    assert_eq!(cycle["orders"], 10);
+    assert!(cycle["duration_ms"].is_u64());
+    sim.shutdown().await;
+}

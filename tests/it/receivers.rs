@@ -1,0 +1,120 @@
+//! A receiver's view: the signature verification that README.md shows, run
+//! with the official Standard Webhooks libraries for Python and Node.
+//!
+//! They need `pip install standardwebhooks` and `npm install` in
+//! tests/receivers (CI does both and sets ORDERWATCH_RECEIVER_CHECKS=1, which
+//! makes a missing library a failure instead of a skip).
+
+use crate::helpers::*;
+use std::path::Path;
+
+async fn captured_webhook(dir: &Path) -> std::path::PathBuf {
+    let sim = simulator(5).await;
+    let hook = Receiver::start().await;
+    let ws = Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), ""),
+        &webhook_sink_yaml("hook", &hook.url),
+        "",
+    );
+    let out = ws.run(&["notify-test", "hook"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = &hook.received()[0];
+    let headers: serde_json::Map<String, serde_json::Value> = got
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().into()))
+        .collect();
+    let capture =
+        serde_json::json!({"headers": headers, "body": String::from_utf8_lossy(&got.body)});
+    let path = dir.join("capture.json");
+    std::fs::write(&path, capture.to_string()).unwrap();
+    sim.shutdown().await;
+    path
+}
+
+fn required() -> bool {
+    std::env::var_os("ORDERWATCH_RECEIVER_CHECKS").is_some()
+}
+
+fn run_checker(program: &str, args: &[&str], dir: &Path) -> Option<std::process::Output> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = stderr.contains("No module named 'standardwebhooks'")
+        || stderr.contains("Cannot find package 'standardwebhooks'");
+    if missing {
+        assert!(
+            !required(),
+            "{program}: the standardwebhooks library is missing:\n{stderr}"
+        );
+        eprintln!("SKIPPED: {program} has no standardwebhooks library installed (CI installs it)");
+        return None;
+    }
+    Some(out)
+}
+
+#[tokio::test]
+async fn python_standardwebhooks_verifies_our_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = captured_webhook(tmp.path()).await;
+    let receivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers");
+    let Some(out) = run_checker(
+        "python3",
+        &["verify.py", WEBHOOK_SECRET, capture.to_str().unwrap()],
+        &receivers,
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("order.status_changed evt_"));
+    // A wrong secret must fail: the check can fail.
+    let out = run_checker(
+        "python3",
+        &[
+            "verify.py",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            capture.to_str().unwrap(),
+        ],
+        &receivers,
+    )
+    .unwrap();
+    assert!(!out.status.success(), "a wrong secret verified");
+}
+
+#[tokio::test]
+async fn node_standardwebhooks_verifies_our_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = captured_webhook(tmp.path()).await;
+    let receivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers");
+    let Some(out) = run_checker(
+        "node",
+        &["verify.mjs", WEBHOOK_SECRET, capture.to_str().unwrap()],
+        &receivers,
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("order.status_changed evt_"));
+    let out = run_checker(
+        "node",
+        &[
+            "verify.mjs",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            capture.to_str().unwrap(),
+        ],
+        &receivers,
+    )
+    .unwrap();
+    assert!(!out.status.success(), "a wrong secret verified");
+}
