@@ -6,28 +6,9 @@ use crate::helpers::*;
 use rand::Rng;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
-
-fn spawn_run(ws: &Workspace) -> tokio::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(ws.dir.path().join("run.log"))
-        .unwrap();
-    tokio::process::Command::new(binary())
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("orderwatch run starts")
-}
 
 #[tokio::test]
 async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
@@ -52,7 +33,7 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
     let mut closed: Vec<String> = Vec::new();
     let kills = 8;
     for round in 0..kills {
-        let mut child = spawn_run(&ws);
+        let mut child = ws.spawn_run();
         // Close a few orders while it runs (each order changes once).
         for _ in 0..3 {
             if let Some(id) = candidates.pop() {
@@ -75,7 +56,7 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
     }
 
     // Let it settle: every closing must arrive.
-    let mut child = spawn_run(&ws);
+    let mut child = ws.spawn_run();
     let expected: HashSet<String> = closed.iter().cloned().collect();
     let hook2 = hook.clone();
     let done = move || {
@@ -96,7 +77,7 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Signal a daemon that is up and has polled, not one still starting.
-    let log_path = ws.dir.path().join("run.log");
+    let log_path = ws.log_path();
     let cycles = |p: &std::path::Path| {
         std::fs::read_to_string(p)
             .unwrap_or_default()
@@ -121,7 +102,7 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
         .await
         .expect("stops on SIGTERM")
         .unwrap();
-    let log = std::fs::read_to_string(ws.dir.path().join("run.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{log}");
 
     let delivered = hook.delivered();

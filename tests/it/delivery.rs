@@ -2,7 +2,6 @@
 
 use crate::helpers::*;
 use serde_json::json;
-use std::process::Stdio;
 use std::time::Duration;
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
@@ -43,15 +42,7 @@ async fn a_slow_sink_does_not_hold_the_others_back() {
         "",
     );
     assert_eq!(ws.run(&["once"]).await.status.code(), Some(0));
-    let mut child = tokio::process::Command::new(binary())
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = ws.spawn_run();
     let ids = admin.ids(TRACKING, "status=Current").await;
     admin
         .patch("order-tracking", &ids[0], json!({"status": "Closed"}))

@@ -21,6 +21,30 @@ fn tracking_workspace(base: &str, hook: &str, extra: &str) -> Workspace {
     )
 }
 
+/// A tracking source whose baseline is recorded, and one of its Current
+/// orders closed since: the next `once` has exactly one change to deliver.
+struct OneClosing {
+    sim: orderwatch::simulator::RunningSimulator,
+    ws: Workspace,
+    order_id: String,
+}
+
+async fn baseline_then_close(hook_url: &str) -> OneClosing {
+    let sim = simulator(30).await;
+    let admin = Admin::new(&sim);
+    let ws = tracking_workspace(&sim.base_url(), hook_url, "");
+    assert_eq!(ws.run(&["once"]).await.status.code(), Some(0));
+    let current = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    OneClosing {
+        sim,
+        ws,
+        order_id: current[0].clone(),
+    }
+}
+
 fn events_of(receiver: &Receiver) -> Vec<Value> {
     receiver.delivered().iter().map(|r| r.json()).collect()
 }
@@ -180,15 +204,8 @@ async fn first_poll_notify_announces_every_order() {
 
 #[tokio::test]
 async fn retries_keep_one_webhook_id() {
-    let sim = simulator(30).await;
-    let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
-    let ws = tracking_workspace(&sim.base_url(), &hook.url, "");
-    assert_eq!(ws.run(&["once"]).await.status.code(), Some(0));
-    let current = admin.ids(TRACKING, "status=Current").await;
-    admin
-        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
-        .await;
+    let OneClosing { sim, ws, .. } = baseline_then_close(&hook.url).await;
     hook.script(&[500, 500]);
 
     let out = ws.run(&["once", "--drain-timeout", "20s"]).await;
@@ -209,20 +226,12 @@ async fn retries_keep_one_webhook_id() {
 
 #[tokio::test]
 async fn receiver_down_then_back_gets_it_exactly_once() {
-    let sim = simulator(30).await;
-    let admin = Admin::new(&sim);
-    // Reserve a port, then free it: the receiver is "down".
+    // Take a free port, then close it: the receiver is "down".
     let probe = Receiver::start().await;
     let addr = probe.addr();
-    probe.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let url = format!("http://{addr}/hook");
-    let ws = tracking_workspace(&sim.base_url(), &url, "");
-    assert_eq!(ws.run(&["once"]).await.status.code(), Some(0));
-    let current = admin.ids(TRACKING, "status=Current").await;
-    admin
-        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
-        .await;
+    probe.stop().await;
+    let OneClosing { sim, ws, order_id } =
+        baseline_then_close(&format!("http://{addr}/hook")).await;
 
     let out = ws.run(&["once", "--drain-timeout", "1s"]).await;
     assert_eq!(
@@ -238,7 +247,7 @@ async fn receiver_down_then_back_gets_it_exactly_once() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let got = hook.delivered();
     assert_eq!(got.len(), 1, "delivered exactly once");
-    assert_eq!(got[0].json()["data"]["order_id"], current[0].as_str());
+    assert_eq!(got[0].json()["data"]["order_id"], order_id.as_str());
     let out = ws.run(&["once"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(hook.received().len(), 1, "not re-detected under a new id");
@@ -247,15 +256,8 @@ async fn receiver_down_then_back_gets_it_exactly_once() {
 
 #[tokio::test]
 async fn permanent_failure_goes_to_dead_letters_and_replays() {
-    let sim = simulator(30).await;
-    let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
-    let ws = tracking_workspace(&sim.base_url(), &hook.url, "");
-    assert_eq!(ws.run(&["once"]).await.status.code(), Some(0));
-    let current = admin.ids(TRACKING, "status=Current").await;
-    admin
-        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
-        .await;
+    let OneClosing { sim, ws, .. } = baseline_then_close(&hook.url).await;
     hook.script(&[410]);
     let out = ws.run(&["once"]).await;
     assert_eq!(

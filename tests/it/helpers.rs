@@ -73,6 +73,7 @@ pub struct Receiver {
     pub url: String,
     state: Arc<Mutex<ReceiverState>>,
     stop: Arc<tokio::sync::Notify>,
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Receiver {
@@ -91,12 +92,17 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped.notified().await })
                 .await;
         });
-        Receiver { url, state, stop }
+        Receiver {
+            url,
+            state,
+            stop,
+            server: Arc::new(Mutex::new(Some(server))),
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -106,8 +112,13 @@ impl Receiver {
             .to_owned()
     }
 
-    pub fn stop(&self) {
+    /// Stop serving; returns once the port is closed.
+    pub async fn stop(&self) {
         self.stop.notify_one();
+        let server = self.server.lock().unwrap().take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
     }
 
     /// Answer these statuses to the next requests, then 200.
@@ -189,6 +200,30 @@ impl Workspace {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("orderwatch.yaml")
+    }
+
+    /// Start `orderwatch run` with this config as a child process; its
+    /// stderr goes to `run.log` in the workspace (appended across runs).
+    pub fn spawn_run(&self) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open run.log");
+        tokio::process::Command::new(binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("orderwatch run starts")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("run.log")
     }
 
     /// Run the real binary with this config; waits for it to exit.

@@ -30,15 +30,7 @@ async fn health_readiness_and_metrics() {
         &webhook_sink_yaml("hook", &hook.url),
         &format!("listen: 127.0.0.1:{port}\n"),
     );
-    let mut child = tokio::process::Command::new(binary())
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = ws.spawn_run();
     let base = format!("http://127.0.0.1:{port}");
 
     let mut health = None;
