@@ -90,6 +90,26 @@ async fn baseline_is_silent_then_a_closing_arrives_once_signed() {
         "signature must verify"
     );
 
+    // What the store says about it.
+    let out = ws.run(&["orders", "show", id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("status:     Closed"), "{shown}");
+    assert!(shown.contains("revision:   1"), "{shown}");
+    assert!(shown.contains("left the filtered list"), "{shown}");
+    let out = ws.run(&["events", "--order", id]).await;
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("order.status_changed") && lines[0].contains("Current → Closed"),
+        "{lines:?}"
+    );
+    let out = ws.run(&["orders", "show", "no-such-order"]).await;
+    assert_eq!(out.status.code(), Some(1));
+
     // Nothing new: nothing more is said, and the closed order is not re-read.
     let out = ws.run(&["once"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
