@@ -115,6 +115,11 @@ impl Receiver {
             .extend(statuses.iter().copied());
     }
 
+    /// Forget the statuses still scripted: 200 from now on.
+    pub fn clear_script(&self) {
+        self.state.lock().unwrap().script.clear();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -364,4 +369,59 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut c
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// `orderwatch run` as a child process, its log appended to `run.log` in the
+/// workspace; killed if dropped.
+pub fn spawn_daemon(ws: &Workspace) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ws.dir.path().join("run.log"))
+        .expect("open run.log");
+    tokio::process::Command::new(binary())
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orderwatch run starts")
+}
+
+/// How many times `needle` occurs in the workspace's `run.log`.
+pub fn log_count(ws: &Workspace, needle: &str) -> usize {
+    std::fs::read_to_string(ws.dir.path().join("run.log"))
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// Wait for a condition checked by an async call, up to a deadline.
+pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether this process can read files it has no permission for (root):
+/// then permission tests prove nothing and are skipped.
+pub fn permissions_are_bypassed() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, "x").expect("write probe");
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    std::fs::read(&probe).is_ok()
 }

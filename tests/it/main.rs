@@ -10,3 +10,4 @@ mod ops;
 mod sim_api;
 mod sinks;
 mod source;
+mod store_faults;
