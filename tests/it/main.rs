@@ -3,10 +3,12 @@
 
 mod config;
 mod crash;
+mod fault_matrix;
 mod flow;
 mod flow_faults;
 mod helpers;
 mod ops;
+mod outage;
 mod sim_api;
 mod sinks;
 mod source;
