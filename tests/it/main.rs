@@ -1,8 +1,10 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod bounds;
 mod config;
 mod crash;
+mod crash_loop;
 mod fault_matrix;
 mod flow;
 mod flow_faults;
