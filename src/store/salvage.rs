@@ -73,7 +73,7 @@ pub enum SalvageError {
         "{0} already exists and is not empty: salvage writes only into a new or empty directory, so nothing is ever overwritten"
     )]
     DestinationNotEmpty(PathBuf),
-    #[error("the new store must be in another directory than the old one")]
+    #[error("the new store must be outside the old store's directory")]
     SameDirectory,
     #[error(
         "the store at {0} is in use by a running orderwatch: stop it first (salvage reads a stopped store)"
@@ -123,6 +123,13 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     if !from.join("db").is_file() {
         return Err(SalvageError::NoStore(from.to_owned()));
     }
+    // Inside the old store, the copy would copy itself; checked before
+    // anything is created there.
+    if let (Ok(a), Ok(b)) = (from.canonicalize(), std::path::absolute(to)) {
+        if b.starts_with(&a) {
+            return Err(SalvageError::SameDirectory);
+        }
+    }
     if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(SalvageError::DestinationNotEmpty(to.to_owned()));
     }
@@ -132,8 +139,9 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
             to.display()
         )))
     })?;
+    // The same check through symbolic links, now that `to` exists.
     let same = match (from.canonicalize(), to.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
+        (Ok(a), Ok(b)) => b.starts_with(&a),
         _ => false,
     };
     if same {
@@ -545,6 +553,14 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(new_dir.join("keep.txt")).unwrap(),
             "mine"
+        );
+        assert!(matches!(
+            salvage(&old_dir, &old_dir.join("inside")),
+            Err(SalvageError::SameDirectory)
+        ));
+        assert!(
+            !old_dir.join("inside").exists(),
+            "nothing created in the old store"
         );
     }
 
