@@ -66,6 +66,9 @@ pub enum Command {
     /// Undeliverable entries
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Work on the store itself
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Serve a simulator of both Orange APIs
     Simulate(SimulateArgs),
     /// Simulator + daemon + console output, no credentials needed
@@ -107,6 +110,20 @@ pub enum DeadLettersCommand {
         ids: Vec<String>,
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy what is readable of a store that will not open (above all the
+    /// undelivered outbox) into a new store at DIR; the old one is only read
+    Salvage {
+        /// The new store's directory (new or empty)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The old store [default: the config's state_dir]
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
     },
 }
 
@@ -211,6 +228,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             return crate::demo::run(args.clone()).await;
         }
+        // With --from, salvage needs no config (it may be what is broken).
+        Command::Store(StoreCommand::Salvage {
+            to,
+            from: Some(from),
+        }) => return Ok(salvage(from, to)),
         _ => {}
     }
     let (config, templates) = match load(&cli) {
@@ -260,6 +282,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dead_letters(&store, cmd)
         }
         Command::Healthcheck { url } => healthcheck(&config, url).await,
+        Command::Store(StoreCommand::Salvage { to, from }) => {
+            Ok(salvage(from.as_deref().unwrap_or(&config.state_dir), &to))
+        }
         Command::Simulate(_) | Command::Demo(_) => Ok(exit(2)),
     }
 }
@@ -475,6 +500,43 @@ fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCo
                 if n == 1 { "y" } else { "ies" }
             )?;
             Ok(exit(if n == 0 && !all { 1 } else { 0 }))
+        }
+    }
+}
+
+/// `orderwatch store salvage`: counts per tree on stdout, problems on stderr.
+fn salvage(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    println!("salvaging {} into {} ...", from.display(), to.display());
+    match crate::store::salvage::salvage(from, to) {
+        Ok(report) => {
+            println!(
+                "{:<14} {:>9} {:>11} {:>9}  READ TO THE END",
+                "TREE", "COPIED", "UNREADABLE", "DAMAGED"
+            );
+            for t in &report.trees {
+                println!(
+                    "{:<14} {:>9} {:>11} {:>9}  {}",
+                    t.name,
+                    t.copied,
+                    t.unreadable,
+                    t.damaged,
+                    if t.complete { "yes" } else { "NO" }
+                );
+            }
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "done: the new store is {} ({} record(s) lost); {} was not changed. Point state_dir at the new store, then start orderwatch.",
+                to.display(),
+                report.lost(),
+                from.display()
+            );
+            exit(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit(1)
         }
     }
 }

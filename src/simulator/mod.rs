@@ -96,6 +96,16 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
+    /// Stop churning (the server goes on): the orders stay as they are, so a
+    /// test can let a daemon settle and compare.
+    pub async fn stop_churn(&mut self) {
+        if let Some(task) = self.churn.take() {
+            task.abort();
+            // A step runs between awaits: once aborted, none is half done.
+            let _ = task.await;
+        }
+    }
+
     /// Stop serving and churning, and wait for both tasks.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -12,6 +12,7 @@
 //! - `meta`: schema version, baseline markers, the event sequence
 
 mod keys;
+pub mod salvage;
 mod snapshot;
 
 pub use snapshot::Snapshot;

@@ -135,6 +135,11 @@ impl Receiver {
         self.state.lock().unwrap().delay = delay;
     }
 
+    /// Forget the statuses still scripted: 200 from now on.
+    pub fn clear_script(&self) {
+        self.state.lock().unwrap().script.clear();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -415,4 +420,39 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut c
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// How many times `needle` occurs in the workspace's `run.log`.
+pub fn log_count(ws: &Workspace, needle: &str) -> usize {
+    std::fs::read_to_string(ws.log_path())
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// Wait for a condition checked by an async call, up to a deadline.
+pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether this process can read files it has no permission for (root):
+/// then permission tests prove nothing and are skipped.
+pub fn permissions_are_bypassed() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, "x").expect("write probe");
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    std::fs::read(&probe).is_ok()
 }

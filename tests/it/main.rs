@@ -1,15 +1,20 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod bounds;
 mod config;
 mod crash;
+mod crash_loop;
 mod delivery;
+mod fault_matrix;
 mod flow;
 mod flow_faults;
 mod helpers;
 mod ops;
+mod outage;
 mod receivers;
 mod secrets;
 mod sim_api;
 mod sinks;
 mod source;
+mod store_faults;

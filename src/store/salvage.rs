@@ -1,0 +1,603 @@
+//! `orderwatch store salvage --to DIR`: copy what is still readable of a
+//! damaged store into a new one, above all the undelivered outbox.
+//!
+//! The old store is never written: sled 0.34 has no read-only mode, and
+//! opening a store runs its recovery, which may rewrite the log's tail. So
+//! salvage first copies the store's files into a scratch directory beside
+//! `DIR` and opens the copy; the original is only read (and checked not to
+//! be in use by a running orderwatch). It follows that salvage can only
+//! recover from a store sled can still open: when sled refuses the copy (or
+//! panics on it), salvage says so and stops, and the files stay as they were.
+//!
+//! Trees are read one by one, outbox first, then dead letters, snapshots,
+//! the event log and meta. Every record is checked to decode before it is
+//! written (a record that does not is counted as damaged and skipped), and
+//! a read error is counted and skipped past where sled lets us. Two things
+//! are rebuilt rather than copied, so the new store is consistent with
+//! itself:
+//! - `outbox_order` (the per-order queue index) is derived from the salvaged
+//!   outbox entries: a stale index entry whose outbox entry was lost would
+//!   hold that order's later events back for ever.
+//! - the event sequence in `meta` is at least the highest sequence salvaged,
+//!   so new events never reuse a salvaged entry's key.
+//!
+//! And when a snapshot could not be read, the baseline markers of the
+//! sources concerned (of every source, when the key itself was unreadable)
+//! are dropped: the next poll then records those orders silently instead of
+//! announcing them as new orders, which would be false events.
+
+use super::{DeadLetter, META_EVENT_SEQ, META_SCHEMA, OutboxEntry, SCHEMA_VERSION, Snapshot};
+use super::{Store, StoreError, keys, read_u64};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+/// What was read and written, tree by tree.
+#[derive(Debug, Default)]
+pub struct SalvageReport {
+    pub trees: Vec<TreeReport>,
+    /// Things the user should know (baselines dropped, index rebuilt...).
+    pub notes: Vec<String>,
+}
+
+impl SalvageReport {
+    pub fn tree(&self, name: &str) -> Option<&TreeReport> {
+        self.trees.iter().find(|t| t.name == name)
+    }
+
+    /// Records lost: unreadable plus damaged, over every tree.
+    pub fn lost(&self) -> u64 {
+        self.trees.iter().map(|t| t.unreadable + t.damaged).sum()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TreeReport {
+    pub name: &'static str,
+    /// Records written to the new store.
+    pub copied: u64,
+    /// Read errors from sled (each may hide more than one record).
+    pub unreadable: u64,
+    /// Records read but not decodable: skipped.
+    pub damaged: u64,
+    /// False when a read error stopped the scan before the tree's end.
+    pub complete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SalvageError {
+    #[error("there is no orderwatch store at {0} (no sled `db` file there): nothing to salvage")]
+    NoStore(PathBuf),
+    #[error(
+        "{0} already exists and is not empty: salvage writes only into a new or empty directory, so nothing is ever overwritten"
+    )]
+    DestinationNotEmpty(PathBuf),
+    #[error("the new store must be outside the old store's directory")]
+    SameDirectory,
+    #[error(
+        "the store at {0} is in use by a running orderwatch: stop it first (salvage reads a stopped store)"
+    )]
+    InUse(PathBuf),
+    #[error(
+        "cannot read the store's files at {dir}: {reason}. Nothing was changed; fix the permissions (or run as the user that owns the store) and try again"
+    )]
+    CannotRead { dir: PathBuf, reason: String },
+    #[error(
+        "sled cannot open the store at {dir} (even a copy of it): {reason}. salvage can only recover from a store sled can still open; the old files were not changed: keep them for a later attempt or a bug report"
+    )]
+    Unopenable { dir: PathBuf, reason: String },
+    #[error(
+        "the store at {dir} has schema version {found}, this orderwatch reads version {expected}: salvage it with the orderwatch release that wrote it"
+    )]
+    Schema {
+        dir: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("cannot write the new store: {0}")]
+    Write(#[from] StoreError),
+}
+
+impl From<sled::Error> for SalvageError {
+    fn from(e: sled::Error) -> Self {
+        SalvageError::Write(e.into())
+    }
+}
+
+/// The tree order: what matters most first, should anything give out.
+const TREES: [&str; 6] = [
+    "outbox",
+    "outbox_order",
+    "dead_letters",
+    "snapshots",
+    "events",
+    "meta",
+];
+
+/// Read errors tolerated in one tree before its scan is given up.
+const MAX_ERRORS_PER_TREE: u64 = 64;
+
+/// Salvage the store at `from` into a new store at `to`.
+pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
+    if !from.join("db").is_file() {
+        return Err(SalvageError::NoStore(from.to_owned()));
+    }
+    // Inside the old store, the copy would copy itself; checked before
+    // anything is created there.
+    if let (Ok(a), Ok(b)) = (from.canonicalize(), std::path::absolute(to)) {
+        if b.starts_with(&a) {
+            return Err(SalvageError::SameDirectory);
+        }
+    }
+    if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(SalvageError::DestinationNotEmpty(to.to_owned()));
+    }
+    std::fs::create_dir_all(to).map_err(|e| {
+        SalvageError::Write(StoreError::Engine(format!(
+            "cannot create {}: {e}",
+            to.display()
+        )))
+    })?;
+    // The same check through symbolic links, now that `to` exists.
+    let same = match (from.canonicalize(), to.canonicalize()) {
+        (Ok(a), Ok(b)) => b.starts_with(&a),
+        _ => false,
+    };
+    if same {
+        return Err(SalvageError::SameDirectory);
+    }
+    ensure_not_in_use(from)?;
+
+    // The scratch copy lives beside the destination, and goes when done.
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
+    let scratch = tempfile::Builder::new()
+        .prefix(".orderwatch-salvage-")
+        .tempdir_in(parent.unwrap_or(Path::new(".")))
+        .map_err(|e| SalvageError::Write(StoreError::Engine(format!("scratch directory: {e}"))))?;
+    copy_dir(from, scratch.path()).map_err(|e| SalvageError::CannotRead {
+        dir: from.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let old = open_copy(from, scratch.path())?;
+    check_old_schema(from, &old)?;
+
+    let new = Store::open(to)?;
+    let mut report = SalvageReport::default();
+    let mut max_seq = 0u64;
+    // Salvaged outbox entries with their due time, for the index.
+    let mut pending: Vec<(OutboxEntry, u64)> = Vec::new();
+    let mut damaged_sources: BTreeSet<String> = BTreeSet::new();
+    let mut unknown_snapshot_lost = false;
+
+    for name in TREES {
+        let tree = match catch(|| old.open_tree(name)) {
+            Ok(tree) => tree,
+            Err(reason) => {
+                report
+                    .notes
+                    .push(format!("tree {name}: cannot open it: {reason}"));
+                report.trees.push(TreeReport {
+                    name,
+                    unreadable: 1,
+                    ..Default::default()
+                });
+                if name == "snapshots" {
+                    unknown_snapshot_lost = true;
+                }
+                continue;
+            }
+        };
+        let mut t = TreeReport {
+            name,
+            ..Default::default()
+        };
+        t.complete = scan(&tree, &mut t.unreadable, |key, value| {
+            let kept = match name {
+                "outbox" => match serde_json::from_slice::<OutboxEntry>(value) {
+                    Ok(entry) => {
+                        max_seq = max_seq.max(entry.seq);
+                        new.outbox.insert(key, value)?;
+                        pending.push((entry, keys::outbox_due(key).unwrap_or(0)));
+                        true
+                    }
+                    Err(_) => false,
+                },
+                // Rebuilt from the outbox below; read only to count.
+                "outbox_order" => return Ok(()),
+                "dead_letters" => match serde_json::from_slice::<DeadLetter>(value) {
+                    Ok(dead) => {
+                        max_seq = max_seq.max(dead.entry.seq);
+                        new.dead_letters.insert(key, value)?;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                "snapshots" => {
+                    if Snapshot::decode(value).is_some() {
+                        new.snapshots.insert(key, value)?;
+                        true
+                    } else {
+                        match key.iter().position(|b| *b == 0) {
+                            Some(end) => {
+                                damaged_sources
+                                    .insert(String::from_utf8_lossy(&key[..end]).into_owned());
+                            }
+                            None => unknown_snapshot_lost = true,
+                        }
+                        false
+                    }
+                }
+                "events" => match (read_u64(key), std::str::from_utf8(value)) {
+                    (Some(seq), Ok(_)) => {
+                        max_seq = max_seq.max(seq);
+                        new.events.insert(key, value)?;
+                        true
+                    }
+                    _ => false,
+                },
+                // meta: the schema version is the new store's own; the
+                // event sequence is set below; baseline markers are copied.
+                _ => {
+                    if key == META_SCHEMA {
+                        return Ok(());
+                    }
+                    if key == META_EVENT_SEQ {
+                        match read_u64(value) {
+                            Some(seq) => max_seq = max_seq.max(seq),
+                            None => t.damaged += 1,
+                        }
+                        return Ok(());
+                    }
+                    new.meta.insert(key, value)?;
+                    true
+                }
+            };
+            if kept {
+                t.copied += 1;
+            } else {
+                t.damaged += 1;
+            }
+            Ok(())
+        })?;
+        if name == "snapshots" && (t.unreadable > 0 || !t.complete) {
+            unknown_snapshot_lost = true;
+        }
+        if name == "outbox_order" {
+            // Counted as read; the index written is the rebuilt one.
+            t.copied = 0;
+        }
+        report.trees.push(t);
+    }
+
+    // The per-order index, from the outbox entries that were salvaged.
+    for (entry, due) in &pending {
+        new.outbox_order.insert(
+            keys::order_index(&entry.sink, &entry.source, &entry.order_id, entry.seq),
+            &due.to_be_bytes(),
+        )?;
+    }
+    if let Some(t) = report.trees.iter_mut().find(|t| t.name == "outbox_order") {
+        t.copied = pending.len() as u64;
+    }
+    report.notes.push(format!(
+        "outbox_order (the per-order delivery queue) was rebuilt from the {} salvaged outbox entries",
+        pending.len()
+    ));
+    new.meta.insert(META_EVENT_SEQ, &max_seq.to_be_bytes())?;
+
+    // Orders whose snapshot was lost must not come back as "new orders".
+    let baselines: Vec<Vec<u8>> = new
+        .meta
+        .scan_prefix(b"baseline\0")
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| k.to_vec())
+        .collect();
+    for key in baselines {
+        let source = String::from_utf8_lossy(&key[b"baseline\0".len()..]).into_owned();
+        if unknown_snapshot_lost || damaged_sources.contains(&source) {
+            new.meta.remove(&key)?;
+            report.notes.push(format!(
+                "source {source}: snapshots were lost, so its baseline was dropped: the next poll records its orders again silently (no false `order.created`); a change to a lost order before that poll is not notified"
+            ));
+        }
+    }
+    new.flush()?;
+    drop(new);
+    // The new store must open as orderwatch opens it.
+    Store::open(to)?.flush()?;
+    Ok(report)
+}
+
+/// sled takes an exclusive lock on `db` while a store is open: try the same
+/// lock (and let go at once) to tell a running orderwatch.
+fn ensure_not_in_use(dir: &Path) -> Result<(), SalvageError> {
+    use fs2::FileExt;
+    let file = std::fs::File::open(dir.join("db")).map_err(|e| SalvageError::CannotRead {
+        dir: dir.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match file.try_lock_exclusive() {
+        Ok(()) => {
+            let _ = FileExt::unlock(&file);
+            Ok(())
+        }
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
+            Err(SalvageError::InUse(dir.to_owned()))
+        }
+        Err(e) => Err(SalvageError::CannotRead {
+            dir: dir.to_owned(),
+            reason: format!("cannot check whether it is in use: {e}"),
+        }),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", entry.path().display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn open_copy(original: &Path, copy: &Path) -> Result<sled::Db, SalvageError> {
+    let opened = catch(|| {
+        sled::Config::new()
+            .path(copy)
+            .cache_capacity(super::CACHE_BYTES)
+            .open()
+    });
+    opened.map_err(|reason| SalvageError::Unopenable {
+        dir: original.to_owned(),
+        reason,
+    })
+}
+
+fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
+    let version = catch(|| old.open_tree("meta").and_then(|m| m.get(META_SCHEMA)));
+    if let Ok(Some(v)) = version {
+        if let Some(found) = read_u64(&v) {
+            if found != SCHEMA_VERSION {
+                return Err(SalvageError::Schema {
+                    dir: dir.to_owned(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run a sled call; its errors and its panics (sled 0.34 panics on some
+/// corruptions) become text.
+fn catch<T>(f: impl FnOnce() -> sled::Result<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(panic_text(&panic)),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("sled panicked: {text}")
+}
+
+/// Visit every readable record of `tree` in key order. After a read error,
+/// resume just past the last good key; give up when the same spot fails
+/// again (or after too many errors). True when the scan reached the end.
+fn scan(
+    tree: &sled::Tree,
+    errors: &mut u64,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<bool, StoreError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let start = match &after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut iter = tree.range::<Vec<u8>, _>((start, Bound::Unbounded));
+        let mut progressed = false;
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| iter.next())) {
+                Ok(None) => return Ok(true),
+                Ok(Some(Ok((k, v)))) => {
+                    progressed = true;
+                    visit(&k, &v)?;
+                    after = Some(k.to_vec());
+                }
+                Ok(Some(Err(_))) | Err(_) => {
+                    *errors += 1;
+                    break;
+                }
+            }
+        }
+        if !progressed || *errors >= MAX_ERRORS_PER_TREE {
+            return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Commit, NewEvent};
+
+    fn store_with_outbox(dir: &Path) -> Store {
+        let store = Store::open(dir).unwrap();
+        let snap = |id: &str, status: &str| Snapshot {
+            revision: 1,
+            hash: Snapshot::hash_of(id),
+            listed: true,
+            status: Some(status.into()),
+            changed_at: "2026-01-01T00:00:00Z".into(),
+            order: format!("{{\"id\":\"{id}\"}}"),
+        };
+        store
+            .commit(&Commit {
+                source: "tracking".into(),
+                snapshots: vec![("1".into(), Some(snap("1", "Current")))],
+                events: Vec::new(),
+                mark_baseline: true,
+            })
+            .unwrap();
+        for (i, id) in ["1", "2", "1"].iter().enumerate() {
+            store
+                .commit(&Commit {
+                    source: "tracking".into(),
+                    snapshots: vec![(id.to_string(), Some(snap(id, "Closed")))],
+                    events: vec![NewEvent {
+                        event_id: format!("evt_{i}"),
+                        event_type: "order.status_changed".into(),
+                        order_id: id.to_string(),
+                        json: format!("{{\"n\":{i}}}"),
+                        sinks: vec!["hook".into(), "mail".into()],
+                    }],
+                    mark_baseline: false,
+                })
+                .unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn copies_every_tree_and_keeps_the_outbox_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        let old = store_with_outbox(&old_dir);
+        let due = old.due("hook", u64::MAX, 100).unwrap();
+        old.bury(&due[2], &due[2].entry, "gone").unwrap();
+        old.flush().unwrap();
+        drop(old);
+
+        let report = salvage(&old_dir, &new_dir).unwrap();
+        assert_eq!(report.lost(), 0, "{report:?}");
+        assert_eq!(report.tree("outbox").unwrap().copied, 5);
+        assert_eq!(report.tree("outbox_order").unwrap().copied, 5);
+        assert_eq!(report.tree("dead_letters").unwrap().copied, 1);
+        assert_eq!(report.tree("snapshots").unwrap().copied, 2);
+        assert_eq!(report.tree("events").unwrap().copied, 3);
+
+        let new = Store::open(&new_dir).unwrap();
+        assert!(new.has_baseline("tracking").unwrap());
+        let due: Vec<u64> = new
+            .due("mail", u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|d| d.entry.seq)
+            .collect();
+        assert_eq!(due, vec![1, 2, 3]);
+        // Order 1's second event still waits behind its first.
+        let mail = new.due("mail", u64::MAX, 100).unwrap();
+        assert!(new.is_first_of_order(&mail[0].entry).unwrap());
+        assert!(!new.is_first_of_order(&mail[2].entry).unwrap());
+        assert_eq!(new.dead_letters().unwrap().len(), 1);
+        // New events continue the sequence.
+        new.commit(&Commit {
+            source: "tracking".into(),
+            snapshots: Vec::new(),
+            events: vec![NewEvent {
+                event_id: "evt_new".into(),
+                event_type: "order.created".into(),
+                order_id: "9".into(),
+                json: "{}".into(),
+                sinks: vec!["mail".into()],
+            }],
+            mark_baseline: false,
+        })
+        .unwrap();
+        let seqs: Vec<u64> = new
+            .due("mail", u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|d| d.entry.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+
+        // The old store is as it was, and still opens.
+        let old = Store::open(&old_dir).unwrap();
+        assert_eq!(old.outbox_len(), 5);
+    }
+
+    #[test]
+    fn refuses_a_used_destination_and_a_missing_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        assert!(matches!(
+            salvage(&old_dir, &new_dir),
+            Err(SalvageError::NoStore(_))
+        ));
+        assert!(!old_dir.exists(), "salvage created nothing at the source");
+        drop(store_with_outbox(&old_dir));
+        std::fs::create_dir_all(&new_dir).unwrap();
+        std::fs::write(new_dir.join("keep.txt"), "mine").unwrap();
+        assert!(matches!(
+            salvage(&old_dir, &new_dir),
+            Err(SalvageError::DestinationNotEmpty(_))
+        ));
+        assert_eq!(
+            std::fs::read_to_string(new_dir.join("keep.txt")).unwrap(),
+            "mine"
+        );
+        assert!(matches!(
+            salvage(&old_dir, &old_dir.join("inside")),
+            Err(SalvageError::SameDirectory)
+        ));
+        assert!(
+            !old_dir.join("inside").exists(),
+            "nothing created in the old store"
+        );
+    }
+
+    #[test]
+    fn refuses_a_store_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old_dir = tmp.path().join("old");
+        let open = store_with_outbox(&old_dir);
+        // The same process: fs2's lock is per open file description, so a
+        // second descriptor conflicts just as another process would.
+        let err = salvage(&old_dir, &tmp.path().join("new")).unwrap_err();
+        assert!(matches!(err, SalvageError::InUse(_)), "{err}");
+        drop(open);
+    }
+
+    #[test]
+    fn damaged_records_are_skipped_and_baselines_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        let old = store_with_outbox(&old_dir);
+        old.snapshots
+            .insert(keys::snapshot("tracking", "77"), &b"\x09garbage"[..])
+            .unwrap();
+        old.outbox
+            .insert(keys::outbox("hook", 1, 99), &b"not json"[..])
+            .unwrap();
+        old.flush().unwrap();
+        drop(old);
+
+        let report = salvage(&old_dir, &new_dir).unwrap();
+        assert_eq!(report.tree("outbox").unwrap().damaged, 1);
+        assert_eq!(report.tree("outbox").unwrap().copied, 6);
+        assert_eq!(report.tree("snapshots").unwrap().damaged, 1);
+        assert_eq!(report.lost(), 2);
+        let new = Store::open(&new_dir).unwrap();
+        assert!(!new.has_baseline("tracking").unwrap(), "{report:?}");
+        assert!(new.snapshot("tracking", "77").unwrap().is_none());
+        assert!(new.snapshot("tracking", "1").unwrap().is_some());
+    }
+}
