@@ -293,6 +293,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Order ids of a source that are still listed but not in `seen` (the
+    /// orders a complete listing no longer has). Filters while scanning, so
+    /// a quiet cycle allocates nothing per order here.
+    pub fn listed_ids_except(
+        &self,
+        source: &str,
+        seen: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::snapshot_prefix(source);
+        let skip = prefix.len();
+        let mut out = Vec::new();
+        for item in self.snapshots.scan_prefix(prefix) {
+            let (k, v) = item?;
+            if !Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&k[skip..]);
+            if !seen.contains(id.as_ref()) {
+                out.push(id.into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// Snapshots, outbox entries (one per event and sink) and the event log,
     /// in one transaction: a crash keeps all of it or none.
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
