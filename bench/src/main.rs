@@ -174,6 +174,27 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// (name, size, mtime) of each file of the store: equal before and after
+/// means nothing was written to it.
+fn store_files(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => out.push((e.path(), m.len(), m.modified().ok())),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn log_file(path: &Path) -> anyhow::Result<Stdio> {
     Ok(std::fs::OpenOptions::new()
         .create(true)
@@ -814,21 +835,15 @@ async fn series(
         });
     }
 
+    idle(args, &setup, n, rows).await?;
     if last {
-        idle_and_latency(args, &setup, &client, n, &deliveries, rows).await?;
+        latency(args, &setup, &client, n, &deliveries, rows).await?;
     }
     drop(sim);
     Ok(())
 }
 
-async fn idle_and_latency(
-    args: &Args,
-    setup: &Setup,
-    client: &SimClient,
-    n: usize,
-    deliveries: &Deliveries,
-    rows: &mut Vec<Row>,
-) -> anyhow::Result<()> {
+async fn idle(args: &Args, setup: &Setup, n: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // Idle between polls: one poll at start, then nothing for an hour.
     let idle = Duration::from_secs(args.idle_secs.unwrap_or(if args.quick { 5 } else { 60 }));
     eprintln!("   run: idle for {} s", idle.as_secs());
@@ -865,7 +880,17 @@ async fn idle_and_latency(
         ),
         ..Default::default()
     });
+    Ok(())
+}
 
+async fn latency(
+    args: &Args,
+    setup: &Setup,
+    client: &SimClient,
+    n: usize,
+    deliveries: &Deliveries,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     // Latency: poll continuously (interval 1 s), change one order at a time.
     let samples = args
         .latency_samples
@@ -879,12 +904,22 @@ async fn idle_and_latency(
     // back to back at 100,000 orders, one a second below that).
     let quiet_window = Duration::from_secs(if args.quick { 3 } else { 5 });
     let w0 = proc_write_bytes(child.id());
+    let files0 = store_files(&setup.dir.join("data"));
     tokio::time::sleep(quiet_window).await;
     let w1 = proc_write_bytes(child.id());
-    let run_quiet_written = match (w0, w1) {
-        (Some(a), Some(b)) => bytes(b.saturating_sub(a)),
-        _ => "unknown".into(),
-    };
+    let files1 = store_files(&setup.dir.join("data"));
+    let run_quiet_written = format!(
+        "store files {}; process write_bytes {} (its log lines included)",
+        if files0 == files1 {
+            "untouched (size, mtime)"
+        } else {
+            "CHANGED"
+        },
+        match (w0, w1) {
+            (Some(a), Some(b)) => bytes(b.saturating_sub(a)),
+            _ => "unknown".into(),
+        }
+    );
     deliveries.reset();
     deliveries.record_orders.store(true, Ordering::SeqCst);
     let all = client.orders(n).await?;
@@ -924,7 +959,10 @@ async fn idle_and_latency(
         wall: None,
         cpu: None,
         rss_kb: None,
-        written: Some(format!("{run_quiet_written} in {} s of quiet polls", quiet_window.as_secs())),
+        written: Some(format!(
+            "{} s of quiet polls: {run_quiet_written}",
+            quiet_window.as_secs()
+        )),
         extra: format!(
             "**{}** median from the poll's commit (\"change detected\") to the webhook, {} samples, max {}; from the admin PATCH (waits for the next poll): median {}",
             median(&latencies).map(ms).unwrap_or_else(|| "–".into()),
