@@ -32,8 +32,7 @@ pub const EVENT_LOG_LEN: u64 = 10_000;
 /// sled's page cache; its automatic size only reads cgroup v1 limits. Small
 /// on purpose: a cycle reads the snapshots once, in listing order, so a large
 /// store gains nothing from a bigger cache, and a daemon keeps it all between
-/// polls (it was 16 MiB: ~70 MB more resident at 100,000 orders, for no
-/// measurable speed).
+/// polls (it was 16 MiB; BENCHMARKS.md has the numbers).
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 const META_SCHEMA: &[u8] = b"schema_version";
