@@ -149,6 +149,9 @@ pub struct SimulateArgs {
     pub token_ttl: Option<Duration>,
     #[arg(long)]
     pub rate_limit_per_minute: Option<u32>,
+    /// Largest `limit` a list call is served (larger ones are cut to it)
+    #[arg(long, default_value_t = 1000)]
+    pub max_page_size: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -578,6 +581,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         churn: args.churn,
         rate_limit_per_minute: args.rate_limit_per_minute,
+        max_page_size: args.max_page_size,
         ..Default::default()
     };
     if let Some(v) = args.client_id {

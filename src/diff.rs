@@ -6,10 +6,13 @@
 //! changed with it); `order.updated` is for watched pointers changing while the
 //! status did not. Other differences refresh the stored order silently.
 
+mod pointer;
+
 use crate::event::{Change, Event, EventData, EventType};
 use crate::store::Snapshot;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::sync::OnceLock;
 
 /// What the diff needs of a source's config.
 #[derive(Debug, Clone)]
@@ -45,32 +48,57 @@ pub struct Observed {
     pub hash: u128,
     /// The JSON text exactly as the API sent it.
     pub raw: String,
-    pub value: Value,
+    /// The parsed order, built on first use: a baseline or a change of an
+    /// unwatched field never needs it, an event or a watched pointer does.
+    value: OnceLock<Value>,
+}
+
+impl Observed {
+    /// The order as a JSON value.
+    pub fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| serde_json::from_str(&self.raw).unwrap_or(Value::Null))
+    }
+}
+
+/// What a quiet cycle needs of an order: its id and the hash of its text.
+/// Reads only the id from the text (no `Value` of the whole order).
+pub fn identify(raw: &RawValue, rules: &Rules) -> Result<(String, u128), String> {
+    if !raw.get().trim_start().starts_with('{') {
+        return Err("an item of the list is not a JSON object".to_owned());
+    }
+    let order_id = pointer::find(raw, &rules.id_field)
+        .and_then(|id| match serde_json::from_str::<Value>(id.get()) {
+            Ok(Value::String(s)) if !s.is_empty() => Some(s),
+            Ok(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| format!("an order has no id at {}", rules.id_field))?;
+    Ok((order_id, Snapshot::hash_of(raw.get())))
 }
 
 /// Read an order: it must be a JSON object with an id at `id_field`.
 pub fn observe(raw: &RawValue, rules: &Rules) -> Result<Observed, String> {
-    let value: Value =
-        serde_json::from_str(raw.get()).map_err(|e| format!("an order is not valid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err("an item of the list is not a JSON object".to_owned());
-    }
-    let order_id = match value.pointer(&rules.id_field) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(format!("an order has no id at {}", rules.id_field)),
+    let (order_id, hash) = identify(raw, rules)?;
+    let status = match pointer::find(raw, &rules.status_field) {
+        None => None,
+        Some(found) => {
+            let value: Value = serde_json::from_str(found.get())
+                .map_err(|e| format!("an order is not valid JSON: {e}"))?;
+            status_text(&value)
+        }
     };
     Ok(Observed {
-        status: status_text(&value, &rules.status_field),
-        hash: Snapshot::hash_of(raw.get()),
+        status,
+        hash,
         raw: raw.get().to_owned(),
         order_id,
-        value,
+        value: OnceLock::new(),
     })
 }
 
-fn status_text(order: &Value, pointer: &str) -> Option<String> {
-    match order.pointer(pointer)? {
+fn status_text(status: &Value) -> Option<String> {
+    match status {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
         Value::Bool(b) => Some(b.to_string()),
@@ -105,7 +133,7 @@ pub fn first_seen(now: &Observed, rules: &Rules, announce: bool, timestamp: &str
         None,
         now.status.clone(),
         Vec::new(),
-        &now.value,
+        now.value(),
         timestamp,
     );
     Outcome::Changed(snapshot_of(now, 1, true, timestamp), Box::new(event))
@@ -143,7 +171,7 @@ pub fn compare(
             continue;
         }
         let before = old.pointer(pointer).cloned().unwrap_or(Value::Null);
-        let after = now.value.pointer(pointer).cloned().unwrap_or(Value::Null);
+        let after = now.value().pointer(pointer).cloned().unwrap_or(Value::Null);
         if before != after {
             changes.push(Change {
                 path: pointer.clone(),
@@ -169,7 +197,15 @@ pub fn compare(
         (None, None)
     };
     let event = make_event(
-        kind, rules, now, revision, from, to, changes, &now.value, timestamp,
+        kind,
+        rules,
+        now,
+        revision,
+        from,
+        to,
+        changes,
+        now.value(),
+        timestamp,
     );
     Outcome::Changed(
         snapshot_of(now, revision, listed, timestamp),

@@ -24,6 +24,9 @@ const BATCH: usize = 512;
 const CONCURRENCY: usize = 16;
 /// Longest sleep between passes when nothing is due.
 const IDLE: Duration = Duration::from_secs(30);
+/// The depth gauges count a sink's whole outbox: while a large outbox is
+/// being drained, they are refreshed at most this often, not on every pass.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct NamedSink {
     pub name: String,
@@ -58,6 +61,7 @@ pub struct Dispatcher {
     sinks: Vec<Arc<NamedSink>>,
     policy: DeliveryConfig,
     wake: Arc<Notify>,
+    gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Dispatcher {
@@ -72,6 +76,7 @@ impl Dispatcher {
             sinks: sinks.into_iter().map(Arc::new).collect(),
             policy,
             wake,
+            gauges_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -83,7 +88,22 @@ impl Dispatcher {
         for result in futures::future::join_all(passes).await {
             total.add(result?);
         }
-        self.update_gauges();
+        // A pass that attempted nothing (the outbox drained, or nothing is
+        // due) always refreshes them, so they never stay stale when idle.
+        let refresh = {
+            let mut at = self
+                .gauges_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = total.attempted() == 0 || at.is_none_or(|t| t.elapsed() >= GAUGE_EVERY);
+            if due {
+                *at = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if refresh {
+            self.update_gauges();
+        }
         Ok(total)
     }
 

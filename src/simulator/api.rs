@@ -53,7 +53,7 @@ pub(crate) fn list(
     if let Err(error) = admit(sim, headers) {
         return error.into_response();
     }
-    let query = match ListQuery::parse(raw_query) {
+    let query = match ListQuery::parse_capped(raw_query, sim.max_page_size) {
         Ok(query) => query,
         Err(bad) => return ApiError::bad_query_parameter(&bad.name, &bad.value).into_response(),
     };

@@ -56,6 +56,10 @@ pub struct SimOptions {
     pub token_ttl: Duration,
     /// Budget of API calls per rolling minute; `None` is unlimited.
     pub rate_limit_per_minute: Option<u32>,
+    /// The largest `limit` a list call is served (a larger one is served as
+    /// this many). Orange's pages are small; raising it lets a tool that reads
+    /// the whole list as one document (the benchmark's urlwatch job) do so.
+    pub max_page_size: usize,
 }
 
 impl Default for SimOptions {
@@ -69,6 +73,7 @@ impl Default for SimOptions {
             api_key: "demo-api-key".to_owned(),
             token_ttl: Duration::from_secs(3600),
             rate_limit_per_minute: None,
+            max_page_size: query::MAX_LIMIT,
         }
     }
 }

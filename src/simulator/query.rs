@@ -9,7 +9,8 @@ use super::fields::{Scalar, TopFields, compare};
 /// Items in a page when the caller gives no `limit`, as Orange's guides show
 /// pages of 100 or fewer.
 pub(crate) const DEFAULT_LIMIT: usize = 100;
-/// A larger `limit` is served as this many, not refused.
+/// A larger `limit` is served as this many, not refused (unless the
+/// simulator was started with a larger `max_page_size`).
 pub(crate) const MAX_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,14 @@ pub(crate) struct BadParameter {
 
 impl ListQuery {
     pub(crate) fn parse(raw: Option<&str>) -> Result<ListQuery, BadParameter> {
+        Self::parse_capped(raw, MAX_LIMIT)
+    }
+
+    /// `parse`, serving at most `max_limit` items per page.
+    pub(crate) fn parse_capped(
+        raw: Option<&str>,
+        max_limit: usize,
+    ) -> Result<ListQuery, BadParameter> {
         let mut query = ListQuery {
             filters: Filters::new(),
             sort: Vec::new(),
@@ -55,7 +64,7 @@ impl ListQuery {
                 "offset" => query.offset = value.trim().parse().map_err(|_| bad())?,
                 "limit" => {
                     let limit: usize = value.trim().parse().map_err(|_| bad())?;
-                    query.limit = limit.min(MAX_LIMIT);
+                    query.limit = limit.min(max_limit.max(1));
                 }
                 "sort" => query.sort = parse_sort(&value),
                 _ => query
@@ -209,6 +218,8 @@ mod tests {
         assert_eq!((q.offset, q.limit), (0, DEFAULT_LIMIT));
         let q = ListQuery::parse(Some("limit=999999")).unwrap();
         assert_eq!(q.limit, MAX_LIMIT);
+        let q = ListQuery::parse_capped(Some("limit=999999"), 200_000).unwrap();
+        assert_eq!(q.limit, 200_000);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct SimState {
     pub(crate) credentials: Credentials,
     /// The budget from the options, restored when faults are cleared.
     pub(crate) configured_rate_limit: Option<u32>,
+    /// The largest `limit` a list call is served.
+    pub(crate) max_page_size: usize,
     tracking: RwLock<OrderBook>,
     ordering: RwLock<OrderBook>,
     pub(crate) tokens: Mutex<TokenStore>,
@@ -101,6 +103,7 @@ impl SimState {
                 token_ttl: opts.token_ttl,
             },
             configured_rate_limit: opts.rate_limit_per_minute,
+            max_page_size: opts.max_page_size,
             tracking: RwLock::new(tracking),
             ordering: RwLock::new(ordering),
             tokens: Mutex::new(TokenStore::default()),

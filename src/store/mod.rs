@@ -4,6 +4,10 @@
 //!
 //! Trees (DESIGN.md "Store"):
 //! - `snapshots`: `source \0 order_id` → [`Snapshot`]
+//! - `listed`: `source \0 order_id` → nothing, for each snapshot whose order
+//!   is still in the listing: the vanish step reads these small keys instead
+//!   of every snapshot (schema 2; built from the snapshots when a schema 1
+//!   store is opened)
 //! - `outbox`: `sink \0 due_ms seq` → [`OutboxEntry`]; what is due is a range scan
 //! - `outbox_order`: `sink \0 source \0 order seq` → due_ms; the pending
 //!   entries of one order, so a later event never overtakes an earlier one
@@ -23,11 +27,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::{Path, PathBuf};
 
 /// Bump when a tree's layout changes; an older binary refuses a newer store.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 /// How many events `orderwatch events` can show.
 pub const EVENT_LOG_LEN: u64 = 10_000;
-/// sled's page cache; its automatic size only reads cgroup v1 limits.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// sled's page cache; its automatic size only reads cgroup v1 limits. Small
+/// on purpose: a cycle reads the snapshots once, in listing order, so a large
+/// store gains nothing from a bigger cache, and a daemon keeps it all between
+/// polls (it was 16 MiB; BENCHMARKS.md has the numbers).
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_EVENT_SEQ: &[u8] = b"event_seq";
@@ -136,6 +143,7 @@ pub struct Store {
     db: sled::Db,
     dir: PathBuf,
     snapshots: sled::Tree,
+    listed: sled::Tree,
     outbox: sled::Tree,
     outbox_order: sled::Tree,
     dead_letters: sled::Tree,
@@ -157,6 +165,9 @@ impl Store {
             dir: dir.to_owned(),
             reason: format!("cannot create the directory: {e}"),
         })?;
+        // sled 0.34 can open a damaged log as an empty store without an
+        // error; a store that had data but has no schema version is that.
+        let had_files = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -166,6 +177,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
         let store = Store {
             snapshots: tree("snapshots")?,
+            listed: tree("listed")?,
             outbox: tree("outbox")?,
             outbox_order: tree("outbox_order")?,
             dead_letters: tree("dead_letters")?,
@@ -174,15 +186,18 @@ impl Store {
             dir: dir.to_owned(),
             db,
         };
-        store.check_schema()?;
+        store.check_schema(had_files)?;
         Ok(store)
     }
 
-    fn check_schema(&self) -> Result<(), StoreError> {
+    fn check_schema(&self, had_files: bool) -> Result<(), StoreError> {
         match self.meta.get(META_SCHEMA)? {
             Some(v) => {
                 let found =
                     read_u64(&v).ok_or_else(|| StoreError::Damaged("schema version".into()))?;
+                if found == 1 {
+                    return self.migrate_from_1();
+                }
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         dir: self.dir.clone(),
@@ -191,11 +206,46 @@ impl Store {
                     });
                 }
             }
+            None if had_files => {
+                return Err(StoreError::Unreadable {
+                    dir: self.dir.clone(),
+                    reason: "its files exist but hold no orderwatch data (no schema version): they look damaged (if this is a store that was only just created and never used, delete the directory instead)".to_owned(),
+                });
+            }
             None => {
+                // Written and flushed at once, so a used store always has it.
                 self.meta
                     .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.flush()?;
             }
         }
+        Ok(())
+    }
+
+    /// Schema 1 had no `listed` tree: build it from the snapshots, then
+    /// say version 2. A crash part-way leaves version 1, and the next open
+    /// builds it again from scratch.
+    fn migrate_from_1(&self) -> Result<(), StoreError> {
+        self.listed.clear()?;
+        // In slices: one batch of every key would hold them all in memory.
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in self.snapshots.iter() {
+            let (k, v) = item?;
+            if Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
+                batch.insert(k, &[] as &[u8]);
+                in_batch += 1;
+            }
+            if in_batch == 1000 {
+                self.listed.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        self.listed.apply_batch(batch)?;
+        self.listed.flush()?;
+        self.meta
+            .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+        self.meta.flush()?;
         Ok(())
     }
 
@@ -282,13 +332,25 @@ impl Store {
 
     /// Order ids of a source that are still listed (candidates to vanish).
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        self.listed_ids_except(source, &std::collections::HashSet::new())
+    }
+
+    /// Order ids of a source that are still listed but not in `seen` (the
+    /// orders a complete listing no longer has). Reads only the `listed`
+    /// keys, and allocates only for what is missing.
+    pub fn listed_ids_except(
+        &self,
+        source: &str,
+        seen: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
         let prefix = keys::snapshot_prefix(source);
         let skip = prefix.len();
         let mut out = Vec::new();
-        for item in self.snapshots.scan_prefix(prefix) {
-            let (k, v) = item?;
-            if Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
-                out.push(String::from_utf8_lossy(&k[skip..]).into_owned());
+        for item in self.listed.scan_prefix(prefix) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[skip..]);
+            if !seen.contains(id.as_ref()) {
+                out.push(id.into_owned());
             }
         }
         Ok(out)
@@ -301,68 +363,81 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = commit
+        // (key, encoded snapshot or None to delete, still listed)
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>, bool)> = commit
             .snapshots
             .iter()
             .map(|(id, snap)| {
                 (
                     keys::snapshot(&commit.source, id),
                     snap.as_ref().map(Snapshot::encode),
+                    snap.as_ref().is_some_and(|s| s.listed),
                 )
             })
             .collect();
+        if commit.events.is_empty() && !commit.mark_baseline {
+            // Only snapshots: a transaction over the two trees they touch,
+            // much cheaper than over six (a baseline cycle is a thousand of
+            // these at 100,000 orders).
+            (&self.snapshots, &self.listed).transaction(|(snapshots, listed)| {
+                for (key, value, is_listed) in &encoded {
+                    write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })?;
+            return Ok(());
+        }
         let trees = (
             &self.snapshots,
+            &self.listed,
             &self.outbox,
             &self.outbox_order,
             &self.events,
             &self.meta,
         );
-        let last_seq = trees.transaction(|(snapshots, outbox, outbox_order, events, meta)| {
-            for (key, value) in &encoded {
-                match value {
-                    Some(v) => snapshots.insert(key.as_slice(), v.as_slice())?,
-                    None => snapshots.remove(key.as_slice())?,
-                };
-            }
-            let mut seq = meta
-                .get(META_EVENT_SEQ)?
-                .and_then(|v| read_u64(&v))
-                .unwrap_or(0);
-            for event in &commit.events {
-                seq += 1;
-                events.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
-                for sink in &event.sinks {
-                    let entry = OutboxEntry {
-                        seq,
-                        sink: sink.clone(),
-                        source: commit.source.clone(),
-                        order_id: event.order_id.clone(),
-                        event_id: event.event_id.clone(),
-                        event_type: event.event_type.clone(),
-                        attempts: 0,
-                        created_ms: now,
-                        last_error: None,
-                        event: event.json.clone(),
-                    };
-                    let value = serde_json::to_vec(&entry).map_err(|e| {
-                        ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
-                    })?;
-                    outbox.insert(keys::outbox(sink, now, seq), value)?;
-                    outbox_order.insert(
-                        keys::order_index(sink, &commit.source, &event.order_id, seq),
-                        &now.to_be_bytes(),
-                    )?;
+        let last_seq =
+            trees.transaction(|(snapshots, listed, outbox, outbox_order, events, meta)| {
+                for (key, value, is_listed) in &encoded {
+                    write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
                 }
-            }
-            if !commit.events.is_empty() {
-                meta.insert(META_EVENT_SEQ, &seq.to_be_bytes())?;
-            }
-            if commit.mark_baseline {
-                meta.insert(baseline_key(&commit.source), &now.to_be_bytes())?;
-            }
-            Ok(seq)
-        })?;
+                let mut seq = meta
+                    .get(META_EVENT_SEQ)?
+                    .and_then(|v| read_u64(&v))
+                    .unwrap_or(0);
+                for event in &commit.events {
+                    seq += 1;
+                    events.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
+                    for sink in &event.sinks {
+                        let entry = OutboxEntry {
+                            seq,
+                            sink: sink.clone(),
+                            source: commit.source.clone(),
+                            order_id: event.order_id.clone(),
+                            event_id: event.event_id.clone(),
+                            event_type: event.event_type.clone(),
+                            attempts: 0,
+                            created_ms: now,
+                            last_error: None,
+                            event: event.json.clone(),
+                        };
+                        let value = serde_json::to_vec(&entry).map_err(|e| {
+                            ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
+                        })?;
+                        outbox.insert(keys::outbox(sink, now, seq), value)?;
+                        outbox_order.insert(
+                            keys::order_index(sink, &commit.source, &event.order_id, seq),
+                            &now.to_be_bytes(),
+                        )?;
+                    }
+                }
+                if !commit.events.is_empty() {
+                    meta.insert(META_EVENT_SEQ, &seq.to_be_bytes())?;
+                }
+                if commit.mark_baseline {
+                    meta.insert(baseline_key(&commit.source), &now.to_be_bytes())?;
+                }
+                Ok(seq)
+            })?;
         if !commit.events.is_empty() {
             self.trim_event_log(last_seq)?;
         }
@@ -554,6 +629,26 @@ impl Store {
                 .map_err(|e| StoreError::Damaged(format!("event log: {e}")))
         })
     }
+}
+
+/// One snapshot write, and the `listed` index kept in step with it.
+fn write_snapshot(
+    snapshots: &sled::transaction::TransactionalTree,
+    listed: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    value: Option<&[u8]>,
+    is_listed: bool,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    match value {
+        Some(v) => snapshots.insert(key, v)?,
+        None => snapshots.remove(key)?,
+    };
+    if is_listed {
+        listed.insert(key, &[] as &[u8])?;
+    } else {
+        listed.remove(key)?;
+    }
+    Ok(())
 }
 
 fn baseline_key(source: &str) -> Vec<u8> {

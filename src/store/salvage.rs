@@ -214,8 +214,12 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                     Err(_) => false,
                 },
                 "snapshots" => {
-                    if Snapshot::decode(value).is_some() {
+                    if let Some(snap) = Snapshot::decode(value) {
                         new.snapshots.insert(key, value)?;
+                        // The `listed` index is rebuilt from the snapshots.
+                        if snap.listed {
+                            new.listed.insert(key, &[] as &[u8])?;
+                        }
                         true
                     } else {
                         match key.iter().position(|b| *b == 0) {
@@ -284,6 +288,9 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
         "outbox_order (the per-order delivery queue) was rebuilt from the {} salvaged outbox entries",
         pending.len()
     ));
+    report
+        .notes
+        .push("listed (the index of orders still in their listing) was rebuilt from the salvaged snapshots".to_owned());
     new.meta.insert(META_EVENT_SEQ, &max_seq.to_be_bytes())?;
 
     // Orders whose snapshot was lost must not come back as "new orders".
@@ -366,7 +373,9 @@ fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
     let version = catch(|| old.open_tree("meta").and_then(|m| m.get(META_SCHEMA)));
     if let Ok(Some(v)) = version {
         if let Some(found) = read_u64(&v) {
-            if found != SCHEMA_VERSION {
+            // Schema 1 differs only by lacking the `listed` index, which
+            // salvage rebuilds anyway.
+            if !(1..=SCHEMA_VERSION).contains(&found) {
                 return Err(SalvageError::Schema {
                     dir: dir.to_owned(),
                     found,
@@ -502,6 +511,8 @@ mod tests {
             .map(|d| d.entry.seq)
             .collect();
         assert_eq!(due, vec![1, 2, 3]);
+        // The index of listed orders is rebuilt: the vanish step sees them.
+        assert_eq!(new.listed_ids("tracking").unwrap().len(), 2);
         // Order 1's second event still waits behind its first.
         let mail = new.due("mail", u64::MAX, 100).unwrap();
         assert!(new.is_first_of_order(&mail[0].entry).unwrap());

@@ -167,3 +167,62 @@ fn the_event_log_is_bounded() {
         .unwrap();
     assert_eq!(store.recent_events().count() as u64, EVENT_LOG_LEN);
 }
+
+#[test]
+fn the_listed_index_follows_every_snapshot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut gone = snap(2, "Closed", "{\"id\":\"2\"}");
+    gone.listed = false;
+    // Snapshots only (the cheap path) and with events (the full one).
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            snapshots: vec![
+                ("1".into(), Some(snap(1, "Current", "{\"id\":\"1\"}"))),
+                ("2".into(), Some(snap(1, "Current", "{\"id\":\"2\"}"))),
+                ("3".into(), Some(snap(1, "Current", "{\"id\":\"3\"}"))),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            snapshots: vec![("2".into(), Some(gone)), ("3".into(), None)],
+            events: vec![event("evt_x", "2", &["hook"])],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.listed_ids("t").unwrap(), vec!["1".to_string()]);
+    let seen: std::collections::HashSet<String> = ["1".to_string()].into();
+    assert!(store.listed_ids_except("t", &seen).unwrap().is_empty());
+}
+
+#[test]
+fn a_schema_1_store_gets_its_listed_index_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut gone = snap(2, "Closed", "{\"id\":\"2\"}");
+        gone.listed = false;
+        store
+            .commit(&Commit {
+                source: "t".into(),
+                snapshots: vec![
+                    ("1".into(), Some(snap(1, "Current", "{\"id\":\"1\"}"))),
+                    ("2".into(), Some(gone)),
+                ],
+                ..Default::default()
+            })
+            .unwrap();
+        // What a schema 1 store looks like: no index, version 1.
+        store.listed.clear().unwrap();
+        store.meta.insert(META_SCHEMA, &1u64.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.listed_ids("t").unwrap(), vec!["1".to_string()]);
+    let version = store.meta.get(META_SCHEMA).unwrap().unwrap();
+    assert_eq!(read_u64(&version), Some(SCHEMA_VERSION));
+}

@@ -350,7 +350,6 @@ fn scribble(path: &Path) {
 /// store held is gone without a word. It could refuse a `db` file that holds
 /// data but whose meta has no schema version.
 #[tokio::test]
-#[ignore = "bug in src/store/mod.rs: a damaged sled log can open silently as an empty store"]
 async fn garbage_in_the_sled_log_is_never_opened_as_an_empty_store() {
     let sim = simulator(200).await;
     let hook = Receiver::start().await;
