@@ -16,18 +16,8 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
     // Delivery answers slowly now and then, so kills land mid-delivery too.
-    let ws = Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            &sim.base_url(),
-            "    filters: { status: Current }\n    page_size: 20\n",
-        ),
-        &webhook_sink_yaml("hook", &hook.url),
-        "",
-    );
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ws = current_tracking_workspace(&sim.base_url(), &hook.url, "    page_size: 20\n", "");
+    ws.once_ok().await;
 
     let mut candidates = admin.ids(TRACKING, "status=Current").await;
     let mut closed: Vec<String> = Vec::new();

@@ -56,8 +56,7 @@ async fn baseline_is_silent_then_a_closing_arrives_once_signed() {
     let hook = Receiver::start().await;
     let ws = tracking_workspace(&sim.base_url(), &hook.url, "");
 
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     assert!(hook.received().is_empty(), "the baseline must be silent");
 
     let current = admin.ids(TRACKING, "status=Current").await;
@@ -66,8 +65,7 @@ async fn baseline_is_silent_then_a_closing_arrives_once_signed() {
         .patch("order-tracking", id, json!({"status": "Closed"}))
         .await;
 
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let got = hook.delivered();
     assert_eq!(got.len(), 1, "{got:?}");
     let event = got[0].json();
@@ -111,8 +109,7 @@ async fn baseline_is_silent_then_a_closing_arrives_once_signed() {
     assert_eq!(out.status.code(), Some(1));
 
     // Nothing new: nothing more is said, and the closed order is not re-read.
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     assert_eq!(hook.received().len(), 1);
     sim.shutdown().await;
 }
@@ -123,8 +120,7 @@ async fn created_removed_and_watched_updates() {
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
     let ws = tracking_workspace(&sim.base_url(), &hook.url, "    watch: [/request/status]\n");
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
 
     let current = admin.ids(TRACKING, "status=Current").await;
     admin
@@ -142,8 +138,7 @@ async fn created_removed_and_watched_updates() {
         )
         .await;
 
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let events = events_of(&hook);
     let find = |t: &str| events.iter().find(|e| e["type"] == t).cloned();
     let created = find("order.created").expect("created");
@@ -188,8 +183,7 @@ async fn ordering_step_change() {
     admin
         .patch("ordering", &ids[0], json!({"step": "VALIDATION"}))
         .await;
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let events = events_of(&hook);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["type"], "order.status_changed");
@@ -214,8 +208,7 @@ async fn first_poll_notify_announces_every_order() {
         &webhook_sink_yaml("hook", &hook.url),
         "",
     );
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let events = events_of(&hook);
     assert_eq!(events.len(), 30);
     assert!(events.iter().all(|e| e["type"] == "order.created"));
@@ -298,8 +291,7 @@ async fn permanent_failure_goes_to_dead_letters_and_replays() {
 
     let out = ws.run(&["dead-letters", "replay", &event_id]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let ok = hook.delivered();
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0].header("webhook-id"), event_id);

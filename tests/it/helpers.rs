@@ -176,6 +176,27 @@ async fn receive(
     StatusCode::from_u16(status).unwrap()
 }
 
+/// A tracking source that watches open orders (`filters: {status: Current}`,
+/// plus `extra` source keys), one signed webhook sink, and `rest` top-level
+/// YAML.
+pub fn current_tracking_workspace(
+    base_url: &str,
+    hook_url: &str,
+    extra: &str,
+    rest: &str,
+) -> Workspace {
+    Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            base_url,
+            &format!("    filters: {{ status: Current }}\n{extra}"),
+        ),
+        &webhook_sink_yaml("hook", hook_url),
+        rest,
+    )
+}
+
 /// A source block for the simulator.
 pub fn source_yaml(name: &str, api: &str, base_url: &str, extra: &str) -> String {
     format!(
@@ -229,6 +250,12 @@ impl Workspace {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("run.log")
+    }
+
+    /// `orderwatch once`, which must succeed (exit 0).
+    pub async fn once_ok(&self) {
+        let out = self.run(&["once"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
 
     /// Run the real binary with this config; waits for it to exit.
@@ -455,4 +482,87 @@ pub fn permissions_are_bypassed() -> bool {
     std::fs::write(&probe, "x").expect("write probe");
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
     std::fs::read(&probe).is_ok()
+}
+
+/// A real SMTP server's handler (mailin) that records what it gets and
+/// refuses on demand.
+#[derive(Clone, Default)]
+pub struct SmtpRecorder {
+    /// Every accepted message, as received.
+    pub messages: Arc<Mutex<Vec<String>>>,
+    /// When each DATA command arrived, refused or not.
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// Refuse every recipient / every DATA with this code and text.
+    pub refuse_rcpt: Arc<Mutex<Option<(u16, String)>>>,
+    pub refuse_data: Arc<Mutex<Option<(u16, String)>>>,
+    /// Answer 451 (temporary) to this many more DATA commands.
+    pub refuse_next: Arc<Mutex<usize>>,
+    /// The user and password of every successful AUTH PLAIN.
+    pub logins: Arc<Mutex<Vec<(String, String)>>>,
+    /// The message being received on this connection.
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for SmtpRecorder {
+    fn auth_plain(
+        &mut self,
+        _authz: &str,
+        user: &str,
+        password: &str,
+    ) -> mailin_embedded::Response {
+        self.logins
+            .lock()
+            .unwrap()
+            .push((user.to_owned(), password.to_owned()));
+        mailin_embedded::response::AUTH_OK
+    }
+
+    fn rcpt(&mut self, _to: &str) -> mailin_embedded::Response {
+        match self.refuse_rcpt.lock().unwrap().clone() {
+            Some((code, text)) => mailin_embedded::Response::custom(code, text),
+            None => mailin_embedded::response::OK,
+        }
+    }
+
+    // Refused at DATA, not after the content: mailin stays in its data
+    // state after a refused end of data and would not answer the QUIT.
+    fn data_start(&mut self, _: &str, _: &str, _: bool, _: &[String]) -> mailin_embedded::Response {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        if let Some((code, text)) = self.refuse_data.lock().unwrap().clone() {
+            return mailin_embedded::Response::custom(code, text);
+        }
+        let mut refuse = self.refuse_next.lock().unwrap();
+        if *refuse > 0 {
+            *refuse -= 1;
+            return mailin_embedded::Response::custom(451, "try again later".to_owned());
+        }
+        self.current.clear();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let message = String::from_utf8_lossy(&self.current).into_owned();
+        self.messages.lock().unwrap().push(message);
+        mailin_embedded::response::OK
+    }
+}
+
+/// An SMTP server on a free port, serving on its own thread for the rest of
+/// the test binary's life.
+pub fn smtp_server() -> (SmtpRecorder, u16) {
+    let handler = SmtpRecorder::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = mailin_embedded::Server::new(handler.clone());
+    server.with_name("mx.test").with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        // Ends only on a listener error, which the test then sees as a refused mail.
+        let _ = server.serve();
+    });
+    (handler, port)
 }

@@ -5,9 +5,9 @@
 //! synchronised, and nothing is dead-lettered before `max_attempts`.
 
 use crate::helpers::*;
+use mailin_embedded::Server;
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
@@ -101,18 +101,8 @@ async fn webhook_receiver_failing_then_down_then_back_gets_everything() {
     let admin = Admin::new(&sim);
     let first = Receiver::start().await;
     let addr = first.addr();
-    let ws = Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            &sim.base_url(),
-            "    filters: { status: Current }\n",
-        ),
-        &webhook_sink_yaml("hook", &first.url),
-        &delivery(),
-    );
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ws = current_tracking_workspace(&sim.base_url(), &first.url, "", &delivery());
+    ws.once_ok().await;
 
     // Up but failing: three rounds of 503 for each of 10 events.
     first.script(&[503; 30]);
@@ -176,18 +166,8 @@ async fn past_max_attempts_is_a_dead_letter_and_replay_delivers_it() {
     let sim = simulator(40).await;
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
-    let ws = Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            &sim.base_url(),
-            "    filters: { status: Current }\n",
-        ),
-        &webhook_sink_yaml("hook", &hook.url),
-        "  max_attempts: 4\n",
-    );
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ws = current_tracking_workspace(&sim.base_url(), &hook.url, "", "  max_attempts: 4\n");
+    ws.once_ok().await;
     let closed = close_orders(&admin, 1).await;
     hook.script(&[503; 4]);
     let out = ws.run(&["once", "--drain-timeout", "20s"]).await;
@@ -199,8 +179,7 @@ async fn past_max_attempts_is_a_dead_letter_and_replay_delivers_it() {
     assert_eq!(dead["order_id"], closed[0].as_str());
     let out = ws.run(&["dead-letters", "replay", "--all"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let delivered = hook.delivered();
     assert_eq!(delivered.len(), 1);
     assert_eq!(
@@ -211,42 +190,6 @@ async fn past_max_attempts_is_a_dead_letter_and_replay_delivers_it() {
 }
 
 // ---------------------------------------------------------------- SMTP
-
-use mailin_embedded::{Handler, Response as SmtpResponse, Server, response};
-
-/// Records when each message reached DATA; refuses the first `refuse` with
-/// 451 (a temporary failure: retried).
-#[derive(Clone, Default)]
-struct Smtp {
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    accepted: Arc<Mutex<Vec<String>>>,
-    refuse: Arc<Mutex<usize>>,
-    current: Vec<u8>,
-}
-
-impl Handler for Smtp {
-    fn data_start(&mut self, _: &str, _: &str, _: bool, _: &[String]) -> SmtpResponse {
-        self.arrivals.lock().unwrap().push(Instant::now());
-        let mut refuse = self.refuse.lock().unwrap();
-        if *refuse > 0 {
-            *refuse -= 1;
-            return SmtpResponse::custom(451, "try again later".to_owned());
-        }
-        self.current.clear();
-        response::OK
-    }
-
-    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.current.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> SmtpResponse {
-        let message = String::from_utf8_lossy(&self.current).into_owned();
-        self.accepted.lock().unwrap().push(message);
-        response::OK
-    }
-}
 
 #[tokio::test]
 async fn smtp_server_down_then_refusing_then_up_gets_every_mail() {
@@ -271,8 +214,7 @@ async fn smtp_server_down_then_refusing_then_up_gets_every_mail() {
         &sink,
         &delivery(),
     );
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let daemon = ws.spawn_run();
     let closed = close_orders(&admin, 6).await;
     let retries = || log_count(&ws, "delivery failed, will retry");
@@ -283,8 +225,8 @@ async fn smtp_server_down_then_refusing_then_up_gets_every_mail() {
     let down_retries = retries();
 
     // Up, but answering 451 to the next 12 messages, then accepting.
-    let smtp = Smtp::default();
-    *smtp.refuse.lock().unwrap() = 12;
+    let smtp = SmtpRecorder::default();
+    *smtp.refuse_next.lock().unwrap() = 12;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
     let mut server = Server::new(smtp.clone());
     server.with_name("mx.test").with_tcp_listener(listener);
@@ -292,7 +234,7 @@ async fn smtp_server_down_then_refusing_then_up_gets_every_mail() {
         let _ = server.serve();
     });
     eventually("every mail accepted", Duration::from_secs(60), || {
-        let accepted = smtp.accepted.lock().unwrap();
+        let accepted = smtp.messages.lock().unwrap();
         closed
             .iter()
             .all(|id| accepted.iter().any(|m| m.contains(id.as_str())))
@@ -330,7 +272,7 @@ async fn smtp_server_down_then_refusing_then_up_gets_every_mail() {
         span >= floor,
         "arrivals over {span:.1} ms, at least {floor:.1} ms of backoff expected"
     );
-    let accepted = smtp.accepted.lock().unwrap().len();
+    let accepted = smtp.messages.lock().unwrap().len();
     assert_eq!(accepted, closed.len(), "one mail per change");
     println!(
         "smtp outage: {} events, {down_retries} refused connections, 12 answered 451, {accepted} accepted, arrivals over {span:.0} ms",

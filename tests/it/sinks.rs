@@ -315,78 +315,8 @@ fn a_missing_field_renders_empty() {
 
 // ---------------------------------------------------------------- email
 
-use mailin_embedded::{Handler, Response as SmtpResponse, Server, response};
-
-#[derive(Clone, Default)]
-struct Smtp {
-    messages: Arc<Mutex<Vec<String>>>,
-    /// Refuse every recipient / the DATA command with this code and text.
-    refuse_rcpt: Arc<Mutex<Option<(u16, String)>>>,
-    refuse_data: Arc<Mutex<Option<(u16, String)>>>,
-    /// The message being received on this connection.
-    current: Vec<u8>,
-    /// The user and password of every successful AUTH PLAIN.
-    logins: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl Handler for Smtp {
-    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> SmtpResponse {
-        self.logins
-            .lock()
-            .unwrap()
-            .push((user.to_owned(), password.to_owned()));
-        response::AUTH_OK
-    }
-
-    fn rcpt(&mut self, _to: &str) -> SmtpResponse {
-        match self.refuse_rcpt.lock().unwrap().clone() {
-            Some((code, text)) => SmtpResponse::custom(code, text),
-            None => response::OK,
-        }
-    }
-
-    // Refused at DATA, not after the content: mailin stays in its data
-    // state after a refused end of data and would not answer the QUIT.
-    fn data_start(
-        &mut self,
-        _domain: &str,
-        _from: &str,
-        _is8bit: bool,
-        _to: &[String],
-    ) -> SmtpResponse {
-        if let Some((code, text)) = self.refuse_data.lock().unwrap().clone() {
-            return SmtpResponse::custom(code, text);
-        }
-        self.current.clear();
-        response::OK
-    }
-
-    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.current.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> SmtpResponse {
-        let message = String::from_utf8_lossy(&self.current).into_owned();
-        self.messages.lock().unwrap().push(message);
-        response::OK
-    }
-}
-
-/// An SMTP server on a free port, serving on its own threads for the rest
-/// of the test binary's life.
-fn smtp_server() -> (Smtp, u16) {
-    let handler = Smtp::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut server = Server::new(handler.clone());
-    server.with_name("mx.test").with_tcp_listener(listener);
-    std::thread::spawn(move || {
-        // Only ends on a listener error, which the test then sees as a refused mail.
-        let _ = server.serve();
-    });
-    (handler, port)
-}
+use crate::helpers::{SmtpRecorder, smtp_server};
+use mailin_embedded::Server;
 
 fn email_sink(port: u16, tls: &str, extra: &str) -> EmailSink {
     let c = config(&format!(
@@ -624,7 +554,7 @@ async fn email_over_starttls_with_a_private_ca() {
     std::fs::write(&cert_path, certified.cert.pem()).unwrap();
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
 
-    let handler = Smtp::default();
+    let handler = SmtpRecorder::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut server = Server::new(handler.clone());

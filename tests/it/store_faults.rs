@@ -13,16 +13,7 @@ use std::time::Duration;
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
 
 fn workspace(base: &str, hook: &str) -> Workspace {
-    Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            base,
-            "    filters: { status: Current }\n    page_size: 50\n",
-        ),
-        &webhook_sink_yaml("hook", hook),
-        "",
-    )
+    current_tracking_workspace(base, hook, "    page_size: 50\n", "")
 }
 
 fn data_dir(ws: &Workspace) -> std::path::PathBuf {
@@ -127,8 +118,7 @@ async fn an_unreadable_store_is_a_plain_error() {
     let sim = simulator(40).await;
     let hook = Receiver::start().await;
     let ws = workspace(&sim.base_url(), &hook.url);
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let db = data_dir(&ws).join("db");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
     let out = ws.run(&["once"]).await;
@@ -148,8 +138,7 @@ async fn a_corrupt_store_is_a_plain_error_and_nothing_is_deleted() {
     let sim = simulator(40).await;
     let hook = Receiver::start().await;
     let ws = workspace(&sim.base_url(), &hook.url);
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     // sled's `conf` file is checksummed: garbage there must be refused.
     let conf = data_dir(&ws).join("conf");
     std::fs::write(&conf, b"\x00garbage\xffgarbage\x13\x37 not a sled config").unwrap();
@@ -189,8 +178,7 @@ async fn another_schema_version_is_refused_by_every_command_and_salvage() {
     let sim = simulator(40).await;
     let hook = Receiver::start().await;
     let ws = workspace(&sim.base_url(), &hook.url);
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     for version in [orderwatch::store::SCHEMA_VERSION + 1, 0] {
         {
             let db = sled::open(data_dir(&ws)).unwrap();
@@ -280,8 +268,7 @@ async fn salvage_copies_a_real_store_and_the_new_one_delivers_the_outbox() {
     );
     std::fs::write(ws.config_path(), config).unwrap();
     hook.clear_script();
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     let failed_ids: std::collections::HashSet<String> = hook.received()[..failed_attempts]
         .iter()
         .map(|r| r.header("webhook-id"))
@@ -354,8 +341,7 @@ async fn garbage_in_the_sled_log_is_never_opened_as_an_empty_store() {
     let sim = simulator(200).await;
     let hook = Receiver::start().await;
     let ws = workspace(&sim.base_url(), &hook.url);
-    let out = ws.run(&["once"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
     scribble(&data_dir(&ws).join("db"));
     let out = ws.run(&["orders", "list", "--json"]).await;
     let all = text(&out);
