@@ -5,6 +5,7 @@
 //! - `webhook` (+ `signature`), `slack`, `email`, `console`: one file per sink
 //! - `template`: minijinja templates, checked at start-up, escaping per target
 
+mod answer;
 pub mod console;
 pub mod email;
 mod error;

@@ -7,6 +7,7 @@
 //! its own gate so a burst of events is spaced out instead of rejected.
 
 use super::DeliveryError;
+use super::answer;
 use super::template::Templates;
 use crate::config::SlackConfig;
 use crate::event::Event;
@@ -21,7 +22,6 @@ use tokio::time::Instant;
 const MIN_SPACING: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough of a receiver's answer to explain a failure, never a whole page.
-const BODY_LIMIT: usize = 1024;
 /// Slack's answers that mean the webhook itself is gone or points nowhere.
 const DEAD_WEBHOOK: [&str; 3] = ["no_service", "channel_not_found", "channel_is_archived"];
 
@@ -117,8 +117,8 @@ impl SlackSink {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = retry_after(response.headers());
-        let answer = self.scrub(&read_limited(response).await);
+        let retry_after = answer::retry_after(response.headers());
+        let answer = self.scrub(&answer::excerpt(response).await);
         self.classify(status, retry_after, &answer)
     }
 
@@ -183,33 +183,12 @@ impl SlackSink {
     /// A receiver's answer as one clean line, without the URL's path should
     /// it echo the request ("Cannot POST /services/...").
     fn scrub(&self, answer: &str) -> String {
-        let mut text: String = answer
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let mut text = answer.to_owned();
         if self.path.len() > 1 {
             text = text.replace(&self.path, "[redacted]");
         }
         text.trim().to_owned()
     }
-}
-
-/// `Retry-After` in seconds; an HTTP date or nonsense is ignored.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-async fn read_limited(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body.truncate(BODY_LIMIT);
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// A transport error without the URL reqwest would put in its message.

@@ -5,14 +5,11 @@
 //! Redirects are not followed: a redirect is a misconfigured URL.
 
 use super::DeliveryError;
+use super::answer;
 use super::signature::sign;
 use crate::config::WebhookConfig;
 use crate::secret::redact_url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use std::time::Duration;
-
-/// At most this much of a receiver's answer is kept for the logs.
-const MAX_ERROR_BODY: usize = 512;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 pub struct WebhookSink {
     name: String,
@@ -85,14 +82,14 @@ impl WebhookSink {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let excerpt = body_excerpt(response).await;
-        let reason = format!("{}: HTTP {}{}", self.describe(), status.as_u16(), excerpt);
+        let retry_after = answer::retry_after(response.headers());
+        let excerpt = answer::excerpt(response).await;
+        let said = if excerpt.is_empty() {
+            String::new()
+        } else {
+            format!(" ({excerpt})")
+        };
+        let reason = format!("{}: HTTP {}{said}", self.describe(), status.as_u16());
         match status.as_u16() {
             408 | 429 | 500..=599 => Err(DeliveryError::Retry {
                 reason,
@@ -100,27 +97,5 @@ impl WebhookSink {
             }),
             _ => Err(DeliveryError::permanent(reason)),
         }
-    }
-}
-
-/// The start of the receiver's answer, on one line, for the logs.
-pub(crate) async fn body_excerpt(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_ERROR_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body.truncate(MAX_ERROR_BODY);
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(" ({text})")
     }
 }
