@@ -11,7 +11,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub struct App {
     pub config: Config,
@@ -91,6 +91,7 @@ impl App {
             )));
             sink_wakers.push(waker);
         }
+        warn_about_orphaned_entries(&config, &store);
         Ok(App {
             config,
             store,
@@ -223,6 +224,22 @@ impl App {
         self.store.flush()?;
         info!("store flushed; stopped");
         Ok(())
+    }
+}
+
+/// Entries queued for a sink the config no longer has would wait forever
+/// unseen: say so at start (they are delivered if the sink comes back).
+fn warn_about_orphaned_entries(config: &Config, store: &Store) {
+    let Ok(queued) = store.outbox_sinks() else {
+        return;
+    };
+    for sink in queued.iter().filter(|s| config.sink(s).is_none()) {
+        let n = store.outbox_depth(sink).unwrap_or(0);
+        warn!(
+            sink = %sink,
+            entries = n,
+            "notifications are queued for sink `{sink}`, which is not in the config: they wait until a sink of that name is configured again"
+        );
     }
 }
 

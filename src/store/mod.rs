@@ -311,23 +311,12 @@ impl Store {
 
     /// The sources that have snapshots, in name order.
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = Vec::new();
-        let mut next: Option<Vec<u8>> = Some(Vec::new());
-        // Jump from one source's prefix to the next instead of reading every key.
-        while let Some(start) = next.take() {
-            let Some(item) = self.snapshots.range(start..).next() else {
-                break;
-            };
-            let (k, _) = item?;
-            let Some(end) = k.iter().position(|b| *b == 0) else {
-                break;
-            };
-            out.push(String::from_utf8_lossy(&k[..end]).into_owned());
-            let mut after = k[..end].to_vec();
-            after.push(1);
-            next = Some(after);
-        }
-        Ok(out)
+        first_components(&self.snapshots)
+    }
+
+    /// The sinks that have entries waiting in the outbox, in name order.
+    pub fn outbox_sinks(&self) -> Result<Vec<String>, StoreError> {
+        first_components(&self.outbox)
     }
 
     /// Order ids of a source that are still listed (candidates to vanish).
@@ -649,6 +638,27 @@ fn write_snapshot(
         listed.remove(key)?;
     }
     Ok(())
+}
+
+/// The distinct first components (`name \0 ...`) of a tree's keys, jumping
+/// from one name's keys to the next instead of reading every key.
+fn first_components(tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut next: Option<Vec<u8>> = Some(Vec::new());
+    while let Some(start) = next.take() {
+        let Some(item) = tree.range(start..).next() else {
+            break;
+        };
+        let (k, _) = item?;
+        let Some(end) = k.iter().position(|b| *b == 0) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(&k[..end]).into_owned());
+        let mut after = k[..end].to_vec();
+        after.push(1);
+        next = Some(after);
+    }
+    Ok(out)
 }
 
 fn baseline_key(source: &str) -> Vec<u8> {

@@ -226,3 +226,21 @@ fn a_schema_1_store_gets_its_listed_index_on_open() {
     let version = store.meta.get(META_SCHEMA).unwrap().unwrap();
     assert_eq!(read_u64(&version), Some(SCHEMA_VERSION));
 }
+
+#[test]
+fn sources_and_outbox_sinks_are_listed_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (source, id) in [("b", "1"), ("a", "1"), ("a", "2"), ("ab", "3")] {
+        store
+            .commit(&Commit {
+                source: source.into(),
+                snapshots: vec![(id.into(), Some(snap(1, "Current", "{}")))],
+                events: vec![event(&format!("evt_{source}{id}"), id, &["hook", "chat"])],
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    assert_eq!(store.sources().unwrap(), ["a", "ab", "b"]);
+    assert_eq!(store.outbox_sinks().unwrap(), ["chat", "hook"]);
+}

@@ -147,3 +147,31 @@ async fn a_template_error_is_a_config_error_at_start() {
     assert_eq!(stats["total"], 0, "{stats}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn entries_for_a_sink_no_longer_configured_are_reported_at_start() {
+    let sim = simulator(20).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    hook.script(&[503; 50]);
+    let ws = current_tracking_workspace(&sim.base_url(), &hook.url, "", "");
+    ws.once_ok().await;
+    let ids = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &ids[0], json!({"status": "Closed"}))
+        .await;
+    let out = ws.run(&["once", "--drain-timeout", "1s"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    // The sink is renamed: its queued entry must not wait unseen.
+    let config = std::fs::read_to_string(ws.config_path()).unwrap();
+    std::fs::write(ws.config_path(), config.replace("name: hook", "name: ops")).unwrap();
+    let out = ws.run(&["once", "--drain-timeout", "1s"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("queued for sink `hook`, which is not in the config"),
+        "{}",
+        text(&out)
+    );
+    sim.shutdown().await;
+}
