@@ -330,7 +330,7 @@ impl SourceClient {
                     let wait = retry_after(&answer.headers)
                         .map(|d| d.min(MAX_RATE_LIMIT_WAIT))
                         .unwrap_or_else(|| {
-                            jittered(Duration::from_secs(2) * 2u32.pow(rate_limited.min(8)))
+                            jittered(Duration::from_secs(2) * 2u32.pow((rate_limited - 1).min(8)))
                         })
                         .min(MAX_RATE_LIMIT_WAIT);
                     warn!(source = %self.name, wait_ms = wait.as_millis() as u64, "rate limited by Orange: waiting");
