@@ -36,6 +36,10 @@ pub const EVENT_LOG_LEN: u64 = 10_000;
 /// polls (it was 16 MiB; BENCHMARKS.md has the numbers).
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// How long an open waits for a store lock held by a process that is
+/// stopping.
+pub(crate) const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_EVENT_SEQ: &[u8] = b"event_seq";
 
@@ -168,12 +172,22 @@ impl Store {
         // sled 0.34 can open a damaged log as an empty store without an
         // error; a store that had data but has no schema version is that.
         let had_files = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+            .flush_every_ms(Some(200));
+        // A process that has just stopped (or a store just dropped in this
+        // one: sled's flusher lets go of the lock a moment later) may still
+        // hold the lock: wait a little before calling the store in use.
+        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        let db = loop {
+            match config.open().map_err(|e| open_error(dir, e)) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
         let store = Store {
             snapshots: tree("snapshots")?,

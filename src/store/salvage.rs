@@ -325,7 +325,18 @@ fn ensure_not_in_use(dir: &Path) -> Result<(), SalvageError> {
         dir: dir.to_owned(),
         reason: e.to_string(),
     })?;
-    match file.try_lock_exclusive() {
+    // A process that has just stopped may hold the lock a moment longer.
+    let deadline = std::time::Instant::now() + super::LOCK_GRACE;
+    let mut result = file.try_lock_exclusive();
+    while result
+        .as_ref()
+        .is_err_and(|e| e.kind() == fs2::lock_contended_error().kind())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        result = file.try_lock_exclusive();
+    }
+    match result {
         Ok(()) => {
             let _ = FileExt::unlock(&file);
             Ok(())
