@@ -81,17 +81,7 @@ async fn sigkill_mid_cycle_and_mid_delivery_loses_nothing() {
         || cycles(&log_path) > before,
     )
     .await;
-    let pid = child.id().expect("running");
-    let term = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
     let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{log}");
 

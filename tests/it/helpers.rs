@@ -566,3 +566,21 @@ pub fn smtp_server() -> (SmtpRecorder, u16) {
     });
     (handler, port)
 }
+
+/// Send SIGTERM to a child and wait (up to `within`) for it to exit.
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("running");
+    let term = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::timeout(within, child.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap()
+}

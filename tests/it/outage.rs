@@ -81,17 +81,7 @@ async fn close_orders(admin: &Admin, n: usize) -> Vec<String> {
 }
 
 async fn stop_daemon(mut child: tokio::process::Child) {
-    let pid = child.id().expect("running");
-    let term = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
 }
 
