@@ -219,17 +219,8 @@ async fn crash_loop_against_churn_delivers_every_change_exactly_as_it_happened()
         || log_count(&ws, "poll cycle done") >= cycles_before + 2,
     )
     .await;
-    let pid = child.id().expect("running");
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
     let mut child = child;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "clean exit: {status:?}");
 
     let changes: Vec<Value> = admin
