@@ -33,7 +33,10 @@ pub struct Readiness {
 struct SourceState {
     interval: Duration,
     last_ok: Option<Instant>,
-    last_error: Option<String>,
+    /// Whether the last cycle failed. Its error is not kept: `/readyz` is
+    /// open to anyone who can reach the port, and error text comes from
+    /// outside (the logs have it).
+    failing: bool,
 }
 
 impl Readiness {
@@ -44,7 +47,7 @@ impl Readiness {
                 SourceState {
                     interval,
                     last_ok: None,
-                    last_error: None,
+                    failing: false,
                 },
             );
         }
@@ -53,19 +56,17 @@ impl Readiness {
     pub fn record(&self, source: &str, error: Option<String>) {
         if let Ok(mut s) = self.sources.lock() {
             if let Some(state) = s.get_mut(source) {
-                match error {
-                    None => {
-                        state.last_ok = Some(Instant::now());
-                        state.last_error = None;
-                    }
-                    Some(e) => state.last_error = Some(e),
+                state.failing = error.is_some();
+                if error.is_none() {
+                    state.last_ok = Some(Instant::now());
                 }
             }
         }
     }
 
     /// Ready when every source completed a poll within 3 of its intervals;
-    /// otherwise the reasons, one line per late source.
+    /// otherwise one line per late source, naming it and whether its last
+    /// poll failed, never with error text (the log has that).
     pub fn check(&self) -> Result<String, String> {
         let Ok(sources) = self.sources.lock() else {
             return Err("internal state unavailable".into());
@@ -82,11 +83,11 @@ impl Readiness {
                 None => "no successful poll yet".to_owned(),
                 Some(t) => format!("last successful poll {}s ago", t.elapsed().as_secs()),
             };
-            let why = s
-                .last_error
-                .as_deref()
-                .map(|e| format!("; last error: {e}"))
-                .unwrap_or_default();
+            let why = if s.failing {
+                "; the last poll failed (see the log)"
+            } else {
+                ""
+            };
             late.push(format!("{name}: not ready: {when}{why}"));
         }
         if late.is_empty() {

@@ -22,9 +22,11 @@
 //! - [`demo`]: simulator + daemon + console sink in one process
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`
 //! - [`simulator`]: the Orange simulator behind `orderwatch simulate`
-//! - [`secret`]: a string that never prints itself
+//! - [`secret`]: a string that never prints itself, and the redactor of outside text
+//! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
 
 pub mod app;
+pub mod clamp;
 pub mod cli;
 pub mod config;
 pub mod deliver;

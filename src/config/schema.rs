@@ -281,7 +281,8 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let base_url = base_url?;
     let token_url = match token_url? {
         Some(u) => u,
-        None => base_url.join("/oauth/v3/token").ok()?,
+        // Relative to base_url's own path: a gateway prefix is kept.
+        None => crate::source::join_base(&base_url, "/oauth/v3/token"),
     };
     let closed_statuses = closed?.unwrap_or_else(|| match api {
         ApiKind::OrderTracking => vec!["Closed".to_owned()],

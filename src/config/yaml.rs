@@ -134,7 +134,22 @@ impl<'de> Deserialize<'de> for KeyText {
     }
 }
 
+/// Keys whose values are credentials, wherever they appear in the file.
+const SECRET_KEYS: [&str; 7] = [
+    "client_secret",
+    "api_key",
+    "secret",
+    "password",
+    "url",
+    "token",
+    "api_token",
+];
+
 /// Parse a YAML document into the tree; the error carries its line if known.
+///
+/// The parser's message quotes the lines around the error, and those may
+/// hold a credential written in the file: only its first line (what is
+/// wrong, where) is kept, with every secret value of the file redacted.
 pub(crate) fn parse(text: &str) -> Result<Node, (String, Option<u64>)> {
     if text.trim().is_empty() {
         return Ok(Node {
@@ -144,8 +159,32 @@ pub(crate) fn parse(text: &str) -> Result<Node, (String, Option<u64>)> {
     }
     serde_saphyr::from_str::<Node>(text).map_err(|e| {
         let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-        (e.to_string(), line)
+        let full = e.to_string();
+        let first = full.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        remember_secret_values(text);
+        (crate::secret::redact(message.trim()), line)
     })
+}
+
+/// The values of credential keys in a file that does not parse, line by
+/// line, so that an error message quoting one can be redacted.
+fn remember_secret_values(text: &str) {
+    for line in text.lines() {
+        let entry = line.trim_start().trim_start_matches("- ").trim_start();
+        let entry = entry.trim_start_matches('{').trim_start();
+        let Some((key, value)) = entry.split_once(':') else {
+            continue;
+        };
+        if !SECRET_KEYS.contains(&key.trim().trim_matches(|c| c == '"' || c == '\'')) {
+            continue;
+        }
+        let value = value.trim().trim_end_matches([',', '}']).trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        if !value.is_empty() && !value.starts_with("${") {
+            let _ = crate::secret::Secret::new(value);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +214,15 @@ mod tests {
     #[test]
     fn duplicate_keys_are_refused() {
         assert!(parse("a: 1\na: 2\n").is_err());
+    }
+
+    #[test]
+    fn syntax_errors_quote_no_line_of_the_file() {
+        let text = "sources:\n  - client_secret: Yaml-Secret-Value-123\n   api_key: [x\n";
+        let (message, line) = parse(text).err().unwrap();
+        assert_eq!(line, Some(3));
+        assert!(!message.contains("Yaml-Secret-Value-123"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("did not find expected"), "{message}");
     }
 }

@@ -4,17 +4,28 @@
 //! applications making too many mishandled calls may lose access. Every call,
 //! token requests included, takes a slot here first; a rate-limit answer also
 //! closes the budget until the time Orange asked for.
+//!
+//! The lock is only held to look at the slots, never across a wait: a
+//! rate-limit answer must close the budget for every caller at once, even
+//! while others are waiting for a slot.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(60);
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 pub(crate) struct RequestBudget {
+    source: String,
     per_minute: usize,
     state: Mutex<BudgetState>,
+    /// Time callers waited since [`RequestBudget::take_waited`] last asked.
+    waited_nanos: AtomicU64,
+    /// Time callers ever waited, for the whole-seconds metric.
+    total_waited_nanos: AtomicU64,
 }
 
 struct BudgetState {
@@ -25,51 +36,88 @@ struct BudgetState {
 }
 
 impl RequestBudget {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(source: &str, per_minute: u32) -> Self {
         RequestBudget {
+            source: source.to_owned(),
             per_minute: per_minute.max(1) as usize,
             state: Mutex::new(BudgetState {
                 recent: VecDeque::new(),
                 closed_until: None,
             }),
+            waited_nanos: AtomicU64::new(0),
+            total_waited_nanos: AtomicU64::new(0),
         }
     }
 
-    /// Wait for a slot, then take it. The lock is held while waiting, so
-    /// callers are served in turn.
+    pub fn per_minute(&self) -> usize {
+        self.per_minute
+    }
+
+    /// Wait for a slot, then take it.
     pub async fn acquire(&self) {
-        let mut s = self.state.lock().await;
-        loop {
-            let now = Instant::now();
-            if let Some(until) = s.closed_until {
-                if until > now {
-                    tokio::time::sleep_until(until).await;
-                    continue;
-                }
-                s.closed_until = None;
-            }
-            while s
-                .recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-            {
-                s.recent.pop_front();
-            }
-            if s.recent.len() < self.per_minute {
-                s.recent.push_back(now);
-                return;
-            }
-            let oldest = s.recent.front().copied().unwrap_or(now);
-            tokio::time::sleep_until(oldest + WINDOW).await;
+        let started = Instant::now();
+        while let Some(wake) = self.try_take() {
+            tokio::time::sleep_until(wake).await;
         }
+        self.count_wait(started.elapsed());
     }
 
-    /// Make no call for `wait` (a rate-limit answer's `Retry-After` or backoff).
-    pub async fn close_for(&self, wait: Duration) {
-        let mut s = self.state.lock().await;
-        let until = Instant::now() + wait;
+    /// Take a slot now, or say when to look again.
+    fn try_take(&self) -> Option<Instant> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(until) = s.closed_until {
+            if until > now {
+                return Some(until);
+            }
+            s.closed_until = None;
+        }
+        while s
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
+            s.recent.pop_front();
+        }
+        if s.recent.len() < self.per_minute {
+            s.recent.push_back(now);
+            return None;
+        }
+        let oldest = s.recent.front().copied().unwrap_or(now);
+        Some(oldest + WINDOW)
+    }
+
+    /// Make no call for `wait` (a rate-limit answer's `Retry-After` or
+    /// backoff, already clamped by the caller).
+    pub fn close_for(&self, wait: Duration) {
+        let now = Instant::now();
+        let until = now
+            .checked_add(wait)
+            .unwrap_or(now + crate::clamp::MAX_RETRY_AFTER);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.closed_until.is_none_or(|u| u < until) {
             s.closed_until = Some(until);
+        }
+    }
+
+    /// How long callers waited for the budget since the last call of this.
+    pub fn take_waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_nanos.swap(0, Ordering::Relaxed))
+    }
+
+    fn count_wait(&self, waited: Duration) {
+        if waited.is_zero() {
+            return;
+        }
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+        // The metric counts whole seconds; the fractions add up here.
+        let before = self.total_waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let after = before.saturating_add(nanos);
+        let seconds = after / NANOS_PER_SECOND - before / NANOS_PER_SECOND;
+        if seconds > 0 {
+            metrics::counter!("orderwatch_api_throttled_seconds_total", "source" => self.source.clone())
+                .increment(seconds);
         }
     }
 }
@@ -77,24 +125,63 @@ impl RequestBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_spreads_calls_over_the_minute() {
-        let budget = RequestBudget::new(2);
+        let budget = RequestBudget::new("s", 2);
         let start = Instant::now();
         budget.acquire().await;
         budget.acquire().await;
         assert_eq!(Instant::now(), start);
+        assert_eq!(budget.take_waited(), Duration::ZERO);
         budget.acquire().await;
         assert!(Instant::now() >= start + WINDOW);
+        assert!(budget.take_waited() >= WINDOW);
+        assert_eq!(budget.take_waited(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn closing_delays_the_next_call() {
-        let budget = RequestBudget::new(100);
+        let budget = RequestBudget::new("s", 100);
         let start = Instant::now();
-        budget.close_for(Duration::from_secs(7)).await;
+        budget.close_for(Duration::from_secs(7));
         budget.acquire().await;
         assert!(Instant::now() >= start + Duration::from_secs(7));
+    }
+
+    /// A caller waiting for a slot must not keep a rate-limit answer from
+    /// closing the budget for everyone: the close takes effect at once, and
+    /// the waiting caller honours it too.
+    #[tokio::test(start_paused = true)]
+    async fn closing_does_not_wait_for_callers_waiting_for_a_slot() {
+        let budget = Arc::new(RequestBudget::new("s", 1));
+        let start = Instant::now();
+        budget.acquire().await;
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                budget.acquire().await;
+                Instant::now()
+            })
+        };
+        // Let the waiter start waiting for the next slot (a minute away).
+        tokio::task::yield_now().await;
+        budget.close_for(Duration::from_secs(300));
+        assert!(
+            Instant::now() < start + Duration::from_secs(1),
+            "close_for returned only after {:?}",
+            Instant::now() - start
+        );
+        let served = waiter.await.unwrap();
+        assert!(served >= start + Duration::from_secs(300), "{served:?}");
+    }
+
+    #[test]
+    fn absurd_waits_do_not_overflow() {
+        let budget = RequestBudget::new("s", 1);
+        budget.close_for(Duration::MAX);
+        budget.count_wait(Duration::MAX);
+        budget.count_wait(Duration::MAX);
     }
 }

@@ -4,27 +4,37 @@
 use super::budget::RequestBudget;
 use super::error::{ApiError, ApiErrorKind};
 use super::token::{FreshToken, TokenCache};
+use crate::clamp::{self, MAX_RETRY_AFTER};
 use crate::config::SourceConfig;
-use crate::secret::Secret;
+use crate::diff::{self, Rules};
+use crate::secret::{self, Secret};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rand::Rng;
-use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 /// A list answer larger than this is refused rather than read into memory.
 pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 /// One order's detail larger than this is refused.
 pub const MAX_ORDER_BYTES: usize = 8 * 1024 * 1024;
-/// A `Retry-After` longer than this is shortened: a cycle must end some day.
-const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(600);
 /// Rate-limit answers tolerated in one call before the cycle gives up.
 const MAX_RATE_LIMITED: u32 = 6;
+/// No listing is believed to hold more orders than this: paging past it
+/// ends the cycle with an error, whatever `X-Total-Count` says (or when it
+/// never says anything).
+pub const MAX_LISTED_ORDERS: u64 = 1_000_000;
+/// Waiting this long for the request budget in one cycle is worth a line
+/// in the log: it is what makes a cycle slow.
+const THROTTLE_NOTICE: Duration = Duration::from_secs(1);
+/// What a token's `expires_in` is taken to be when absent or nonsense:
+/// Orange's documented default.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// One page of a list call, as read.
 pub struct Page {
@@ -39,7 +49,11 @@ pub struct Page {
 pub struct SourceClient {
     name: String,
     http: reqwest::Client,
+    /// `base_url` with the list path appended to its own path.
     list_url: Url,
+    /// Reads the ids of a page's first and last orders, to tell a page
+    /// repeated by an API that ignores `offset`.
+    rules: Rules,
     token_url: Url,
     client_id: String,
     client_secret: Secret,
@@ -83,13 +97,14 @@ impl SourceClient {
                     format!("cannot build the HTTP client: {e}"),
                 )
             })?;
-        let list_url = cfg.base_url.join(&cfg.path).map_err(|e| {
-            ApiError::new(ApiErrorKind::Other, format!("bad path `{}`: {e}", cfg.path))
-        })?;
+        let list_url = join_base(&cfg.base_url, &cfg.path);
+        // The token endpoint may echo the Basic header it was sent.
+        secret::remember_basic(&cfg.client_id, &cfg.client_secret);
         Ok(SourceClient {
             name: cfg.name.clone(),
             http,
             list_url,
+            rules: Rules::from_config(cfg),
             token_url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
@@ -101,7 +116,7 @@ impl SourceClient {
             retries: cfg.retries,
             retry_backoff: cfg.retry_backoff,
             tokens: TokenCache::new(),
-            budget: RequestBudget::new(cfg.max_requests_per_minute),
+            budget: RequestBudget::new(&cfg.name, cfg.max_requests_per_minute),
         })
     }
 
@@ -109,14 +124,44 @@ impl SourceClient {
         &self.name
     }
 
-    /// Read all pages, one at a time, in order.
+    /// The list URL with `segments` appended, each escaped as one path
+    /// segment (an id holding `/`, `?` or `#` stays one segment). With no
+    /// segments, the list URL itself. The path of `base_url` is kept: behind
+    /// a gateway, `https://gw.example.com/orange` lists from
+    /// `https://gw.example.com/orange/order-tracking/b2b/v1/orders`.
+    pub fn api_url(&self, segments: &[&str]) -> Result<Url, ApiError> {
+        let mut url = self.list_url.clone();
+        if segments.is_empty() {
+            return Ok(url);
+        }
+        match url.path_segments_mut() {
+            Ok(mut path) => {
+                path.pop_if_empty().extend(segments);
+            }
+            Err(()) => {
+                return Err(ApiError::new(
+                    ApiErrorKind::Other,
+                    "the list URL cannot take an id",
+                ));
+            }
+        }
+        Ok(url)
+    }
+
+    /// Read all pages, in order. The cycle this listing belongs to starts
+    /// now: the time the request budget holds it back is counted from here
+    /// and logged when the pager is dropped.
     pub fn pages(&self) -> Pager<'_> {
+        // Waits before this cycle belong to no cycle.
+        let _ = self.budget.take_waited();
         Pager {
             client: self,
             next_offset: 0,
             total: None,
             in_flight: FuturesOrdered::new(),
             finished: false,
+            pages_read: 0,
+            previous: None,
         }
     }
 
@@ -186,14 +231,15 @@ impl SourceClient {
         Ok(Some(order))
     }
 
+    /// An answer that is not what it should be. Not logged here: the error
+    /// ends the call, and whoever handles it (the cycle) logs it once.
     fn bad_answer(&self, answer: &Answer, detail: String) -> ApiError {
-        warn!(source = %self.name, request_id = answer.request_id.as_deref().unwrap_or("-"), "{detail}");
         ApiError {
             kind: ApiErrorKind::BadAnswer,
             http: Some(answer.status.as_u16()),
             code: None,
             request_id: answer.request_id.clone(),
-            detail,
+            detail: sanitize(&detail),
         }
     }
 
@@ -234,16 +280,16 @@ impl SourceClient {
                     "no access_token in the answer".into(),
                 ));
             };
-            let seconds = match parsed.expires_in {
-                Some(serde_json::Value::Number(n)) => n.as_u64(),
-                Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-                _ => None,
-            }
-            .unwrap_or(3600);
-            debug!(source = %self.name, expires_in = seconds, "new access token");
+            let expires_in = parsed
+                .expires_in
+                .as_ref()
+                .and_then(clamp::expires_in)
+                .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+                .max(Duration::from_secs(1));
+            debug!(source = %self.name, expires_in_s = expires_in.as_secs(), "new access token");
             return Ok(FreshToken {
-                value: Secret::new(token),
-                expires_in: Duration::from_secs(seconds.max(1)),
+                value: Secret::issued(token),
+                expires_in,
             });
         }
         let (error, description) = parsed
@@ -267,20 +313,22 @@ impl SourceClient {
         Err(self.token_error(kind, &answer, detail))
     }
 
+    /// A failed token request. Not logged here: the error ends the cycle,
+    /// which logs it once.
     fn token_error(&self, kind: ApiErrorKind, answer: &Answer, detail: String) -> ApiError {
-        let err = ApiError {
+        ApiError {
             kind,
             http: Some(answer.status.as_u16()),
             code: None,
             request_id: answer.request_id.clone(),
             detail: sanitize(&detail),
-        };
-        warn!(source = %self.name, request_id = answer.request_id.as_deref().unwrap_or("-"), "token request failed: {err}");
-        err
+        }
     }
 
     /// An authenticated API call with Orange's error handling: a fresh token
     /// once after a 401, waiting out rate limits, giving up on other errors.
+    /// What is recovered from is logged here; an error that ends the call is
+    /// not, since its handler logs it (once).
     async fn api_call(&self, build: impl Fn() -> RequestBuilder) -> Result<Answer, ApiError> {
         let mut refreshed = false;
         let mut rate_limited = 0u32;
@@ -307,18 +355,17 @@ impl SourceClient {
             };
             let status = answer.status.as_u16();
             let is_rate_limit = status == 429 || (status == 403 && code == Some(53));
-            if status != 404 {
-                warn!(
-                    source = %self.name,
-                    http = status,
-                    code = code.unwrap_or(0),
-                    request_id = answer.request_id.as_deref().unwrap_or("-"),
-                    "Orange API call failed: {detail}"
-                );
-            }
+            let request_id = answer.request_id.as_deref().unwrap_or("-");
             match status {
                 401 if !refreshed => {
                     refreshed = true;
+                    info!(
+                        source = %self.name,
+                        http = status,
+                        code = code.unwrap_or(0),
+                        request_id,
+                        "Orange refused the access token: fetching a new one ({detail})"
+                    );
                     self.tokens.invalidate(&token).await;
                 }
                 401 => return Err(error(ApiErrorKind::Unauthorized)),
@@ -327,14 +374,20 @@ impl SourceClient {
                     if rate_limited > MAX_RATE_LIMITED {
                         return Err(error(ApiErrorKind::RateLimited));
                     }
-                    let wait = retry_after(&answer.headers)
-                        .map(|d| d.min(MAX_RATE_LIMIT_WAIT))
-                        .unwrap_or_else(|| {
-                            jittered(Duration::from_secs(2) * 2u32.pow((rate_limited - 1).min(8)))
-                        })
-                        .min(MAX_RATE_LIMIT_WAIT);
-                    warn!(source = %self.name, wait_ms = wait.as_millis() as u64, "rate limited by Orange: waiting");
-                    self.budget.close_for(wait).await;
+                    let backoff = Duration::from_secs(2)
+                        .saturating_mul(2u32.saturating_pow((rate_limited - 1).min(8)));
+                    let wait = clamp::retry_after(&answer.headers)
+                        .unwrap_or_else(|| jittered(backoff))
+                        .min(MAX_RETRY_AFTER);
+                    warn!(
+                        source = %self.name,
+                        http = status,
+                        code = code.unwrap_or(0),
+                        request_id,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "rate limited by Orange: waiting ({detail})"
+                    );
+                    self.budget.close_for(wait);
                 }
                 403 => return Err(error(ApiErrorKind::Forbidden)),
                 404 => return Err(error(ApiErrorKind::NotFound)),
@@ -346,24 +399,17 @@ impl SourceClient {
     }
 
     /// Send within the budget; retry 5xx, timeouts and connection errors with
-    /// backoff. Any other answer is returned as it is.
+    /// backoff. Any other answer is returned as it is. Each retry is logged
+    /// as it is decided; the final failure is left to the caller to log.
     async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Answer, ApiError> {
         let mut attempt = 0u32;
         loop {
             self.budget.acquire().await;
             let outcome = self.send_once(build()).await;
-            let failure = match outcome {
+            let mut failure = match outcome {
                 Ok(answer) if !answer.status.is_server_error() => return Ok(answer),
                 Ok(answer) => {
                     let (code, detail) = orange_error(&answer.body);
-                    warn!(
-                        source = %self.name,
-                        http = answer.status.as_u16(),
-                        code = code.unwrap_or(0),
-                        request_id = answer.request_id.as_deref().unwrap_or("-"),
-                        attempt = attempt + 1,
-                        "Orange answered a server error: {detail}"
-                    );
                     ApiError {
                         kind: ApiErrorKind::Server,
                         http: Some(answer.status.as_u16()),
@@ -374,16 +420,33 @@ impl SourceClient {
                 }
                 // An answer too large is refused, not fetched again.
                 Err(e) if e.kind == ApiErrorKind::BadAnswer => return Err(e),
-                Err(e) => {
-                    warn!(source = %self.name, attempt = attempt + 1, "API call failed: {e}");
-                    e
-                }
+                Err(e) => e,
             };
             if attempt >= self.retries {
+                if attempt > 0 {
+                    let retries = if attempt == 1 { "retry" } else { "retries" };
+                    failure.detail =
+                        format!("{}; still so after {attempt} {retries}", failure.detail);
+                }
                 return Err(failure);
             }
-            let wait = jittered(self.retry_backoff * 2u32.pow(attempt.min(10)));
+            let wait = jittered(
+                self.retry_backoff
+                    .saturating_mul(2u32.saturating_pow(attempt.min(10))),
+            );
             attempt += 1;
+            warn!(
+                source = %self.name,
+                http = failure.http.unwrap_or(0),
+                code = failure.code.unwrap_or(0),
+                request_id = failure.request_id.as_deref().unwrap_or("-"),
+                attempt,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "{} (attempt {attempt} of {}): retrying: {}",
+                failure.headline(),
+                self.retries + 1,
+                failure.detail
+            );
             tokio::time::sleep(wait).await;
         }
     }
@@ -421,6 +484,21 @@ pub struct Pager<'a> {
     total: Option<u64>,
     in_flight: FuturesOrdered<futures::future::BoxFuture<'a, Result<Page, ApiError>>>,
     finished: bool,
+    pages_read: u64,
+    /// The previous page's ids, to tell a page served again.
+    previous: Option<PageIds>,
+}
+
+/// What tells a page from the next: the ids of its first and last orders
+/// and how many it holds. An API that ignores `offset` serves the same
+/// ones again; a real next page never does (unless exactly a page's worth
+/// of orders was added in front between the two calls, and then stopping
+/// this cycle is right too).
+#[derive(PartialEq, Eq)]
+struct PageIds {
+    first: String,
+    last: String,
+    len: usize,
 }
 
 impl Pager<'_> {
@@ -444,8 +522,14 @@ impl Pager<'_> {
         if page.total.is_some() {
             self.total = page.total;
         }
+        self.pages_read += 1;
+        if let Err(e) = self.check_progress(&page) {
+            self.finished = true;
+            self.in_flight = FuturesOrdered::new();
+            return Err(e);
+        }
         let n = page.orders.len() as u64;
-        let end = page.offset + n;
+        let end = page.offset.saturating_add(n);
         let short = n < self.client.page_size;
         let past_total = self.total.is_some_and(|t| end >= t);
         if n == 0 || short || past_total {
@@ -454,6 +538,41 @@ impl Pager<'_> {
             self.in_flight = FuturesOrdered::new();
         }
         Ok(Some(page))
+    }
+
+    /// Paging must end: a page that repeats the previous one, or paging past
+    /// [`MAX_LISTED_ORDERS`], ends the listing with an error (and the cycle
+    /// then looks for no vanished order).
+    fn check_progress(&mut self, page: &Page) -> Result<(), ApiError> {
+        let paging_error = |detail: String| ApiError {
+            kind: ApiErrorKind::Paging,
+            http: Some(200),
+            code: None,
+            request_id: page.request_id.clone(),
+            detail,
+        };
+        let ids = self.client.page_ids(page);
+        if ids.is_some() && ids == self.previous {
+            return Err(paging_error(format!(
+                "the page at offset {} holds the same orders as the page before it: the API seems to ignore `offset`",
+                page.offset
+            )));
+        }
+        self.previous = ids;
+        let max_pages = MAX_LISTED_ORDERS.div_ceil(self.client.page_size);
+        if self.pages_read >= max_pages && !page.orders.is_empty() {
+            let more_expected = (page.orders.len() as u64) >= self.client.page_size
+                && self
+                    .total
+                    .is_none_or(|t| page.offset.saturating_add(page.orders.len() as u64) < t);
+            if more_expected {
+                return Err(paging_error(format!(
+                    "{} pages of {} read and the listing goes on: more than the {MAX_LISTED_ORDERS} orders orderwatch reads from one listing (narrow it with `filters`)",
+                    self.pages_read, self.client.page_size
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn top_up(&mut self) {
@@ -469,7 +588,7 @@ impl Pager<'_> {
                 }
             }
             let offset = self.next_offset;
-            self.next_offset += self.client.page_size;
+            self.next_offset = self.next_offset.saturating_add(self.client.page_size);
             let client = self.client;
             self.in_flight.push_back(Box::pin(client.page(offset)));
             if self.total.is_some_and(|t| self.next_offset >= t) {
@@ -477,6 +596,48 @@ impl Pager<'_> {
             }
         }
     }
+}
+
+impl Drop for Pager<'_> {
+    /// The cycle is over: say once if the request budget held it back.
+    fn drop(&mut self) {
+        let waited = self.client.budget.take_waited();
+        if waited >= THROTTLE_NOTICE {
+            info!(
+                source = %self.client.name,
+                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                max_requests_per_minute = self.client.budget.per_minute(),
+                "this cycle waited {:.1}s for the request budget ({} calls a minute, and any rate-limit answer's wait): raise max_requests_per_minute if Orange allows, or poll less often",
+                waited.as_secs_f64(),
+                self.client.budget.per_minute()
+            );
+        }
+    }
+}
+
+impl SourceClient {
+    fn page_ids(&self, page: &Page) -> Option<PageIds> {
+        let id = |raw: &RawValue| diff::identify(raw, &self.rules).ok().map(|(id, _)| id);
+        Some(PageIds {
+            first: id(page.orders.first()?)?,
+            last: id(page.orders.last()?)?,
+            len: page.orders.len(),
+        })
+    }
+}
+
+/// `base` with `path` appended to its own path, never replacing it (as
+/// `Url::join` of an absolute path would): `http://gw/api` and
+/// `/oauth/v3/token` give `http://gw/api/oauth/v3/token`.
+pub fn join_base(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url
 }
 
 /// Orange's `{"code", "message", "description"}`, or a short plain text.
@@ -498,13 +659,16 @@ fn orange_error(body: &[u8]) -> (Option<i64>, String) {
     }
 }
 
-/// Keep messages from outside short and on one line.
+/// Keep messages from outside short, on one line, and free of secrets.
 fn sanitize(text: &str) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let trimmed = one_line.trim();
+    // Redacted before it is shortened: a secret cut in half would no
+    // longer be recognised.
+    let redacted = secret::redact(&one_line);
+    let trimmed = redacted.trim();
     match trimmed.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &trimmed[..i]),
         None => trimmed.to_owned(),
@@ -569,15 +733,6 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Orange).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    text.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-}
-
 /// ±20% so many clients recovering together do not call in step.
 pub(crate) fn jittered(base: Duration) -> Duration {
     let factor = rand::rng().random_range(0.8..=1.2);
@@ -608,6 +763,27 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn base_url_paths_are_kept() {
+        let join = |base: &str, path: &str| join_base(&Url::parse(base).unwrap(), path).to_string();
+        assert_eq!(
+            join("http://gw:8080/api", "/oauth/v3/token"),
+            "http://gw:8080/api/oauth/v3/token"
+        );
+        assert_eq!(
+            join("http://gw:8080/api/", "/order-tracking/b2b/v1/orders"),
+            "http://gw:8080/api/order-tracking/b2b/v1/orders"
+        );
+        assert_eq!(
+            join("https://api.orange.com", "/oauth/v3/token"),
+            "https://api.orange.com/oauth/v3/token"
+        );
+        assert_eq!(
+            join("https://api.orange.com/", "ordering/b2b/v2/requests"),
+            "https://api.orange.com/ordering/b2b/v2/requests"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum ApiErrorKind {
     NotFound,
     /// 406 code 62: a request orderwatch built wrong.
     NotAcceptable,
-    /// 5xx after the retries.
+    /// 5xx, after the retries (the detail says how many).
     Server,
     /// No answer in time, after the retries.
     Timeout,
@@ -30,6 +30,9 @@ pub enum ApiErrorKind {
     Connect,
     /// The answer was not the JSON it should be (truncated, HTML, wrong shape).
     BadAnswer,
+    /// The listing would not end: a page repeating the one before (the API
+    /// ignores `offset`), or more pages than any plausible listing has.
+    Paging,
     /// Any other status.
     Other,
 }
@@ -55,7 +58,7 @@ impl ApiError {
         }
     }
 
-    fn headline(&self) -> &'static str {
+    pub(crate) fn headline(&self) -> &'static str {
         match self.kind {
             ApiErrorKind::InvalidClient => {
                 "Orange refused the client credentials: check client_id and client_secret"
@@ -74,10 +77,13 @@ impl ApiError {
             ApiErrorKind::NotAcceptable => {
                 "Orange answered 406 Not Acceptable: orderwatch sent a request Orange does not accept (a bug: please report it with the request id)"
             }
-            ApiErrorKind::Server => "Orange answered with a server error, still after retries",
-            ApiErrorKind::Timeout => "Orange did not answer in time, still after retries",
-            ApiErrorKind::Connect => "could not connect to the API, still after retries",
+            ApiErrorKind::Server => "Orange answered with a server error",
+            ApiErrorKind::Timeout => "Orange did not answer in time",
+            ApiErrorKind::Connect => "could not connect to the API",
             ApiErrorKind::BadAnswer => "the API's answer was not the JSON expected",
+            ApiErrorKind::Paging => {
+                "the listing did not end, so this cycle stopped reading it (no order is taken as removed)"
+            }
             ApiErrorKind::Other => "the API answered with an unexpected status",
         }
     }

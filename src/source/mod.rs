@@ -7,5 +7,7 @@ mod error;
 mod token;
 
 pub(crate) use client::jittered;
-pub use client::{MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient};
+pub use client::{
+    MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient, join_base,
+};
 pub use error::{ApiError, ApiErrorKind};

@@ -47,9 +47,15 @@ impl TokenCache {
         }
         let fresh = fetch().await?;
         let value = Arc::new(fresh.value);
+        let now = Instant::now();
+        // The lifetime is clamped where it is read; an Instant that still
+        // cannot hold it means "refresh before the next call".
+        let refresh_at = now
+            .checked_add(refresh_margin(fresh.expires_in))
+            .unwrap_or(now);
         *current = Some(CachedToken {
             value: value.clone(),
-            refresh_at: Instant::now() + refresh_margin(fresh.expires_in),
+            refresh_at,
         });
         Ok(value)
     }

@@ -66,14 +66,24 @@ fn scenarios() -> Vec<Scenario> {
             "500 x8 (past 3 retries)",
             Inject(r#"{"status":500,"count":8}"#),
             1,
-            &["server error, still after retries", "HTTP 500", "code 1"],
+            &[
+                "server error",
+                "still so after 3 retries",
+                "HTTP 500",
+                "code 1",
+            ],
             true,
         ),
         s(
             "504 x8 on page 2",
             Inject(r#"{"status":504,"count":8,"target":"list","offset":20}"#),
             1,
-            &["server error, still after retries", "HTTP 504", "code 6"],
+            &[
+                "server error",
+                "still so after 3 retries",
+                "HTTP 504",
+                "code 6",
+            ],
             true,
         ),
         s(
@@ -103,7 +113,7 @@ fn scenarios() -> Vec<Scenario> {
                 "latency 800ms > timeout 300ms",
                 Inject(r#"{"latency_ms":800}"#),
                 1,
-                &["did not answer in time, still after retries"],
+                &["did not answer in time", "still so after 3 retries"],
                 false,
             )
         },
@@ -170,7 +180,7 @@ fn scenarios() -> Vec<Scenario> {
             "token endpoint 503 x8",
             Inject(r#"{"status":503,"count":8,"target":"token"}"#),
             1,
-            &["server error, still after retries", "HTTP 503"],
+            &["server error", "HTTP 503"],
             true,
         ),
         s(

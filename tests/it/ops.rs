@@ -73,7 +73,11 @@ async fn health_readiness_and_metrics() {
     }
     assert_eq!(late.0, 503, "{}", late.1);
     assert!(late.1.contains("tracking: not ready"), "{}", late.1);
-    assert!(late.1.contains("last error"), "says why: {}", late.1);
+    assert!(
+        late.1.contains("the last poll failed"),
+        "says why: {}",
+        late.1
+    );
     assert_eq!(
         get(&format!("{base}/healthz")).await.map(|h| h.0),
         Some(200),
