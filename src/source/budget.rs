@@ -22,8 +22,10 @@ pub(crate) struct RequestBudget {
     source: String,
     per_minute: usize,
     state: Mutex<BudgetState>,
-    /// Time callers waited since [`RequestBudget::take_waited`] last asked.
-    waited_nanos: AtomicU64,
+    /// Time callers waited since [`RequestBudget::take_waited`] last asked:
+    /// for a free slot, and while a rate-limit answer closed the budget.
+    waited_for_slot_nanos: AtomicU64,
+    waited_closed_nanos: AtomicU64,
     /// Time callers ever waited, for the whole-seconds metric.
     total_waited_nanos: AtomicU64,
 }
@@ -44,7 +46,8 @@ impl RequestBudget {
                 recent: VecDeque::new(),
                 closed_until: None,
             }),
-            waited_nanos: AtomicU64::new(0),
+            waited_for_slot_nanos: AtomicU64::new(0),
+            waited_closed_nanos: AtomicU64::new(0),
             total_waited_nanos: AtomicU64::new(0),
         }
     }
@@ -55,20 +58,21 @@ impl RequestBudget {
 
     /// Wait for a slot, then take it.
     pub async fn acquire(&self) {
-        let started = Instant::now();
-        while let Some(wake) = self.try_take() {
+        while let Some((wake, closed)) = self.try_take() {
+            let slept = Instant::now();
             tokio::time::sleep_until(wake).await;
+            self.count_wait(slept.elapsed(), closed);
         }
-        self.count_wait(started.elapsed());
     }
 
-    /// Take a slot now, or say when to look again.
-    fn try_take(&self) -> Option<Instant> {
+    /// Take a slot now, or say when to look again (and whether because a
+    /// rate-limit answer closed the budget).
+    fn try_take(&self) -> Option<(Instant, bool)> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if let Some(until) = s.closed_until {
             if until > now {
-                return Some(until);
+                return Some((until, true));
             }
             s.closed_until = None;
         }
@@ -84,7 +88,7 @@ impl RequestBudget {
             return None;
         }
         let oldest = s.recent.front().copied().unwrap_or(now);
-        Some(oldest + WINDOW)
+        Some((oldest + WINDOW, false))
     }
 
     /// Make no call for `wait` (a rate-limit answer's `Retry-After` or
@@ -100,25 +104,62 @@ impl RequestBudget {
         }
     }
 
-    /// How long callers waited for the budget since the last call of this.
-    pub fn take_waited(&self) -> Duration {
-        Duration::from_nanos(self.waited_nanos.swap(0, Ordering::Relaxed))
+    /// How long callers waited since the last call of this: for a free
+    /// slot, and while the budget was closed by a rate-limit answer.
+    pub fn take_waited(&self) -> Waited {
+        let take = |n: &AtomicU64| Duration::from_nanos(n.swap(0, Ordering::Relaxed));
+        Waited {
+            for_slot: take(&self.waited_for_slot_nanos),
+            closed: take(&self.waited_closed_nanos),
+        }
     }
 
-    fn count_wait(&self, waited: Duration) {
+    fn count_wait(&self, waited: Duration, closed: bool) {
         if waited.is_zero() {
             return;
         }
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+        add_saturating(
+            if closed {
+                &self.waited_closed_nanos
+            } else {
+                &self.waited_for_slot_nanos
+            },
+            nanos,
+        );
         // The metric counts whole seconds; the fractions add up here.
-        let before = self.total_waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let before = add_saturating(&self.total_waited_nanos, nanos);
         let after = before.saturating_add(nanos);
         let seconds = after / NANOS_PER_SECOND - before / NANOS_PER_SECOND;
         if seconds > 0 {
             metrics::counter!("orderwatch_api_throttled_seconds_total", "source" => self.source.clone())
                 .increment(seconds);
         }
+    }
+}
+
+/// Add to a counter that stops at its maximum instead of wrapping to zero;
+/// the value before.
+fn add_saturating(counter: &AtomicU64, n: u64) -> u64 {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_add(n))
+        })
+        .unwrap_or_else(|v| v)
+}
+
+/// Time spent waiting for the budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Waited {
+    /// For a free slot: the budget's own per-minute limit.
+    pub for_slot: Duration,
+    /// While a rate-limit answer of Orange's closed the budget.
+    pub closed: Duration,
+}
+
+impl Waited {
+    pub fn total(&self) -> Duration {
+        self.for_slot.saturating_add(self.closed)
     }
 }
 
@@ -134,11 +175,13 @@ mod tests {
         budget.acquire().await;
         budget.acquire().await;
         assert_eq!(Instant::now(), start);
-        assert_eq!(budget.take_waited(), Duration::ZERO);
+        assert_eq!(budget.take_waited(), Waited::default());
         budget.acquire().await;
         assert!(Instant::now() >= start + WINDOW);
-        assert!(budget.take_waited() >= WINDOW);
-        assert_eq!(budget.take_waited(), Duration::ZERO);
+        let waited = budget.take_waited();
+        assert!(waited.for_slot >= WINDOW, "{waited:?}");
+        assert_eq!(waited.closed, Duration::ZERO);
+        assert_eq!(budget.take_waited(), Waited::default());
     }
 
     #[tokio::test(start_paused = true)]
@@ -148,6 +191,9 @@ mod tests {
         budget.close_for(Duration::from_secs(7));
         budget.acquire().await;
         assert!(Instant::now() >= start + Duration::from_secs(7));
+        let waited = budget.take_waited();
+        assert!(waited.closed >= Duration::from_secs(7), "{waited:?}");
+        assert_eq!(waited.for_slot, Duration::ZERO);
     }
 
     /// A caller waiting for a slot must not keep a rate-limit answer from
@@ -181,7 +227,11 @@ mod tests {
     fn absurd_waits_do_not_overflow() {
         let budget = RequestBudget::new("s", 1);
         budget.close_for(Duration::MAX);
-        budget.count_wait(Duration::MAX);
-        budget.count_wait(Duration::MAX);
+        budget.count_wait(Duration::MAX, true);
+        budget.count_wait(Duration::MAX, false);
+        budget.count_wait(Duration::MAX, false);
+        let waited = budget.take_waited();
+        assert_eq!(waited.for_slot, Duration::from_nanos(u64::MAX));
+        assert_eq!(waited.closed, Duration::from_nanos(u64::MAX));
     }
 }

@@ -602,16 +602,24 @@ impl Drop for Pager<'_> {
     /// The cycle is over: say once if the request budget held it back.
     fn drop(&mut self) {
         let waited = self.client.budget.take_waited();
-        if waited >= THROTTLE_NOTICE {
-            info!(
-                source = %self.client.name,
-                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-                max_requests_per_minute = self.client.budget.per_minute(),
-                "this cycle waited {:.1}s for the request budget ({} calls a minute, and any rate-limit answer's wait): raise max_requests_per_minute if Orange allows, or poll less often",
-                waited.as_secs_f64(),
-                self.client.budget.per_minute()
-            );
+        if waited.total() < THROTTLE_NOTICE {
+            return;
         }
+        let per_minute = self.client.budget.per_minute();
+        let advice = if waited.for_slot >= waited.closed {
+            "raise max_requests_per_minute if Orange allows it, or poll less often"
+        } else {
+            "Orange asked for the waits: lower max_requests_per_minute or concurrency, or poll less often"
+        };
+        info!(
+            source = %self.client.name,
+            waited_ms = u64::try_from(waited.total().as_millis()).unwrap_or(u64::MAX),
+            rate_limited_ms = u64::try_from(waited.closed.as_millis()).unwrap_or(u64::MAX),
+            max_requests_per_minute = per_minute,
+            "the request budget ({per_minute} calls a minute) held this cycle back {:.1}s, {:.1}s of it for Orange's rate-limit answers: {advice}",
+            waited.total().as_secs_f64(),
+            waited.closed.as_secs_f64(),
+        );
     }
 }
 
