@@ -386,41 +386,42 @@ const CHAT_TOKEN: &str = "EchoedChatWebhookToken42";
 /// bearer token, a chat webhook answering with its own URL in upper case.
 #[tokio::test]
 async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
-    let api = Hostile::start(|call: &Call| {
-        let path = call.path.as_str();
-        if path == format!("/tokens{TOKEN_PATH}") {
-            return Reply::json(
-                401,
-                json!({
-                    "error": "invalid_client",
-                    "error_description": format!(
-                        "refused Authorization: {} (client secret {ECHO_SECRET})",
-                        call.header("authorization")
-                    ),
-                }),
-            );
-        }
-        if path.ends_with(TOKEN_PATH) {
-            return token("3600");
-        }
-        if path == format!("/keys{LIST_PATH}") {
-            return Reply::json(
-                403,
-                json!({
-                    "code": 50,
-                    "message": "Forbidden",
-                    "description": format!(
-                        "key {} with {} is not subscribed",
-                        call.header("x-api-key"),
-                        call.header("authorization")
-                    ),
-                }),
-            );
-        }
-        if path == format!("/good{LIST_PATH}") {
-            return orders([1]).with("x-total-count", "1");
-        }
-        not_found()
+    // One API per source, so that each source meets one kind of echo.
+    let tokens_api = Hostile::start(|call: &Call| match call.path.as_str() {
+        TOKEN_PATH => Reply::json(
+            401,
+            json!({
+                "error": "invalid_client",
+                "error_description": format!(
+                    "refused Authorization: {} (client secret {ECHO_SECRET})",
+                    call.header("authorization")
+                ),
+            }),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let keys_api = Hostile::start(|call: &Call| match call.path.as_str() {
+        TOKEN_PATH => token("3600"),
+        LIST_PATH => Reply::json(
+            403,
+            json!({
+                "code": 50,
+                "message": "Forbidden",
+                "description": format!(
+                    "key {} with {} is not subscribed",
+                    call.header("x-api-key"),
+                    call.header("authorization")
+                ),
+            }),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let good_api = Hostile::start(|call: &Call| match call.path.as_str() {
+        TOKEN_PATH => token("3600"),
+        LIST_PATH => orders([1]).with("x-total-count", "1"),
+        _ => not_found(),
     })
     .await;
     // A chat service that answers with the URL it was called on, shouting.
@@ -442,9 +443,9 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
     );
     tokio::spawn(async move { axum::serve(listener, chat).await });
 
-    let source = |name: &str, first_poll: &str| {
+    let source = |name: &str, api: &Hostile, first_poll: &str| {
         format!(
-            "  - name: {name}\n    api: order-tracking\n    base_url: {}/{name}\n    client_id: {ECHO_CLIENT_ID}\n    client_secret: ${{ECHO_SECRET}}\n    api_key: ${{ECHO_KEY}}\n    interval: 1s\n    retry_backoff: 10ms\n    first_poll: {first_poll}\n",
+            "  - name: {name}\n    api: order-tracking\n    base_url: {}\n    client_id: {ECHO_CLIENT_ID}\n    client_secret: ${{ECHO_SECRET}}\n    api_key: ${{ECHO_KEY}}\n    interval: 1s\n    retry_backoff: 10ms\n    first_poll: {first_poll}\n",
             api.base
         )
     };
@@ -455,9 +456,9 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
     let ws = Workspace::new(
         &format!(
             "{}{}{}",
-            source("tokens", "baseline"),
-            source("keys", "baseline"),
-            source("good", "notify")
+            source("tokens", &tokens_api, "baseline"),
+            source("keys", &keys_api, "baseline"),
+            source("good", &good_api, "notify")
         ),
         "  - { name: chat, type: slack, url: \"${CHAT_URL}\" }\n",
         &format!("log: {{ level: trace }}\nlisten: 127.0.0.1:{port}\n"),
