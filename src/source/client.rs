@@ -1,5 +1,5 @@
 //! The HTTP client of one source: authenticated calls with Orange's error
-//! handling (DESIGN.md "The two APIs" table), paging, and detail by id.
+//! handling (README "Troubleshooting by Orange error"), paging, and detail by id.
 
 use super::budget::RequestBudget;
 use super::error::{ApiError, ApiErrorKind};
