@@ -169,7 +169,8 @@ impl EmailSink {
     /// (connection, TLS, timeout, a server that stopped offering STARTTLS),
     /// may pass later; a mail we cannot even form was refused before sending.
     fn classify(&self, e: &lettre::transport::smtp::Error) -> DeliveryError {
-        let reason = format!("{}: {e}", self.who());
+        // The server's text may quote what it was sent, the password too.
+        let reason = crate::secret::redact(&format!("{}: {e}", self.who()));
         if e.is_permanent() {
             DeliveryError::permanent(reason)
         } else {

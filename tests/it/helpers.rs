@@ -499,6 +499,9 @@ pub struct SmtpRecorder {
     pub refuse_next: Arc<Mutex<usize>>,
     /// The user and password of every successful AUTH PLAIN.
     pub logins: Arc<Mutex<Vec<(String, String)>>>,
+    /// Refuse every login with this code, quoting the user and password it
+    /// got (a server that echoes what it was sent).
+    pub refuse_login: Arc<Mutex<Option<u16>>>,
     /// The message being received on this connection.
     current: Vec<u8>,
 }
@@ -510,6 +513,12 @@ impl mailin_embedded::Handler for SmtpRecorder {
         user: &str,
         password: &str,
     ) -> mailin_embedded::Response {
+        if let Some(code) = *self.refuse_login.lock().unwrap() {
+            return mailin_embedded::Response::custom(
+                code,
+                format!("5.7.8 no user {user} with password {password}"),
+            );
+        }
         self.logins
             .lock()
             .unwrap()
@@ -565,6 +574,34 @@ pub fn smtp_server() -> (SmtpRecorder, u16) {
         let _ = server.serve();
     });
     (handler, port)
+}
+
+/// An SMTP server offering STARTTLS and AUTH PLAIN, with a certificate for
+/// `localhost` written to `dir`: its port, and the certificate's path (the
+/// `ca_file` that trusts it).
+pub fn tls_smtp_server(handler: SmtpRecorder, dir: &Path) -> (u16, PathBuf) {
+    use mailin_embedded::{AuthMechanism, SslConfig};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = mailin_embedded::Server::new(handler);
+    server
+        .with_name("localhost")
+        .with_ssl(SslConfig::SelfSigned {
+            cert_path: cert_path.display().to_string(),
+            key_path: key_path.display().to_string(),
+        })
+        .unwrap()
+        .with_auth(AuthMechanism::Plain)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    (port, cert_path)
 }
 
 /// Send SIGTERM to a child and wait (up to `within`) for it to exit.

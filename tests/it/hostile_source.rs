@@ -545,3 +545,42 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
     terminate(&mut child, Duration::from_secs(15)).await;
     assert_clean("run", &log_of(&ws));
 }
+
+const SMTP_PASSWORD: &str = "Echoed-Smtp-Password-77";
+
+/// The password an SMTP server echoes in its refusal is redacted from the
+/// dead letter and the log.
+#[tokio::test]
+async fn an_smtp_server_echoing_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpRecorder::default();
+    *smtp.refuse_login.lock().unwrap() = Some(535);
+    let (port, cert_path) = tls_smtp_server(smtp, dir.path());
+
+    let sim = simulator(1).await;
+    let ws = Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            &sim.base_url(),
+            "    first_poll: notify\n",
+        ),
+        &format!(
+            "  - {{ name: mail, type: email, smtp: {{ host: localhost, port: {port}, tls: starttls, username: ops, password: \"${{SMTP_PASSWORD}}\", ca_file: {}, timeout: 5s }}, from: ow@example.com, to: [noc@example.com] }}\n",
+            cert_path.display()
+        ),
+        "",
+    );
+    let env = [("SMTP_PASSWORD", SMTP_PASSWORD), ("RUST_LOG", "trace")];
+    let out = run_binary(&ws.config_path(), &["once"], &env).await;
+    let dead = run_binary(&ws.config_path(), &["dead-letters", "list", "--json"], &env).await;
+    let dead_text = String::from_utf8_lossy(&dead.stdout).into_owned();
+    assert!(dead_text.contains("535"), "{}\n{}", text(&dead), text(&out));
+    assert!(dead_text.contains("[redacted]"), "{}", text(&dead));
+    for shown in [text(&out), text(&dead)] {
+        assert!(
+            !shown.to_lowercase().contains(&SMTP_PASSWORD.to_lowercase()),
+            "{shown}"
+        );
+    }
+}

@@ -315,8 +315,7 @@ fn a_missing_field_renders_empty() {
 
 // ---------------------------------------------------------------- email
 
-use crate::helpers::{SmtpRecorder, smtp_server};
-use mailin_embedded::Server;
+use crate::helpers::{SmtpRecorder, smtp_server, tls_smtp_server};
 
 fn email_sink(port: u16, tls: &str, extra: &str) -> EmailSink {
     let c = config(&format!(
@@ -546,30 +545,9 @@ async fn email_to_a_server_that_goes_silent_is_retried() {
 /// private CA trusted through `ca_file`, and credentials sent only inside TLS.
 #[tokio::test]
 async fn email_over_starttls_with_a_private_ca() {
-    use mailin_embedded::{AuthMechanism, SslConfig};
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
-
     let handler = SmtpRecorder::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut server = Server::new(handler.clone());
-    server
-        .with_name("localhost")
-        .with_ssl(SslConfig::SelfSigned {
-            cert_path: cert_path.display().to_string(),
-            key_path: key_path.display().to_string(),
-        })
-        .unwrap()
-        .with_auth(AuthMechanism::Plain)
-        .with_tcp_listener(listener);
-    std::thread::spawn(move || {
-        let _ = server.serve();
-    });
+    let (port, cert_path) = tls_smtp_server(handler.clone(), dir.path());
 
     let sink_with = |ca: &str| {
         let c = config(&format!(
