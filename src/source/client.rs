@@ -744,7 +744,8 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 /// ±20% so many clients recovering together do not call in step.
 pub(crate) fn jittered(base: Duration) -> Duration {
     let factor = rand::rng().random_range(0.8..=1.2);
-    base.mul_f64(factor)
+    // `mul_f64` panics past `Duration::MAX`; a wait that long is `MAX`.
+    Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -760,6 +761,13 @@ mod tests {
         let (code, text) = orange_error(b"<html>oops</html>");
         assert_eq!(code, None);
         assert_eq!(text, "<html>oops</html>");
+    }
+
+    #[test]
+    fn jitter_of_the_longest_wait_does_not_overflow() {
+        for _ in 0..100 {
+            assert!(jittered(Duration::MAX) >= Duration::MAX.mul_f64(0.79));
+        }
     }
 
     #[test]
