@@ -803,6 +803,31 @@ mod tests {
     }
 
     #[test]
+    fn api_urls_keep_the_prefix_and_escape_each_segment() {
+        let yaml = "sources:\n  - { name: s, api: ordering, base_url: 'http://gw:8080/orange/', client_id: id, client_secret: secret-x, api_key: key-x }\n";
+        let config = crate::config::Config::parse(
+            yaml,
+            std::path::Path::new("t.yaml"),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        assert_eq!(
+            source.token_url.as_str(),
+            "http://gw:8080/orange/oauth/v3/token"
+        );
+        let client = SourceClient::new(source).unwrap();
+        assert_eq!(
+            client.api_url(&[]).unwrap().as_str(),
+            "http://gw:8080/orange/ordering/b2b/v2/requests"
+        );
+        assert_eq!(
+            client.api_url(&["A/1?x#y"]).unwrap().as_str(),
+            "http://gw:8080/orange/ordering/b2b/v2/requests/A%2F1%3Fx%23y"
+        );
+    }
+
+    #[test]
     fn sanitize_keeps_one_short_line() {
         assert_eq!(sanitize("a\nb\r\n"), "a b");
         assert!(sanitize(&"x".repeat(1000)).chars().count() <= 301);
