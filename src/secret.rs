@@ -29,7 +29,7 @@ const MIN_REDACTED_LEN: usize = 4;
 const MIN_URL_TOKEN_LEN: usize = 16;
 /// Tokens issued at run time that are still looked for; older ones expired
 /// long ago, and the list must not grow with every refresh.
-const MAX_ISSUED: usize = 32;
+const MAX_ISSUED: usize = 128;
 
 /// Every form of every secret known, lower-cased (matching ignores case).
 struct Known {
