@@ -179,6 +179,19 @@ impl Store {
             });
         }
         health.last_reopen = Some(Instant::now());
+        // Never a fresh empty store in place of one that went away: that
+        // would be a silent new baseline.
+        if !self.shared.dir.join("db").is_file() {
+            let gone = format!(
+                "the store's files at {} are gone: restore them, or restart orderwatch to begin a new store",
+                self.shared.dir.display()
+            );
+            if let Some(f) = health.failure.as_mut() {
+                f.error = gone.clone();
+            }
+            health.disk_full = false;
+            return Err(StoreError::Unavailable(gone));
+        }
         match SledStore::open(&self.shared.dir, REOPEN_LOCK_GRACE) {
             Ok(opened) => {
                 let opened = Arc::new(opened);
