@@ -48,6 +48,20 @@ struct Health {
     last_reopen: Option<Instant>,
 }
 
+impl Health {
+    /// The error to answer while the store is still failing.
+    fn last_error(&self) -> StoreError {
+        if self.disk_full {
+            return StoreError::DiskFull;
+        }
+        StoreError::Unavailable(
+            self.failure
+                .as_ref()
+                .map_or_else(String::new, |f| f.error.clone()),
+        )
+    }
+}
+
 /// Why the store cannot be used right now, for `/healthz` and `/readyz`.
 #[derive(Debug, Clone)]
 pub struct StoreFailure {
@@ -167,16 +181,7 @@ impl Store {
             .last_reopen
             .is_some_and(|t| t.elapsed() < REOPEN_EVERY)
         {
-            return Err(if health.disk_full {
-                StoreError::DiskFull
-            } else {
-                StoreError::Unavailable(
-                    health
-                        .failure
-                        .as_ref()
-                        .map_or_else(String::new, |f| f.error.clone()),
-                )
-            });
+            return Err(health.last_error());
         }
         health.last_reopen = Some(Instant::now());
         // Never a fresh empty store in place of one that went away: that
@@ -201,8 +206,14 @@ impl Store {
                 info!(state_dir = %self.shared.dir.display(), "the store can be written again");
                 Ok(opened)
             }
+            // The failed database has not let go of its lock yet (a call
+            // still holds it): not "another process", just not yet.
+            Err(StoreError::Locked { .. }) => Err(health.last_error()),
             Err(StoreError::OpenDiskFull { .. }) => {
                 health.disk_full = true;
+                if let Some(f) = health.failure.as_mut() {
+                    f.error = StoreError::DiskFull.to_string();
+                }
                 Err(StoreError::DiskFull)
             }
             Err(e) => {
