@@ -244,3 +244,35 @@ fn sources_and_outbox_sinks_are_listed_once_each() {
     assert_eq!(store.sources().unwrap(), ["a", "ab", "b"]);
     assert_eq!(store.outbox_sinks().unwrap(), ["chat", "hook"]);
 }
+
+#[test]
+fn reading_needs_an_existing_store_and_creates_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("data");
+    let err = Store::open_existing(&missing)
+        .err()
+        .expect("no store there");
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(!missing.exists());
+    drop(Store::open(&missing).unwrap());
+    assert!(Store::open_existing(&missing).is_ok());
+}
+
+#[test]
+fn a_file_in_the_way_of_state_dir_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    for dir in [file.clone(), file.join("data")] {
+        for err in [
+            Store::open(&dir).err().expect("refused"),
+            Store::open_existing(&dir).err().expect("refused"),
+        ] {
+            match &err {
+                StoreError::NotADirectory { file: f, .. } => assert_eq!(*f, file),
+                other => panic!("{other}"),
+            }
+            assert!(!err.to_string().contains("salvage"), "{err}");
+        }
+    }
+}
