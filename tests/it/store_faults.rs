@@ -327,10 +327,10 @@ fn scribble(path: &Path) {
 
 /// The same garbage in a store written by one baseline: sled 0.34 reads the
 /// damaged log as a shorter one and opens, without error, an empty store.
-/// Store::open (src/store/mod.rs, not this branch's to edit) then writes a
-/// fresh schema version and the next poll takes a silent baseline: what the
-/// store held is gone without a word. It could refuse a `db` file that holds
-/// data but whose meta has no schema version.
+/// Taking that for a new store would write a fresh schema version, and the
+/// next poll would take a silent baseline: what the store held would be
+/// gone without a word. A `db` file that holds data but whose meta has no
+/// schema version is refused instead.
 #[tokio::test]
 async fn garbage_in_the_sled_log_is_never_opened_as_an_empty_store() {
     let sim = simulator(200).await;
