@@ -1,6 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics` (Prometheus text, from the `metrics`
 //! facade's exporter). While the store cannot be written (a full disk),
-//! `/healthz` and `/readyz` answer 503 and say so.
+//! `/readyz` answers 503 and `/healthz` says so: it stays 200, because the
+//! process recovers by itself and a restart (a liveness probe's answer to a
+//! failing `/healthz`) would not give the disk room.
 
 use axum::Router;
 use axum::extract::State;
@@ -118,8 +120,8 @@ pub fn router(readiness: Arc<Readiness>) -> Router {
             "/healthz",
             get(|State(r): State<Arc<Readiness>>| async move {
                 match r.store_problem() {
-                    Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, problem),
-                    None => (StatusCode::OK, "ok\n".to_owned()),
+                    Some(problem) => format!("ok (running), but {problem}"),
+                    None => "ok\n".to_owned(),
                 }
             }),
         )
