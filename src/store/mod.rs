@@ -223,9 +223,17 @@ impl SledStore {
     /// a lock a stopping process (or a just-dropped store) still holds.
     pub(crate) fn open(dir: &Path, lock_grace: Duration) -> Result<SledStore, StoreError> {
         refuse_files_in_the_way(dir)?;
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unreadable {
-            dir: dir.to_owned(),
-            reason: format!("cannot create the directory: {e}"),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            if is_disk_full(&e) {
+                StoreError::OpenDiskFull {
+                    dir: dir.to_owned(),
+                }
+            } else {
+                StoreError::Unreadable {
+                    dir: dir.to_owned(),
+                    reason: format!("cannot create the directory: {e}"),
+                }
+            }
         })?;
         for path in leftovers::remove_unfinished_snapshots(dir) {
             tracing::warn!(

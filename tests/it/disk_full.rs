@@ -26,11 +26,15 @@ struct SmallDisk {
 impl SmallDisk {
     /// `None`, saying why, where mounting is not permitted.
     fn mount(test: &str) -> Option<SmallDisk> {
+        Self::mount_with(test, "size=8M")
+    }
+
+    fn mount_with(test: &str, options: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mount = dir.path().join("disk");
         std::fs::create_dir(&mount).unwrap();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8M", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(&mount)
             .output();
         let reason = match out {
@@ -199,6 +203,37 @@ async fn every_command_on_a_full_disk_leaves_the_store_openable() {
 
     disk.free();
     once_delivers(&ws, &hook, &closed).await;
+    sim.shutdown().await;
+}
+
+/// A disk with no room for even the store's directory (tmpfs counts files
+/// and directories too): `once` says the disk is full, and does not call
+/// for salvage; with room, it creates the store and takes its baseline.
+#[tokio::test]
+async fn a_new_store_on_a_full_disk_says_the_disk_is_full() {
+    let Some(disk) = SmallDisk::mount_with(
+        "a_new_store_on_a_full_disk_says_the_disk_is_full",
+        "size=8M,nr_inodes=16",
+    ) else {
+        return;
+    };
+    let sim = simulator(10).await;
+    let hook = Receiver::start().await;
+    let ws = workspace_on(&disk, &sim.base_url(), &hook.url, "");
+    let taken: Vec<PathBuf> = (0..)
+        .map(|i| disk.mount.join(format!("taken-{i}")))
+        .take_while(|p| std::fs::create_dir(p).is_ok())
+        .collect();
+    assert!(!taken.is_empty());
+    let out = ws.run(&["once"]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains(DISK_FULL) && !all.contains("salvage"), "{all}");
+
+    for p in &taken {
+        std::fs::remove_dir(p).unwrap();
+    }
+    ws.once_ok().await;
     sim.shutdown().await;
 }
 
