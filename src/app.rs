@@ -62,6 +62,7 @@ impl App {
         let wake = Arc::new(Notify::new());
         let router = Arc::new(Router::new(&config));
         let readiness = Arc::new(Readiness::default());
+        readiness.watch_store(store.clone());
         let mut pollers = Vec::new();
         for source in &config.sources {
             let poller = Poller::new(

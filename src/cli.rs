@@ -198,8 +198,10 @@ fn load(cli: &Cli) -> Result<(Config, Arc<Templates>), ExitCode> {
     }
 }
 
+/// The store for a command that reads it: one that is not there is an
+/// error, never created empty (only `run` and `once` create a store).
 fn open_store(config: &Config) -> Result<Store, ExitCode> {
-    Store::open(&config.state_dir).map_err(|e| {
+    Store::open_existing(&config.state_dir).map_err(|e| {
         eprintln!("error: {e}");
         exit(1)
     })

@@ -1,5 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics` (Prometheus text, from the `metrics`
-//! facade's exporter).
+//! facade's exporter). While the store cannot be written (a full disk),
+//! `/readyz` answers 503 and `/healthz` says so: it stays 200, because the
+//! process recovers by itself and a restart (a liveness probe's answer to a
+//! failing `/healthz`) would not give the disk room.
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +31,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[derive(Default)]
 pub struct Readiness {
     sources: Mutex<BTreeMap<String, SourceState>>,
+    store: OnceLock<crate::store::Store>,
 }
 
 struct SourceState {
@@ -40,6 +44,18 @@ struct SourceState {
 }
 
 impl Readiness {
+    /// Report this store's health too.
+    pub fn watch_store(&self, store: crate::store::Store) {
+        let _ = self.store.set(store);
+    }
+
+    /// Why the store cannot be written, while it cannot: one line.
+    pub fn store_problem(&self) -> Option<String> {
+        let failure = self.store.get()?.failure()?;
+        let secs = failure.since.elapsed().map_or(0, |d| d.as_secs());
+        Some(format!("store: failing for {secs}s: {}\n", failure.error))
+    }
+
     pub fn register(&self, source: &str, interval: Duration) {
         if let Ok(mut s) = self.sources.lock() {
             s.insert(
@@ -101,10 +117,21 @@ impl Readiness {
 pub fn router(readiness: Arc<Readiness>) -> Router {
     let handle = metrics_handle();
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|State(r): State<Arc<Readiness>>| async move {
+                match r.store_problem() {
+                    Some(problem) => format!("ok (running), but {problem}"),
+                    None => "ok\n".to_owned(),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(r): State<Arc<Readiness>>| async move {
+                if let Some(problem) = r.store_problem() {
+                    return (StatusCode::SERVICE_UNAVAILABLE, problem);
+                }
                 match r.check() {
                     Ok(body) => (StatusCode::OK, body),
                     Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body),

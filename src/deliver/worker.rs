@@ -6,6 +6,12 @@
 //! age run out, or at once on a permanent failure. An entry in flight is held
 //! in memory only: if the process dies, it is still in the outbox at its due
 //! time and is delivered again after restart (same `webhook-id`).
+//!
+//! When a delivery succeeded but the store would not remove its entry (a
+//! full disk), the fact is kept in memory: the entry is not delivered again
+//! while it stays in the outbox, and its removal is tried again on every
+//! pass, so a receiver sees it at most once more (if the store loses the
+//! removal, or the process stops before it is written).
 
 use super::DeliveryError;
 use super::sink::Sink;
@@ -13,7 +19,7 @@ use crate::config::DeliveryConfig;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -62,6 +68,8 @@ pub struct Dispatcher {
     policy: DeliveryConfig,
     wake: Arc<Notify>,
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Delivered, but the store refused to remove the entry: sink and seq.
+    delivered_unremoved: Mutex<HashSet<(String, u64)>>,
 }
 
 impl Dispatcher {
@@ -77,6 +85,7 @@ impl Dispatcher {
             policy,
             wake,
             gauges_at: std::sync::Mutex::new(None),
+            delivered_unremoved: Mutex::new(HashSet::new()),
         }
     }
 
@@ -113,6 +122,11 @@ impl Dispatcher {
         let mut ready = Vec::with_capacity(due.len());
         let mut orders: HashSet<(String, String)> = HashSet::new();
         for d in due {
+            if self.was_delivered(&d) {
+                self.remove_delivered(&d);
+                report.held_back += 1;
+                continue;
+            }
             let key = (d.entry.source.clone(), d.entry.order_id.clone());
             if orders.contains(&key) || !self.store.is_first_of_order(&d.entry)? {
                 report.held_back += 1;
@@ -143,7 +157,11 @@ impl Dispatcher {
         };
         match result {
             Ok(()) => {
-                self.store.complete(&due)?;
+                if let Err(e) = self.store.complete(&due) {
+                    self.unremoved()
+                        .insert((due.entry.sink.clone(), due.entry.seq));
+                    error!(sink = %sink.name, id = %due.entry.event_id, "delivered, but its outbox entry could not be removed: {e}; it is not delivered again, and its removal is tried again on each pass");
+                }
                 label("delivered");
                 info!(sink = %sink.name, event = %due.entry.event_type, id = %due.entry.event_id, order_id = %due.entry.order_id, "delivered");
                 report.delivered = 1;
@@ -186,6 +204,27 @@ impl Dispatcher {
             }
         }
         Ok(report)
+    }
+
+    fn unremoved(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u64)>> {
+        self.delivered_unremoved
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn was_delivered(&self, due: &DueEntry) -> bool {
+        self.unremoved()
+            .contains(&(due.entry.sink.clone(), due.entry.seq))
+    }
+
+    /// Try again to remove an entry that was delivered; it stays known as
+    /// delivered until that works.
+    fn remove_delivered(&self, due: &DueEntry) {
+        if self.store.complete(due).is_ok() {
+            self.unremoved()
+                .remove(&(due.entry.sink.clone(), due.entry.seq));
+            info!(sink = %due.entry.sink, id = %due.entry.event_id, "outbox entry of an earlier delivery removed");
+        }
     }
 
     /// Exponential from `initial`, doubling to `max`, ±20% jitter; a

@@ -2,7 +2,12 @@
 //! one sled database. This is the only module that imports sled, so the engine
 //! can be replaced without touching the rest.
 //!
-//! Trees (DESIGN.md "Store"):
+//! [`Store`] (`handle.rs`) is what the rest of orderwatch holds: it opens
+//! the database again after the disk failed under it (a full disk), and
+//! `leftovers.rs` clears the snapshot files sled began and could not finish,
+//! which would otherwise make a healthy store read as corrupt.
+//!
+//! Trees:
 //! - `snapshots`: `source \0 order_id` → [`Snapshot`]
 //! - `listed`: `source \0 order_id` → nothing, for each snapshot whose order
 //!   is still in the listing: the vanish step reads these small keys instead
@@ -15,16 +20,20 @@
 //! - `events`: `seq` → event JSON, a bounded log for `orderwatch events`
 //! - `meta`: schema version, baseline markers, the event sequence
 
+mod handle;
 mod keys;
+mod leftovers;
 pub mod salvage;
 mod snapshot;
 
+pub use handle::{Store, StoreFailure};
 pub use snapshot::Snapshot;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Bump when a tree's layout changes; an older binary refuses a newer store.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -38,13 +47,38 @@ const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How long an open waits for a store lock held by a process that is
 /// stopping.
-pub(crate) const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const LOCK_GRACE: Duration = Duration::from_secs(2);
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_EVENT_SEQ: &[u8] = b"event_seq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "there is no orderwatch store at {dir} (the config's state_dir), so there is nothing to show: `orderwatch run` or `orderwatch once` creates it (if you expected one here, check state_dir)"
+    )]
+    Missing { dir: PathBuf },
+    #[error(
+        "state_dir {dir} is not a directory: {file} is a file. Point state_dir at a directory (orderwatch creates it when it is missing); nothing was changed"
+    )]
+    NotADirectory { dir: PathBuf, file: PathBuf },
+    #[error(
+        "the store at {dir} cannot be opened: the disk holding it is full (no space left on device). Free some space, then try again: the store is not damaged, and nothing in it was lost"
+    )]
+    OpenDiskFull { dir: PathBuf },
+    #[error(
+        "the store cannot be written: the disk holding it is full (no space left on device). Free some space: orderwatch carries on by itself once it can write again"
+    )]
+    DiskFull,
+    #[error(
+        "could not write the store at {dir} to disk: the disk holding it is full (no space left on device). What was not written is lost from the store, as in a crash: the next poll detects those changes again (same event ids), and deliveries made since the last write may be repeated once (same webhook-id)"
+    )]
+    FlushDiskFull { dir: PathBuf },
+    #[error("the store cannot be read or written: {0}")]
+    Io(String),
+    /// The store failed earlier and could not be opened again yet.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(
         "the store at {dir} is in use by another process (sled holds a lock on it): stop the other orderwatch, or point state_dir elsewhere"
     )]
@@ -69,8 +103,29 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Engine(e.to_string())
+        match &e {
+            sled::Error::Io(io) if is_disk_full(io) => StoreError::DiskFull,
+            sled::Error::Io(_) => StoreError::Io(e.to_string()),
+            _ => StoreError::Engine(e.to_string()),
+        }
     }
+}
+
+impl StoreError {
+    /// The disk or the files failed (not the data): the open store may be
+    /// unusable from now on (sled refuses every write after a failed one)
+    /// and is worth opening again.
+    pub(crate) fn is_io(&self) -> bool {
+        matches!(self, StoreError::DiskFull | StoreError::Io(_))
+    }
+}
+
+/// ENOSPC and EDQUOT; sled's copies of an error keep only its kind.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -142,8 +197,9 @@ impl Commit {
     }
 }
 
-#[derive(Clone)]
-pub struct Store {
+/// One open sled database and its trees. [`Store`] is the handle the rest
+/// of orderwatch holds: it opens this again after the disk failed.
+pub(crate) struct SledStore {
     db: sled::Db,
     dir: PathBuf,
     snapshots: sled::Tree,
@@ -162,13 +218,44 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unreadable {
-            dir: dir.to_owned(),
-            reason: format!("cannot create the directory: {e}"),
+impl SledStore {
+    /// Open (or create) the store in `dir`, waiting up to `lock_grace` for
+    /// a lock a stopping process (or a just-dropped store) still holds.
+    pub(crate) fn open(dir: &Path, lock_grace: Duration) -> Result<SledStore, StoreError> {
+        refuse_files_in_the_way(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            if is_disk_full(&e) {
+                StoreError::OpenDiskFull {
+                    dir: dir.to_owned(),
+                }
+            } else {
+                StoreError::Unreadable {
+                    dir: dir.to_owned(),
+                    reason: format!("cannot create the directory: {e}"),
+                }
+            }
         })?;
+        for path in leftovers::remove_unfinished_snapshots(dir) {
+            tracing::warn!(
+                file = %path.display(),
+                "removed a snapshot file that sled began but could not finish (the disk was full, or it stopped): the store reads as it was before"
+            );
+        }
+        let opened = Self::open_sled(dir, lock_grace);
+        if opened.is_err() {
+            // This very attempt may have begun a snapshot it could not
+            // finish (on a full disk): leave the store as it was.
+            leftovers::remove_unfinished_snapshots(dir);
+        }
+        opened.map_err(|e| match e {
+            StoreError::DiskFull => StoreError::OpenDiskFull {
+                dir: dir.to_owned(),
+            },
+            other => other,
+        })
+    }
+
+    fn open_sled(dir: &Path, lock_grace: Duration) -> Result<SledStore, StoreError> {
         // sled 0.34 can open a damaged log as an empty store without an
         // error; a store that had data but has no schema version is that.
         let had_files = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
@@ -179,17 +266,17 @@ impl Store {
         // A process that has just stopped (or a store just dropped in this
         // one: sled's flusher lets go of the lock a moment later) may still
         // hold the lock: wait a little before calling the store in use.
-        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        let deadline = std::time::Instant::now() + lock_grace;
         let db = loop {
             match config.open().map_err(|e| open_error(dir, e)) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 other => break other?,
             }
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
-        let store = Store {
+        let store = SledStore {
             snapshots: tree("snapshots")?,
             listed: tree("listed")?,
             outbox: tree("outbox")?,
@@ -267,10 +354,6 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Bytes sled has written or holds on disk, for the benchmark's "quiet
@@ -685,7 +768,32 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// A file where `dir` or one of its parents should be a directory: sled
+/// would only say "not a directory" or "file exists".
+fn refuse_files_in_the_way(dir: &Path) -> Result<(), StoreError> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(ancestor) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(StoreError::NotADirectory {
+                    dir: dir.to_owned(),
+                    file: ancestor.to_owned(),
+                });
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
 fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    if let sled::Error::Io(io) = &e {
+        if is_disk_full(io) {
+            return StoreError::OpenDiskFull {
+                dir: dir.to_owned(),
+            };
+        }
+    }
     let text = e.to_string();
     let locked = match &e {
         sled::Error::Io(io) => {

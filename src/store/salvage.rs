@@ -27,7 +27,7 @@
 //! announcing them as new orders, which would be false events.
 
 use super::{DeadLetter, META_EVENT_SEQ, META_SCHEMA, OutboxEntry, SCHEMA_VERSION, Snapshot};
-use super::{Store, StoreError, keys, read_u64};
+use super::{LOCK_GRACE, SledStore, Store, StoreError, keys, read_u64};
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -162,7 +162,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     let old = open_copy(from, scratch.path())?;
     check_old_schema(from, &old)?;
 
-    let new = Store::open(to)?;
+    let new = SledStore::open(to, LOCK_GRACE)?;
     let mut report = SalvageReport::default();
     let mut max_seq = 0u64;
     // Salvaged outbox entries with their due time, for the index.
@@ -368,6 +368,9 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 fn open_copy(original: &Path, copy: &Path) -> Result<sled::Db, SalvageError> {
+    // A snapshot sled could not finish would make the copy read as corrupt
+    // (see leftovers.rs); the copy is ours to change, the original is not.
+    super::leftovers::remove_unfinished_snapshots(copy);
     let opened = catch(|| {
         sled::Config::new()
             .path(copy)
@@ -458,8 +461,8 @@ mod tests {
     use super::*;
     use crate::store::{Commit, NewEvent};
 
-    fn store_with_outbox(dir: &Path) -> Store {
-        let store = Store::open(dir).unwrap();
+    fn store_with_outbox(dir: &Path) -> SledStore {
+        let store = SledStore::open(dir, LOCK_GRACE).unwrap();
         let snap = |id: &str, status: &str| Snapshot {
             revision: 1,
             hash: Snapshot::hash_of(id),

@@ -139,7 +139,7 @@ fn a_second_open_is_refused_as_locked() {
 fn another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
         store
             .meta
             .insert(META_SCHEMA, &99u64.to_be_bytes())
@@ -203,7 +203,7 @@ fn the_listed_index_follows_every_snapshot_write() {
 fn a_schema_1_store_gets_its_listed_index_on_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
         let mut gone = snap(2, "Closed", "{\"id\":\"2\"}");
         gone.listed = false;
         store
@@ -221,7 +221,7 @@ fn a_schema_1_store_gets_its_listed_index_on_open() {
         store.meta.insert(META_SCHEMA, &1u64.to_be_bytes()).unwrap();
         store.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
     assert_eq!(store.listed_ids("t").unwrap(), vec!["1".to_string()]);
     let version = store.meta.get(META_SCHEMA).unwrap().unwrap();
     assert_eq!(read_u64(&version), Some(SCHEMA_VERSION));
@@ -243,4 +243,36 @@ fn sources_and_outbox_sinks_are_listed_once_each() {
     }
     assert_eq!(store.sources().unwrap(), ["a", "ab", "b"]);
     assert_eq!(store.outbox_sinks().unwrap(), ["chat", "hook"]);
+}
+
+#[test]
+fn reading_needs_an_existing_store_and_creates_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("data");
+    let err = Store::open_existing(&missing)
+        .err()
+        .expect("no store there");
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(!missing.exists());
+    drop(Store::open(&missing).unwrap());
+    assert!(Store::open_existing(&missing).is_ok());
+}
+
+#[test]
+fn a_file_in_the_way_of_state_dir_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    for dir in [file.clone(), file.join("data")] {
+        for err in [
+            Store::open(&dir).err().expect("refused"),
+            Store::open_existing(&dir).err().expect("refused"),
+        ] {
+            match &err {
+                StoreError::NotADirectory { file: f, .. } => assert_eq!(*f, file),
+                other => panic!("{other}"),
+            }
+            assert!(!err.to_string().contains("salvage"), "{err}");
+        }
+    }
 }

@@ -228,6 +228,16 @@ impl Workspace {
         self.dir.path().join("orderwatch.yaml")
     }
 
+    /// Point the config's `state_dir` at `to` instead of `data` here.
+    pub fn set_state_dir(&self, to: &Path) {
+        let config = std::fs::read_to_string(self.config_path()).expect("read config");
+        let config = config.replace(
+            &format!("state_dir: {}", self.dir.path().join("data").display()),
+            &format!("state_dir: {}", to.display()),
+        );
+        std::fs::write(self.config_path(), config).expect("write config");
+    }
+
     /// Start `orderwatch run` with this config as a child process; its
     /// stderr goes to `run.log` in the workspace (appended across runs).
     pub fn spawn_run(&self) -> tokio::process::Child {

@@ -1,0 +1,356 @@
+//! [`Store`], the handle every part of orderwatch holds, and how it gets
+//! over a disk that failed (above all, one that filled up).
+//!
+//! Once one of its writes to disk failed, sled 0.34 refuses every later
+//! write of that open database, for good: a daemon would stay broken after
+//! the space came back. So on an I/O error the handle lets go of the open
+//! database and opens the store again (at most every [`REOPEN_EVERY`]) on
+//! the next call; until that works, each call fails with the plain reason.
+//! Opening again is what a restart does: sled recovers what reached the
+//! disk, and writes that had not (a commit, a removed outbox entry, in the
+//! moments before the failure) are gone as after a crash. The next poll
+//! then sees the same changes again, under the same event ids, and an entry
+//! whose removal was lost is delivered once more, under the same id.
+
+use super::{
+    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, StoreError,
+    refuse_files_in_the_way,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{error, info};
+
+/// How often a failed store is opened again.
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+/// A reopen waits this long for the dropped database's lock (sled's flusher
+/// lets go a moment after the last handle), then tries again later.
+const REOPEN_LOCK_GRACE: Duration = Duration::from_millis(500);
+
+/// The store, shared by clones; opens itself again after a disk failure.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    /// `None` after a disk failure, until an open works again.
+    open: RwLock<Option<Arc<SledStore>>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    failure: Option<StoreFailure>,
+    /// Whether the last failure was a full disk.
+    disk_full: bool,
+    last_reopen: Option<Instant>,
+}
+
+impl Health {
+    /// The error to answer while the store is still failing.
+    fn last_error(&self) -> StoreError {
+        if self.disk_full {
+            return StoreError::DiskFull;
+        }
+        StoreError::Unavailable(
+            self.failure
+                .as_ref()
+                .map_or_else(String::new, |f| f.error.clone()),
+        )
+    }
+}
+
+/// Why the store cannot be used right now, for `/healthz` and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    pub since: SystemTime,
+    pub error: String,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`: `run` and `once`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let opened = SledStore::open(dir, LOCK_GRACE)?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                open: RwLock::new(Some(Arc::new(opened))),
+                health: Mutex::new(Health::default()),
+            }),
+        })
+    }
+
+    /// Open the store in `dir` only if there is one: the commands that read
+    /// it never create an empty store where the user mistyped a path.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        refuse_files_in_the_way(dir)?;
+        if !dir.join("db").is_file() {
+            return Err(StoreError::Missing {
+                dir: dir.to_owned(),
+            });
+        }
+        Store::open(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Why the store cannot be used, while it cannot.
+    pub fn failure(&self) -> Option<StoreFailure> {
+        self.health().failure.clone()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.shared
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Run `op` on the open database; after an I/O error, let go of it so
+    /// that a later call opens the store again.
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&SledStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let opened = self.opened()?;
+        let result = op(&opened);
+        if let Err(e) = &result {
+            if e.is_io() {
+                self.let_go(&opened, e);
+            }
+        }
+        result
+    }
+
+    fn opened(&self) -> Result<Arc<SledStore>, StoreError> {
+        if let Some(opened) = self.read_slot().as_ref() {
+            return Ok(opened.clone());
+        }
+        self.reopen()
+    }
+
+    fn read_slot(&self) -> std::sync::RwLockReadGuard<'_, Option<Arc<SledStore>>> {
+        self.shared
+            .open
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<SledStore>>> {
+        self.shared
+            .open
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn let_go(&self, opened: &Arc<SledStore>, e: &StoreError) {
+        let mut slot = self.write_slot();
+        // Only the database that failed: another call may have opened a
+        // fresh one meanwhile.
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, opened))
+        {
+            *slot = None;
+            let mut health = self.health();
+            if health.failure.is_none() {
+                error!(state_dir = %self.shared.dir.display(), "{e}");
+                health.failure = Some(StoreFailure {
+                    since: SystemTime::now(),
+                    error: e.to_string(),
+                });
+            }
+            health.disk_full = matches!(e, StoreError::DiskFull);
+            // The first reopen waits a little: the disk rarely recovers at
+            // once, and sled needs a moment to let go of its lock.
+            health.last_reopen = Some(Instant::now());
+        }
+    }
+
+    fn reopen(&self) -> Result<Arc<SledStore>, StoreError> {
+        let mut slot = self.write_slot();
+        if let Some(opened) = slot.as_ref() {
+            return Ok(opened.clone());
+        }
+        let mut health = self.health();
+        if health
+            .last_reopen
+            .is_some_and(|t| t.elapsed() < REOPEN_EVERY)
+        {
+            return Err(health.last_error());
+        }
+        health.last_reopen = Some(Instant::now());
+        // Never a fresh empty store in place of one that went away: that
+        // would be a silent new baseline.
+        if !self.shared.dir.join("db").is_file() {
+            let gone = format!(
+                "the store's files at {} are gone: restore them, or restart orderwatch to begin a new store",
+                self.shared.dir.display()
+            );
+            if let Some(f) = health.failure.as_mut() {
+                f.error = gone.clone();
+            }
+            health.disk_full = false;
+            return Err(StoreError::Unavailable(gone));
+        }
+        match SledStore::open(&self.shared.dir, REOPEN_LOCK_GRACE) {
+            Ok(opened) => {
+                let opened = Arc::new(opened);
+                *slot = Some(opened.clone());
+                health.failure = None;
+                health.disk_full = false;
+                info!(state_dir = %self.shared.dir.display(), "the store can be written again");
+                Ok(opened)
+            }
+            // The failed database has not let go of its lock yet (a call
+            // still holds it): not "another process", just not yet.
+            Err(StoreError::Locked { .. }) => Err(health.last_error()),
+            Err(StoreError::OpenDiskFull { .. }) => {
+                health.disk_full = true;
+                if let Some(f) = health.failure.as_mut() {
+                    f.error = StoreError::DiskFull.to_string();
+                }
+                Err(StoreError::DiskFull)
+            }
+            Err(e) => {
+                health.disk_full = false;
+                if let Some(f) = health.failure.as_mut() {
+                    f.error = e.to_string();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Write everything to disk (on shutdown, and at the end of `once`).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.with(|s| s.flush()).map_err(|e| match e {
+            StoreError::DiskFull => StoreError::FlushDiskFull {
+                dir: self.shared.dir.clone(),
+            },
+            other => other,
+        })
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.with(|s| s.size_on_disk())
+    }
+
+    pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
+        self.with(|s| s.has_baseline(source))
+    }
+
+    pub fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.with(|s| s.snapshot(source, order_id))
+    }
+
+    pub fn snapshot_hash(
+        &self,
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<(u128, bool)>, StoreError> {
+        self.with(|s| s.snapshot_hash(source, order_id))
+    }
+
+    /// Every snapshot of a source: `(order_id, snapshot)`.
+    pub fn snapshots_of(
+        &self,
+        source: &str,
+    ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.snapshots_of(source)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    pub fn sources(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|s| s.sources())
+    }
+
+    pub fn outbox_sinks(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|s| s.outbox_sinks())
+    }
+
+    pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|s| s.listed_ids(source))
+    }
+
+    pub fn listed_ids_except(
+        &self,
+        source: &str,
+        seen: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|s| s.listed_ids_except(source, seen))
+    }
+
+    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.with(|s| s.commit(commit))
+    }
+
+    pub fn due(&self, sink: &str, now_ms: u64, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        self.with(|s| s.due(sink, now_ms, limit))
+    }
+
+    pub fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        self.with(|s| s.next_due(sink))
+    }
+
+    pub fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError> {
+        self.with(|s| s.is_first_of_order(entry))
+    }
+
+    pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
+        self.with(|s| s.complete(due))
+    }
+
+    pub fn reschedule(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.reschedule(due, entry, due_ms))
+    }
+
+    pub fn bury(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.bury(due, entry, reason))
+    }
+
+    pub fn outbox_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        self.with(|s| s.outbox_depth(sink))
+    }
+
+    /// Entries waiting for any sink (0 while the store cannot be read).
+    pub fn outbox_len(&self) -> u64 {
+        self.with(|s| Ok(s.outbox_len())).unwrap_or(0)
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with(|s| s.dead_letters())
+    }
+
+    pub fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
+        self.with(|s| s.dead_letter_count(sink))
+    }
+
+    pub fn replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError> {
+        self.with(|s| s.replay(ids))
+    }
+
+    /// The most recent events, newest first, as stored JSON.
+    pub fn recent_events(&self) -> Box<dyn Iterator<Item = Result<String, StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.recent_events()),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+}
