@@ -7,5 +7,5 @@ mod error;
 mod token;
 
 pub(crate) use client::jittered;
-pub use client::{MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient};
+pub use client::{Detail, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient};
 pub use error::{ApiError, ApiErrorKind};
