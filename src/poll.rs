@@ -107,6 +107,12 @@ fn stops_the_vanish_step(e: &ApiError) -> bool {
     )
 }
 
+/// An order id as the cycle remembers it: 16 bytes whatever its length; two
+/// ids meeting on one hash is as likely as a collision of xxh3-128.
+fn id_key(order_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(order_id.as_bytes())
+}
+
 /// The outcomes of a cycle not yet committed, and their size.
 #[derive(Default)]
 struct Pending {
@@ -211,12 +217,18 @@ impl Poller {
         let baseline = !self.store.has_baseline(&self.cfg.name)?;
         report.baseline = baseline;
         let announce_new = !baseline || self.cfg.first_poll == FirstPoll::Notify;
-        let mut seen: HashSet<String> = HashSet::new();
+        // What the listing held, as 128-bit hashes of the ids: the vanish
+        // step needs only "was it seen", and a million ids as strings cost
+        // more than the page that brought them.
+        let mut seen: HashSet<u128> = HashSet::new();
         let mut pages = self.client.pages();
         while let Some(page) = pages.next().await? {
             report.pages += 1;
             let timestamp = now_rfc3339();
             let mut pending = self.pending();
+            // Room for this page's ids at once: growing the set doubles it,
+            // and for a moment holds both the old table and the new one.
+            seen.reserve(page.orders.len());
             for (position, raw) in page.orders.iter().enumerate() {
                 // The id and the hash of the text first: an unchanged order
                 // (most of them, most cycles) is never parsed further.
@@ -230,7 +242,8 @@ impl Poller {
                 report.orders_seen += 1;
                 // The same order twice in one listing (the list shifted
                 // between pages) is compared once.
-                if seen.contains(&order_id) {
+                let seen_key = id_key(&order_id);
+                if seen.contains(&seen_key) {
                     continue;
                 }
                 let known = self.store.snapshot_hash(&self.cfg.name, &order_id)?;
@@ -256,7 +269,7 @@ impl Poller {
                     }
                 };
                 report.events += self.add(&mut pending, &order_id, outcome)?;
-                seen.insert(order_id);
+                seen.insert(seen_key);
             }
             report.events += self.commit(pending.commit)?;
         }
@@ -297,10 +310,12 @@ impl Poller {
     /// next cycle; the other orders are still checked.
     async fn vanished(
         &self,
-        seen: &HashSet<String>,
+        seen: &HashSet<u128>,
         report: &mut CycleReport,
     ) -> Result<(), PollError> {
-        let missing = self.store.listed_ids_except(&self.cfg.name, seen)?;
+        let missing = self
+            .store
+            .listed_ids_except(&self.cfg.name, |id| seen.contains(&id_key(id)))?;
         let mut unchecked = UncheckedOrders::default();
         let mut unavailable_in_a_row = 0u32;
         for batch in missing.chunks(VANISH_BATCH) {

@@ -610,13 +610,13 @@ async fn read_capped(mut response: reqwest::Response, limit: BodyLimit) -> Resul
             format!("{} (more than {} bytes)", limit.refusal, limit.bytes),
         )
     };
-    if response
-        .content_length()
-        .is_some_and(|n| n > limit.bytes as u64)
-    {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit.bytes as u64) {
         return Err(too_large());
     }
-    let mut body = bytes::BytesMut::new();
+    // Read into one buffer of the announced size (within the limit): grown
+    // by doubling, a large page would briefly take up to three times its size.
+    let mut body = bytes::BytesMut::with_capacity(announced.unwrap_or(0) as usize);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
