@@ -6,7 +6,8 @@
 //! - 404s that are not Orange's "not found" (HTML, empty, code 61), 410 and
 //!   500 on a detail call: no `order.removed`, a plain error naming each
 //!   order, the other vanished orders still resolved, the failed ones asked
-//!   again next cycle;
+//!   again next cycle; an answer about the whole source (the API key
+//!   refused, Orange unavailable three orders in a row) stops the checks;
 //! - items that are not orders (not an object, `null`/`""`/missing id):
 //!   skipped with their position and the request id, the rest committed;
 //! - ids `.`, `..`, `a\r\nb`, `x\ty`: no detail call aliases another URL, and
@@ -685,6 +686,52 @@ async fn a_detail_without_end_is_refused_at_the_order_limit_while_it_streams() {
     assert!(
         streamed < MAX_ORDER_BYTES + (MAX_PAGE_BYTES - MAX_ORDER_BYTES) / 2,
         "{streamed}"
+    );
+    assert!(hook.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_answer_about_the_whole_source_stops_the_checks_instead_of_asking_for_every_order() {
+    let orange = HostileOrange::start().await;
+    let hook = Receiver::start().await;
+    let ws = workspace(&orange, &hook, "");
+    let gone: Vec<String> = (0..5).map(|i| format!("g{i}")).collect();
+    let mut items: Vec<String> = gone.iter().map(|id| order(id, "Current")).collect();
+    items.push(order("stays", "Current"));
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    orange.set_list(&items);
+    ws.once_ok().await;
+    orange.set_list(&[&order("stays", "Current")]);
+
+    // The API key refused: one detail call, then the cycle stops.
+    for id in &gone {
+        orange.answer(id, orange_error(403, 50));
+    }
+    orange.forget_seen();
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Orange refused access"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(orange.detail_calls(), vec![format!("{TRACKING}/g0")]);
+
+    // Orange unavailable: three orders fail past their retries (1 + 3
+    // calls each), then the step stops; the last two are not asked.
+    for id in &gone {
+        orange.answer(id, orange_error(503, 5));
+    }
+    orange.forget_seen();
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let asked = orange.detail_calls();
+    assert_eq!(asked.len(), 12, "{asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|p| !p.ends_with("/g3") && !p.ends_with("/g4")),
+        "{asked:?}"
     );
     assert!(hook.received().is_empty());
 }
