@@ -117,6 +117,12 @@ impl HostileOrange {
         s.total = items.len();
     }
 
+    /// Serve these orders, all `Current`, as the list.
+    fn set_open_orders<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let items: Vec<String> = ids.into_iter().map(|id| order(id, "Current")).collect();
+        self.set_list(&items.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
     fn set_list_text(&self, list: String, total: usize) {
         let mut s = self.state.lock().unwrap();
         s.list = list;
@@ -352,10 +358,7 @@ async fn only_oranges_not_found_removes_and_one_failing_order_blocks_no_other() 
         "o6-real404",
         "o7-closed",
     ];
-    let mut items: Vec<String> = vanishing.iter().map(|id| order(id, "Current")).collect();
-    items.push(order("stays", "Current"));
-    let items: Vec<&str> = items.iter().map(String::as_str).collect();
-    orange.set_list(&items);
+    orange.set_open_orders(vanishing.iter().copied().chain(["stays"]));
     ws.once_ok().await;
 
     // All but one leave the list; each detail answers its own way.
@@ -499,10 +502,7 @@ async fn ids_that_are_dot_segments_or_hold_controls_alias_no_url_and_forge_no_li
     let hook = Receiver::start().await;
     let ws = workspace(&orange, &hook, "    first_poll: notify\n");
     let ids = [".", "..", "a\r\nb", "x\ty"];
-    let mut items: Vec<String> = ids.iter().map(|id| order(id, "Current")).collect();
-    items.push(order("plain", "Current"));
-    let items: Vec<&str> = items.iter().map(String::as_str).collect();
-    orange.set_list(&items);
+    orange.set_open_orders(ids.iter().copied().chain(["plain"]));
     let first = ws.run(&["once"]).await;
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     assert_eq!(sorted_events(&hook, 5).await.len(), 5);
@@ -696,10 +696,7 @@ async fn an_answer_about_the_whole_source_stops_the_checks_instead_of_asking_for
     let hook = Receiver::start().await;
     let ws = workspace(&orange, &hook, "");
     let gone: Vec<String> = (0..5).map(|i| format!("g{i}")).collect();
-    let mut items: Vec<String> = gone.iter().map(|id| order(id, "Current")).collect();
-    items.push(order("stays", "Current"));
-    let items: Vec<&str> = items.iter().map(String::as_str).collect();
-    orange.set_list(&items);
+    orange.set_open_orders(gone.iter().map(String::as_str).chain(["stays"]));
     ws.once_ok().await;
     orange.set_list(&[&order("stays", "Current")]);
 
