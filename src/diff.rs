@@ -6,6 +6,7 @@
 //! changed with it); `order.updated` is for watched pointers changing while the
 //! status did not. Other differences refresh the stored order silently.
 
+mod order_id;
 mod pointer;
 
 use crate::event::{Change, Event, EventData, EventType};
@@ -62,18 +63,20 @@ impl Observed {
 }
 
 /// What a quiet cycle needs of an order: its id and the hash of its text.
-/// Reads only the id from the text (no `Value` of the whole order).
+/// Reads only the id from the text (no `Value` of the whole order). An
+/// error says why the item is not an order orderwatch can follow.
 pub fn identify(raw: &RawValue, rules: &Rules) -> Result<(String, u128), String> {
     if !raw.get().trim_start().starts_with('{') {
-        return Err("an item of the list is not a JSON object".to_owned());
+        return Err("the item is not a JSON object".to_owned());
     }
     let order_id = pointer::find(raw, &rules.id_field)
-        .and_then(|id| match serde_json::from_str::<Value>(id.get()) {
-            Ok(Value::String(s)) if !s.is_empty() => Some(s),
-            Ok(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
-        .ok_or_else(|| format!("an order has no id at {}", rules.id_field))?;
+        .and_then(order_id::id_text)
+        .ok_or_else(|| {
+            format!(
+                "the item has no usable id at {} (missing, null, empty or not a string or number)",
+                rules.id_field
+            )
+        })?;
     Ok((order_id, Snapshot::hash_of(raw.get())))
 }
 

@@ -1,17 +1,25 @@
-//! One poll cycle of one source: pages → diff → one commit per page; then,
+//! One poll cycle of one source: pages → diff → bounded commits; then,
 //! after a complete listing only, the orders that vanished are read by id.
 //!
 //! Changes seen on the pages that were read are real and are committed even
 //! when a later page fails; vanish detection needs the whole list, so a cycle
 //! that failed part-way says nothing about missing orders.
+//!
+//! What comes from the list is not trusted to be well formed: an item that is
+//! not an object or has no usable id is skipped with a warning (its position
+//! and the page's request id), and the rest of the page is diffed as usual.
+//! A vanished order whose check fails is reported and keeps its place as a
+//! candidate: the others are still checked, and it is checked again next
+//! cycle. Only Orange's own "not found" is a removal.
 
 use crate::config::{FirstPoll, SourceConfig};
 use crate::diff::{self, Outcome, Rules};
 use crate::event::{Event, now_rfc3339};
 use crate::route::Router;
-use crate::source::{ApiError, ApiErrorKind, SourceClient};
+use crate::source::{ApiError, ApiErrorKind, Detail, Page, SourceClient};
 use crate::store::{Commit, NewEvent, Store, StoreError};
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -30,6 +38,20 @@ fn release_freed_memory() {
 
 /// Orders read by id in one commit during the vanish step.
 const VANISH_BATCH: usize = 100;
+/// A commit holds at most this many orders, or this many bytes of order and
+/// event text. sled keeps everything a transaction replaces in memory until
+/// it ends: one commit for a page of 200,000 tiny orders peaked at 2.2 GB.
+/// Each commit is atomic on its own (snapshots with their outbox entries), so
+/// a crash between two loses nothing: the next cycle sees the orders of the
+/// lost one again and makes the same events, with the same ids.
+const COMMIT_MAX_ORDERS: usize = 1000;
+const COMMIT_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Vanished orders whose detail failed with a server error or a timeout, one
+/// after the other, before the step stops: Orange looks unavailable, and
+/// asking for every other order would only hammer it.
+const MAX_UNAVAILABLE_IN_A_ROW: u32 = 3;
+/// Failed checks named in a cycle's error (all are logged as they happen).
+const UNCHECKED_NAMED: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -37,6 +59,72 @@ pub enum PollError {
     Api(#[from] ApiError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unchecked(UncheckedOrders),
+}
+
+/// Vanished orders whose check failed this cycle: nothing was said about
+/// them, and they are checked again next cycle.
+#[derive(Debug, Default)]
+pub struct UncheckedOrders {
+    pub count: u64,
+    /// The first few, with why: `(order id, reason)`.
+    pub named: Vec<(String, String)>,
+}
+
+impl fmt::Display for UncheckedOrders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} order(s) that left the listing could not be checked (nothing is said about them; they are checked again next cycle)",
+            self.count
+        )?;
+        for (i, (id, why)) in self.named.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { "; " };
+            write!(f, "{sep}order {}: {why}", id.escape_debug())?;
+        }
+        let more = self.count.saturating_sub(self.named.len() as u64);
+        if more > 0 {
+            write!(f, "; and {more} more")?;
+        }
+        Ok(())
+    }
+}
+
+/// A detail error that says nothing about this one order but about the
+/// source as a whole (credentials, access, rate limit, no connection): the
+/// vanish step stops there rather than ask again for every other order.
+fn stops_the_vanish_step(e: &ApiError) -> bool {
+    matches!(
+        e.kind,
+        ApiErrorKind::InvalidClient
+            | ApiErrorKind::TokenEndpoint
+            | ApiErrorKind::Unauthorized
+            | ApiErrorKind::Forbidden
+            | ApiErrorKind::RateLimited
+            | ApiErrorKind::NotAcceptable
+            | ApiErrorKind::Connect
+    )
+}
+
+/// An order id as the cycle remembers it: 16 bytes whatever its length; two
+/// ids meeting on one hash is as likely as a collision of xxh3-128.
+fn id_key(order_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(order_id.as_bytes())
+}
+
+/// The outcomes of a cycle not yet committed, and their size.
+#[derive(Default)]
+struct Pending {
+    commit: Commit,
+    orders: usize,
+    bytes: usize,
+}
+
+impl Pending {
+    fn is_full(&self) -> bool {
+        self.orders >= COMMIT_MAX_ORDERS || self.bytes >= COMMIT_MAX_BYTES
+    }
 }
 
 /// What one cycle did, for logs, metrics and `once`'s exit code.
@@ -47,6 +135,8 @@ pub struct CycleReport {
     pub orders_seen: u64,
     pub events: u64,
     pub vanished_checked: u64,
+    /// Items of the list that were not orders orderwatch can follow.
+    pub skipped: u64,
     pub baseline: bool,
     /// Orders in the listing, known once a cycle read it completely.
     pub tracked: Option<u64>,
@@ -108,6 +198,7 @@ impl Poller {
             orders_seen: 0,
             events: 0,
             vanished_checked: 0,
+            skipped: 0,
             baseline: false,
             tracked: None,
             duration: Duration::ZERO,
@@ -126,37 +217,46 @@ impl Poller {
         let baseline = !self.store.has_baseline(&self.cfg.name)?;
         report.baseline = baseline;
         let announce_new = !baseline || self.cfg.first_poll == FirstPoll::Notify;
-        let mut seen: HashSet<String> = HashSet::new();
+        // What the listing held, as 128-bit hashes of the ids: the vanish
+        // step needs only "was it seen", and a million ids as strings cost
+        // more than the page that brought them.
+        let mut seen: HashSet<u128> = HashSet::new();
         let mut pages = self.client.pages();
         while let Some(page) = pages.next().await? {
             report.pages += 1;
             let timestamp = now_rfc3339();
-            let mut commit = Commit {
-                source: self.cfg.name.clone(),
-                ..Default::default()
-            };
-            let bad_answer = |detail| ApiError {
-                kind: ApiErrorKind::BadAnswer,
-                http: Some(200),
-                code: None,
-                request_id: page.request_id.clone(),
-                detail,
-            };
-            for raw in &page.orders {
+            let mut pending = self.pending();
+            // Room for this page's ids at once: growing the set doubles it,
+            // and for a moment holds both the old table and the new one.
+            seen.reserve(page.orders.len());
+            for (position, raw) in page.orders.iter().enumerate() {
                 // The id and the hash of the text first: an unchanged order
                 // (most of them, most cycles) is never parsed further.
-                let (order_id, hash) = diff::identify(raw, &self.rules).map_err(bad_answer)?;
+                let (order_id, hash) = match diff::identify(raw, &self.rules) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        self.skip(report, &page, position, &why);
+                        continue;
+                    }
+                };
                 report.orders_seen += 1;
                 // The same order twice in one listing (the list shifted
                 // between pages) is compared once.
-                if seen.contains(&order_id) {
+                let seen_key = id_key(&order_id);
+                if seen.contains(&seen_key) {
                     continue;
                 }
                 let known = self.store.snapshot_hash(&self.cfg.name, &order_id)?;
                 let outcome = if matches!(known, Some((h, true)) if h == hash) {
                     Outcome::Unchanged
                 } else {
-                    let observed = diff::observe(raw, &self.rules).map_err(bad_answer)?;
+                    let observed = match diff::observe(raw, &self.rules) {
+                        Ok(observed) => observed,
+                        Err(why) => {
+                            self.skip(report, &page, position, &why);
+                            continue;
+                        }
+                    };
                     let prev = match known {
                         Some(_) => self.store.snapshot(&self.cfg.name, &order_id)?,
                         None => None,
@@ -168,10 +268,10 @@ impl Poller {
                         None => diff::first_seen(&observed, &self.rules, announce_new, &timestamp),
                     }
                 };
-                self.add(&mut commit, &order_id, outcome);
-                seen.insert(order_id);
+                report.events += self.add(&mut pending, &order_id, outcome)?;
+                seen.insert(seen_key);
             }
-            report.events += self.commit(commit)?;
+            report.events += self.commit(pending.commit)?;
         }
 
         report.tracked = Some(seen.len() as u64);
@@ -187,71 +287,149 @@ impl Poller {
         Ok(())
     }
 
-    /// Orders the complete listing no longer has: read each by id. 404 is
-    /// `order.removed`; otherwise its detail tells what happened (typically
-    /// the closing, with a `status=Current` filter).
+    /// An item of a page that is not an order orderwatch can follow: said,
+    /// and left out of this cycle.
+    fn skip(&self, report: &mut CycleReport, page: &Page, position: usize, why: &str) {
+        report.skipped += 1;
+        metrics::counter!("orderwatch_list_items_skipped_total", "source" => self.cfg.name.clone())
+            .increment(1);
+        warn!(
+            source = %self.cfg.name,
+            page_offset = page.offset,
+            position,
+            request_id = page.request_id.as_deref().unwrap_or("-"),
+            "item {position} of the page at offset {} skipped: {why}",
+            page.offset
+        );
+    }
+
+    /// Orders the complete listing no longer has: read each by id. Orange's
+    /// own "not found" is `order.removed`; otherwise its detail tells what
+    /// happened (typically the closing, with a `status=Current` filter). A
+    /// failed check says nothing and leaves the order a candidate for the
+    /// next cycle; the other orders are still checked.
     async fn vanished(
         &self,
-        seen: &HashSet<String>,
+        seen: &HashSet<u128>,
         report: &mut CycleReport,
     ) -> Result<(), PollError> {
-        let missing = self.store.listed_ids_except(&self.cfg.name, seen)?;
+        let missing = self
+            .store
+            .listed_ids_except(&self.cfg.name, |id| seen.contains(&id_key(id)))?;
+        let mut unchecked = UncheckedOrders::default();
+        let mut unavailable_in_a_row = 0u32;
         for batch in missing.chunks(VANISH_BATCH) {
             let timestamp = now_rfc3339();
-            let mut commit = Commit {
-                source: self.cfg.name.clone(),
-                ..Default::default()
-            };
-            let mut failure = None;
+            let mut pending = self.pending();
+            let mut stop = None;
             for id in batch {
                 let Some(prev) = self.store.snapshot(&self.cfg.name, id)? else {
                     continue;
                 };
                 report.vanished_checked += 1;
-                let outcome = match self.client.order(id).await {
-                    Ok(None) => diff::removed(id, &prev, &self.rules, &timestamp),
-                    Ok(Some(raw)) => match diff::observe(&raw, &self.rules) {
+                let failure = match self.client.order(id).await {
+                    Ok(Detail::NotFound) => {
+                        let outcome = diff::removed(id, &prev, &self.rules, &timestamp);
+                        report.events += self.add(&mut pending, id, outcome)?;
+                        None
+                    }
+                    Ok(Detail::Order(raw)) => match diff::observe(&raw, &self.rules) {
                         // A detail answering for another id is not this order.
                         Ok(observed) if observed.order_id == *id => {
-                            diff::compare(&prev, &observed, &self.rules, false, &timestamp)
+                            let outcome =
+                                diff::compare(&prev, &observed, &self.rules, false, &timestamp);
+                            report.events += self.add(&mut pending, id, outcome)?;
+                            None
                         }
-                        Ok(_) => {
-                            warn!(source = %self.cfg.name, order_id = %id, "the detail call answered another order's id: ignored");
-                            Outcome::Unchanged
-                        }
-                        Err(detail) => {
-                            failure = Some(ApiError::new(ApiErrorKind::BadAnswer, detail));
-                            break;
-                        }
+                        Ok(observed) => Some(format!(
+                            "the detail call answered for another order ({})",
+                            observed.order_id.escape_debug()
+                        )),
+                        Err(why) => Some(format!("the detail is not an order: {why}")),
                     },
-                    Err(e) => {
-                        failure = Some(e);
+                    Ok(Detail::Unaddressable) => Some(
+                        "its id cannot be carried in a URL path (`.` and `..` name other addresses), so it is not read by id"
+                            .to_owned(),
+                    ),
+                    Err(e) if stops_the_vanish_step(&e) => {
+                        stop = Some(e);
                         break;
                     }
+                    Err(e) => {
+                        let unavailable =
+                            matches!(e.kind, ApiErrorKind::Server | ApiErrorKind::Timeout);
+                        unavailable_in_a_row = if unavailable {
+                            unavailable_in_a_row + 1
+                        } else {
+                            0
+                        };
+                        let why = e.to_string();
+                        if unavailable_in_a_row >= MAX_UNAVAILABLE_IN_A_ROW {
+                            stop = Some(e);
+                        }
+                        Some(why)
+                    }
                 };
-                self.add(&mut commit, id, outcome);
+                if let Some(why) = failure {
+                    warn!(source = %self.cfg.name, order_id = %id, "the order left the listing and could not be checked (checked again next cycle): {why}");
+                    unchecked.count += 1;
+                    if unchecked.named.len() < UNCHECKED_NAMED {
+                        unchecked.named.push((id.clone(), why));
+                    }
+                } else {
+                    unavailable_in_a_row = 0;
+                }
+                if stop.is_some() {
+                    break;
+                }
             }
-            report.events += self.commit(commit)?;
-            if let Some(e) = failure {
+            report.events += self.commit(pending.commit)?;
+            if let Some(e) = stop {
                 return Err(e.into());
             }
+        }
+        if unchecked.count > 0 {
+            return Err(PollError::Unchecked(unchecked));
         }
         Ok(())
     }
 
-    fn add(&self, commit: &mut Commit, order_id: &str, outcome: Outcome) {
-        match outcome {
-            Outcome::Unchanged => {}
-            Outcome::Refreshed(snap) => commit.snapshots.push((order_id.to_owned(), Some(snap))),
-            Outcome::Changed(snap, event) => {
-                commit.snapshots.push((order_id.to_owned(), Some(snap)));
-                commit.events.push(self.new_event(&event));
-            }
-            Outcome::Removed(event) => {
-                commit.snapshots.push((order_id.to_owned(), None));
-                commit.events.push(self.new_event(&event));
-            }
+    fn pending(&self) -> Pending {
+        Pending {
+            commit: Commit {
+                source: self.cfg.name.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
         }
+    }
+
+    /// Add one order's outcome; commit what is pending once it is full.
+    /// Returns the events committed.
+    fn add(
+        &self,
+        pending: &mut Pending,
+        order_id: &str,
+        outcome: Outcome,
+    ) -> Result<u64, StoreError> {
+        let commit = &mut pending.commit;
+        let (snapshot, event) = match outcome {
+            Outcome::Unchanged => return Ok(0),
+            Outcome::Refreshed(snap) => (Some(snap), None),
+            Outcome::Changed(snap, event) => (Some(snap), Some(self.new_event(&event))),
+            Outcome::Removed(event) => (None, Some(self.new_event(&event))),
+        };
+        pending.orders += 1;
+        pending.bytes += order_id.len()
+            + snapshot.as_ref().map_or(0, |s| s.order.len())
+            + event.as_ref().map_or(0, |e| e.json.len());
+        commit.snapshots.push((order_id.to_owned(), snapshot));
+        commit.events.extend(event);
+        if !pending.is_full() {
+            return Ok(0);
+        }
+        let full = std::mem::replace(pending, self.pending());
+        self.commit(full.commit)
     }
 
     fn new_event(&self, event: &Event) -> NewEvent {
@@ -299,6 +477,7 @@ impl Poller {
                 orders = report.orders_seen,
                 events = report.events,
                 vanished_checked = report.vanished_checked,
+                skipped = report.skipped,
                 baseline = report.baseline,
                 duration_ms = report.duration.as_millis() as u64,
                 "poll cycle done"

@@ -14,6 +14,10 @@
 //! - `run idle`: `orderwatch run` between polls, RSS and CPU over a window;
 //! - `latency`: `orderwatch run` polling continuously; from the commit of the
 //!   poll that saw a change (its "change detected" log line) to the webhook.
+//! - `tiny page` (with `--tiny-page N`): an Orange inside this process that
+//!   serves one page of N tiny orders (`[{"id":"0"},…]`, whatever the
+//!   `limit`); `orderwatch once` on an empty store and quiet, peak RSS held
+//!   against 64 MB plus a small multiple of the page's size.
 //!
 //! Wall time is measured here; CPU time (user + sys) and peak RSS come from
 //! `wait4(2)` of the child; bytes written are the child's `ru_oublock` (512
@@ -83,7 +87,17 @@ struct Args {
     /// Keep the work directory (stores, configs, logs) here
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Also measure one page of this many tiny orders (e.g. 200000)
+    #[arg(long)]
+    tiny_page: Option<usize>,
+    /// Skip the simulator series (with --tiny-page: that row alone)
+    #[arg(long)]
+    no_series: bool,
 }
+
+/// The tiny-page row's bound on peak RSS: 64 MB plus this many times the
+/// page's size.
+const TINY_PAGE_RSS_FACTOR: u64 = 8;
 
 // ---------------------------------------------------------------------------
 // Child processes, measured
@@ -979,6 +993,129 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// An Orange that answers a token to anyone and serves `list` as the
+/// whole listing at offset 0 (an empty page after it), with
+/// `X-Total-Count`, as an API that ignores `limit` would.
+async fn start_tiny_orange(list: Bytes, total: usize) -> anyhow::Result<String> {
+    async fn token() -> ([(&'static str, &'static str); 1], &'static str) {
+        (
+            [("content-type", "application/json")],
+            r#"{"token_type":"Bearer","access_token":"t","expires_in":3600}"#,
+        )
+    }
+    let app = Router::new().route("/oauth/v3/token", post(token)).route(
+        TRACKING,
+        axum::routing::get(
+            move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+                let list = list.clone();
+                async move {
+                    let first = query
+                        .unwrap_or_default()
+                        .split('&')
+                        .any(|p| p == "offset=0");
+                    let body = if first {
+                        list
+                    } else {
+                        Bytes::from_static(b"[]")
+                    };
+                    (
+                        [
+                            ("content-type", "application/json".to_owned()),
+                            ("x-total-count", total.to_string()),
+                        ],
+                        body,
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(base)
+}
+
+/// One page of `n` tiny orders: `once` on an empty store, then quiet.
+async fn tiny_page(
+    binary: &Path,
+    root: &Path,
+    n: usize,
+    concurrency: u32,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let dir = root.join(format!("tiny{n}"));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("== one page of {n} tiny orders");
+    let mut list = String::from("[");
+    for i in 0..n {
+        if i > 0 {
+            list.push(',');
+        }
+        let _ = write!(list, r#"{{"id":"{i}"}}"#);
+    }
+    list.push(']');
+    let page_bytes = list.len() as u64;
+    let base = start_tiny_orange(Bytes::from(list), n).await?;
+    let (hook, _deliveries) = start_receiver().await?;
+    let setup = Setup {
+        binary: binary.to_owned(),
+        dir: dir.clone(),
+        sim_base: base,
+        hook,
+        concurrency,
+    };
+    let cfg = setup.config("once", "5m", None)?;
+    let bound_kb = 64 * 1024 + TINY_PAGE_RSS_FACTOR * page_bytes / 1024;
+    let note = |m: &Measured, more: &str| {
+        format!(
+            "one page of {n} tiny orders, {} of JSON; bound 64 MB + {TINY_PAGE_RSS_FACTOR} × page = {}: {}{more}",
+            bytes(page_bytes),
+            mb(bound_kb),
+            if m.max_rss_kb <= bound_kb {
+                "within"
+            } else {
+                "**over**"
+            }
+        )
+    };
+    eprintln!("   baseline cycle");
+    let m = measure(setup.command(&cfg, &["once"])?, None).await?;
+    check_exit("tiny page baseline", &m)?;
+    rows.push(Row {
+        n,
+        phase: "tiny page: baseline",
+        wall: Some(m.wall),
+        cpu: Some(m.cpu),
+        rss_kb: Some(m.max_rss_kb),
+        written: Some(bytes(m.written)),
+        extra: note(&m, ""),
+        ..Default::default()
+    });
+    eprintln!("   quiet cycles");
+    let first = measure(setup.command(&cfg, &["once"])?, None).await?;
+    check_exit("tiny page quiet", &first)?;
+    let m = measure(setup.command(&cfg, &["once"])?, None).await?;
+    check_exit("tiny page quiet", &m)?;
+    let more = format!(
+        "; the first quiet `once` after the baseline: {}, peak RSS {}",
+        secs(first.wall),
+        mb(first.max_rss_kb)
+    );
+    rows.push(Row {
+        n,
+        phase: "tiny page: quiet",
+        wall: Some(m.wall),
+        cpu: Some(m.cpu),
+        rss_kb: Some(m.max_rss_kb),
+        written: Some(bytes(m.written)),
+        extra: note(&m, &more),
+        ..Default::default()
+    });
+    Ok(())
+}
+
 fn check_exit(phase: &str, m: &Measured) -> anyhow::Result<()> {
     if m.exit != Some(0) {
         bail!(
@@ -1029,6 +1166,9 @@ async fn main() -> anyhow::Result<()> {
     let dispatch_at = orders.iter().copied().find(|n| *n >= DISPATCH_EVENTS);
     let mut rows = Vec::new();
     let largest = orders.last().copied();
+    if args.no_series {
+        orders.clear();
+    }
     for n in &orders {
         series(
             &args,
@@ -1041,6 +1181,9 @@ async fn main() -> anyhow::Result<()> {
             &mut rows,
         )
         .await?;
+    }
+    if let Some(n) = args.tiny_page {
+        tiny_page(&binary, &root, n, args.concurrency, &mut rows).await?;
     }
     println!(
         "orderwatch bench: {}, source concurrency {}, page size 100; {}",

@@ -23,6 +23,8 @@ use url::Url;
 pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 /// One order's detail larger than this is refused.
 pub const MAX_ORDER_BYTES: usize = 8 * 1024 * 1024;
+/// Orange's error code for "resource not found" (with HTTP 404).
+const ORANGE_NOT_FOUND: i64 = 60;
 /// Rate-limit answers tolerated in one call before the cycle gives up.
 const MAX_RATE_LIMITED: u32 = 6;
 /// No listing is believed to hold more orders than this: paging past it
@@ -44,6 +46,34 @@ pub struct Page {
     pub total: Option<u64>,
     pub request_id: Option<String>,
 }
+
+/// What a detail call found.
+#[derive(Debug)]
+pub enum Detail {
+    /// The order as Orange sent it (a JSON object).
+    Order(Box<RawValue>),
+    /// Orange's own "not found": the order is gone.
+    NotFound,
+    /// The id cannot be carried in a URL path without naming another
+    /// address (`.`, `..`): it is not asked for.
+    Unaddressable,
+}
+
+/// How much of an answer is read, and what a larger one is called.
+#[derive(Clone, Copy)]
+struct BodyLimit {
+    bytes: usize,
+    refusal: &'static str,
+}
+
+const PAGE_LIMIT: BodyLimit = BodyLimit {
+    bytes: MAX_PAGE_BYTES,
+    refusal: "the answer is larger than orderwatch accepts",
+};
+const ORDER_LIMIT: BodyLimit = BodyLimit {
+    bytes: MAX_ORDER_BYTES,
+    refusal: "the order is larger than orderwatch accepts",
+};
 
 /// Reads one source's orders.
 pub struct SourceClient {
@@ -134,17 +164,27 @@ impl SourceClient {
         if segments.is_empty() {
             return Ok(url);
         }
-        match url.path_segments_mut() {
-            Ok(mut path) => {
-                path.pop_if_empty().extend(segments);
-            }
-            Err(()) => {
-                return Err(ApiError::new(
-                    ApiErrorKind::Other,
-                    "the list URL cannot take an id",
-                ));
+        if url.cannot_be_a_base() {
+            return Err(ApiError::new(
+                ApiErrorKind::Other,
+                "the list URL cannot take an id",
+            ));
+        }
+        // Every byte but the unreserved ones percent-encoded by hand: the
+        // url crate's own segment encoding drops TAB, CR and LF (as URL
+        // parsers must), which would turn `a\r\nb` into the order `ab`.
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        for segment in segments {
+            path.push('/');
+            for b in segment.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    path.push(char::from(b));
+                } else {
+                    path.push_str(&format!("%{b:02X}"));
+                }
             }
         }
+        url.set_path(&path);
         Ok(url)
     }
 
@@ -174,11 +214,14 @@ impl SourceClient {
             query.push(("sort".into(), sort.clone()));
         }
         let answer = self
-            .api_call(|| {
-                self.http
-                    .request(Method::GET, self.list_url.clone())
-                    .query(&query)
-            })
+            .api_call(
+                || {
+                    self.http
+                        .request(Method::GET, self.list_url.clone())
+                        .query(&query)
+                },
+                PAGE_LIMIT,
+            )
             .await?;
         let orders: Vec<Box<RawValue>> = serde_json::from_slice(&answer.body).map_err(|e| {
             self.bad_answer(
@@ -195,40 +238,46 @@ impl SourceClient {
         })
     }
 
-    /// One order by id; `None` when Orange answers 404 (the order is gone).
-    pub async fn order(&self, id: &str) -> Result<Option<Box<RawValue>>, ApiError> {
-        let mut url = self.list_url.clone();
-        match url.path_segments_mut() {
-            Ok(mut segments) => {
-                segments.pop_if_empty().push(id);
-            }
-            Err(()) => {
-                return Err(ApiError::new(
-                    ApiErrorKind::Other,
-                    "the list URL cannot take an id",
-                ));
-            }
+    /// One order by id. Only Orange's own "not found" (404 with body code
+    /// 60) says the order is gone: a 404 from a gateway or proxy (HTML, an
+    /// empty body, another code) is an error, never a removal. The body is
+    /// refused as soon as it passes `MAX_ORDER_BYTES`, while it streams.
+    pub async fn order(&self, id: &str) -> Result<Detail, ApiError> {
+        // `.` and `..` are dot-segments: any URL parser on the way (the url
+        // crate, a proxy, Orange's gateway) resolves them, percent-encoded
+        // or not, so they would read the list or its parent.
+        if id == "." || id == ".." {
+            return Ok(Detail::Unaddressable);
         }
+        let url = self.api_url(&[id])?;
         let answer = match self
-            .api_call(|| self.http.request(Method::GET, url.clone()))
+            .api_call(|| self.http.request(Method::GET, url.clone()), ORDER_LIMIT)
             .await
         {
             Ok(answer) => answer,
-            Err(e) if e.kind == ApiErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind == ApiErrorKind::NotFound && e.code == Some(ORANGE_NOT_FOUND) => {
+                return Ok(Detail::NotFound);
+            }
+            Err(e) if e.kind == ApiErrorKind::NotFound => {
+                let detail = format!(
+                    "a 404 without Orange's \"not found\" code {ORANGE_NOT_FOUND} (a gateway's or proxy's answer?){}{}",
+                    if e.detail.is_empty() { "" } else { ": " },
+                    e.detail
+                );
+                return Err(ApiError {
+                    kind: ApiErrorKind::Other,
+                    detail,
+                    ..e
+                });
+            }
             Err(e) => return Err(e),
         };
-        if answer.body.len() > MAX_ORDER_BYTES {
-            return Err(self.bad_answer(
-                &answer,
-                "the order is larger than orderwatch accepts".into(),
-            ));
-        }
         let order: Box<RawValue> = serde_json::from_slice(&answer.body)
             .map_err(|e| self.bad_answer(&answer, format!("the order is not JSON: {e}")))?;
         if !order.get().trim_start().starts_with('{') {
             return Err(self.bad_answer(&answer, "the order is not a JSON object".into()));
         }
-        Ok(Some(order))
+        Ok(Detail::Order(order))
     }
 
     /// An answer that is not what it should be. Not logged here: the error
@@ -256,13 +305,16 @@ impl SourceClient {
             error_description: Option<String>,
         }
         let answer = self
-            .send(|| {
-                self.http
-                    .post(self.token_url.clone())
-                    .basic_auth(&self.client_id, Some(self.client_secret.expose()))
-                    .header(ACCEPT, "application/json")
-                    .form(&[("grant_type", "client_credentials")])
-            })
+            .send(
+                || {
+                    self.http
+                        .post(self.token_url.clone())
+                        .basic_auth(&self.client_id, Some(self.client_secret.expose()))
+                        .header(ACCEPT, "application/json")
+                        .form(&[("grant_type", "client_credentials")])
+                },
+                PAGE_LIMIT,
+            )
             .await?;
         let parsed: Option<TokenAnswer> = serde_json::from_slice(&answer.body).ok();
         if answer.status.is_success() {
@@ -329,18 +381,25 @@ impl SourceClient {
     /// once after a 401, waiting out rate limits, giving up on other errors.
     /// What is recovered from is logged here; an error that ends the call is
     /// not, since its handler logs it (once).
-    async fn api_call(&self, build: impl Fn() -> RequestBuilder) -> Result<Answer, ApiError> {
+    async fn api_call(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+        limit: BodyLimit,
+    ) -> Result<Answer, ApiError> {
         let mut refreshed = false;
         let mut rate_limited = 0u32;
         loop {
             let token = self.token().await?;
             let answer = self
-                .send(|| {
-                    build()
-                        .bearer_auth(token.expose())
-                        .header("X-API-Key", self.api_key.expose())
-                        .header(ACCEPT, "application/json")
-                })
+                .send(
+                    || {
+                        build()
+                            .bearer_auth(token.expose())
+                            .header("X-API-Key", self.api_key.expose())
+                            .header(ACCEPT, "application/json")
+                    },
+                    limit,
+                )
                 .await?;
             if answer.status.is_success() {
                 return Ok(answer);
@@ -401,11 +460,15 @@ impl SourceClient {
     /// Send within the budget; retry 5xx, timeouts and connection errors with
     /// backoff. Any other answer is returned as it is. Each retry is logged
     /// as it is decided; the final failure is left to the caller to log.
-    async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Answer, ApiError> {
+    async fn send(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+        limit: BodyLimit,
+    ) -> Result<Answer, ApiError> {
         let mut attempt = 0u32;
         loop {
             self.budget.acquire().await;
-            let outcome = self.send_once(build()).await;
+            let outcome = self.send_once(build(), limit).await;
             let mut failure = match outcome {
                 Ok(answer) if !answer.status.is_server_error() => return Ok(answer),
                 Ok(answer) => {
@@ -451,7 +514,11 @@ impl SourceClient {
         }
     }
 
-    async fn send_once(&self, request: RequestBuilder) -> Result<Answer, ApiError> {
+    async fn send_once(
+        &self,
+        request: RequestBuilder,
+        limit: BodyLimit,
+    ) -> Result<Answer, ApiError> {
         let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -460,13 +527,11 @@ impl SourceClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         metrics::counter!("orderwatch_api_requests_total", "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
-        let body = read_capped(response, MAX_PAGE_BYTES)
-            .await
-            .map_err(|mut e| {
-                e.http = Some(status.as_u16());
-                e.request_id = request_id.clone();
-                e
-            })?;
+        let body = read_capped(response, limit).await.map_err(|mut e| {
+            e.http = Some(status.as_u16());
+            e.request_id = request_id.clone();
+            e
+        })?;
         Ok(Answer {
             status,
             headers,
@@ -701,22 +766,25 @@ fn transport_error(e: &reqwest::Error) -> ApiError {
     ApiError::new(kind, sanitize(&detail))
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Bytes, ApiError> {
-    if response.content_length().is_some_and(|n| n as usize > cap) {
-        return Err(ApiError::new(
+async fn read_capped(mut response: reqwest::Response, limit: BodyLimit) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
             ApiErrorKind::BadAnswer,
-            format!("the answer is larger than {cap} bytes"),
-        ));
+            format!("{} (more than {} bytes)", limit.refusal, limit.bytes),
+        )
+    };
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit.bytes as u64) {
+        return Err(too_large());
     }
-    let mut body = bytes::BytesMut::new();
+    // Read into one buffer of the announced size (within the limit): grown
+    // by doubling, a large page would briefly take up to three times its size.
+    let mut body = bytes::BytesMut::with_capacity(announced.unwrap_or(0) as usize);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > cap {
-                    return Err(ApiError::new(
-                        ApiErrorKind::BadAnswer,
-                        format!("the answer is larger than {cap} bytes"),
-                    ));
+                if body.len() + chunk.len() > limit.bytes {
+                    return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
             }

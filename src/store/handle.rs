@@ -282,9 +282,9 @@ impl Store {
     pub fn listed_ids_except(
         &self,
         source: &str,
-        seen: &std::collections::HashSet<String>,
+        seen: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
-        self.with(|s| s.listed_ids_except(source, seen))
+        self.with(|s| s.listed_ids_except(source, &seen))
     }
 
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

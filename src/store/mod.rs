@@ -418,16 +418,17 @@ impl SledStore {
 
     /// Order ids of a source that are still listed (candidates to vanish).
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
-        self.listed_ids_except(source, &std::collections::HashSet::new())
+        self.listed_ids_except(source, |_| false)
     }
 
-    /// Order ids of a source that are still listed but not in `seen` (the
+    /// Order ids of a source that are still listed but not `seen` (the
     /// orders a complete listing no longer has). Reads only the `listed`
-    /// keys, and allocates only for what is missing.
+    /// keys, and allocates only for what is missing. `seen` is a test rather
+    /// than a set so the caller keeps what it saw as compactly as it likes.
     pub fn listed_ids_except(
         &self,
         source: &str,
-        seen: &std::collections::HashSet<String>,
+        seen: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         let prefix = keys::snapshot_prefix(source);
         let skip = prefix.len();
@@ -435,7 +436,7 @@ impl SledStore {
         for item in self.listed.scan_prefix(prefix) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[skip..]);
-            if !seen.contains(id.as_ref()) {
+            if !seen(id.as_ref()) {
                 out.push(id.into_owned());
             }
         }

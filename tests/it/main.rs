@@ -11,6 +11,7 @@ mod fault_matrix;
 mod flow;
 mod flow_faults;
 mod helpers;
+mod hostile_listing;
 mod hostile_source;
 mod ops;
 mod outage;

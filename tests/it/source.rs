@@ -8,7 +8,7 @@
 use crate::helpers::*;
 use orderwatch::config::{Config, SourceConfig};
 use orderwatch::simulator::{self, SimOptions};
-use orderwatch::source::{ApiErrorKind, Page, SourceClient};
+use orderwatch::source::{ApiErrorKind, Detail, Page, SourceClient};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -348,9 +348,14 @@ async fn an_unknown_order_is_none() {
     let sim = simulator(10).await;
     let admin = Admin::new(&sim);
     let client = client(&source_config(&sim.base_url(), ""));
-    assert!(client.order("no-such-order").await.expect("404").is_none());
+    assert!(matches!(
+        client.order("no-such-order").await.expect("404"),
+        Detail::NotFound
+    ));
     let id = admin.ids(TRACKING, "").await.remove(0);
-    let order = client.order(&id).await.expect("detail").expect("known");
+    let Detail::Order(order) = client.order(&id).await.expect("detail") else {
+        panic!("order {id} is known");
+    };
     let order: Value = serde_json::from_str(order.get()).expect("JSON");
     assert_eq!(order["id"], id.as_str());
     let stats = admin.stats().await;
