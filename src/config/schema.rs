@@ -5,6 +5,7 @@
 use super::decode::{Decoder, Fields, index};
 use super::yaml::{Node, NodeValue};
 use super::*;
+use crate::deliver::template::TemplateKind;
 use base64::Engine;
 
 const TOP: &[&str] = &[
@@ -385,7 +386,9 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
         "slack" => slack(d, &f).map(SinkKind::Slack),
         "email" => email(d, &f).map(SinkKind::Email),
         _ => Some(SinkKind::Console(ConsoleConfig {
-            template: opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some))?,
+            template: opt!(d, f, "template", None, |n, p| d
+                .template(n, &p, TemplateKind::Console)
+                .map(Some))?,
         })),
     };
     Some(SinkConfig {
@@ -460,7 +463,9 @@ pub fn webhook_key(secret: &Secret) -> Option<Vec<u8>> {
 fn slack(d: &mut Decoder, f: &Fields) -> Option<SlackConfig> {
     // Checked as a URL, kept as a secret: the path is the credential.
     let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
-    let template = opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some));
+    let template = opt!(d, f, "template", None, |n, p| d
+        .template(n, &p, TemplateKind::Slack)
+        .map(Some));
     let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
         .duration(n, &p, MILLI));
     Some(SlackConfig {
@@ -492,8 +497,12 @@ fn email(d: &mut Decoder, f: &Fields) -> Option<EmailConfig> {
         }
         bad.is_empty().then_some(list)
     });
-    let subject = opt!(d, f, "subject", None, |n, p| d.string(n, &p).map(Some));
-    let body = opt!(d, f, "body", None, |n, p| d.string(n, &p).map(Some));
+    let subject = opt!(d, f, "subject", None, |n, p| d
+        .template(n, &p, TemplateKind::EmailSubject)
+        .map(Some));
+    let body = opt!(d, f, "body", None, |n, p| d
+        .template(n, &p, TemplateKind::EmailBody)
+        .map(Some));
     Some(EmailConfig {
         smtp: smtp?,
         from: from?,

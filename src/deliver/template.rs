@@ -110,15 +110,14 @@ impl Templates {
             for (role, key, source) in own {
                 let Some(source) = source else { continue };
                 let name = format!("{}:sink:{}", role.prefix(), sink.name);
-                let path = format!("sinks[{i}].{key}");
-                match env.add_template_owned(name.clone(), source.clone()) {
+                match add_checked(&mut env, &name, source) {
                     Ok(()) => {
                         roles.insert(role.prefix(), name);
                     }
-                    Err(e) => problems.push(Problem {
-                        path,
+                    Err(message) => problems.push(Problem {
+                        path: format!("sinks[{i}].{key}"),
                         line: None,
-                        message: format!("not a valid template: {}", describe(&e)),
+                        message,
                     }),
                 }
             }
@@ -135,15 +134,12 @@ impl Templates {
                     "email.text" => "body",
                     _ => "template",
                 };
-                for kind in EventType::ALL {
-                    if let Err(e) = render_named(&env, name, &sample_event(kind)) {
-                        problems.push(Problem {
-                            path: format!("sinks[{i}].{key}"),
-                            line: None,
-                            message: format!("fails on a sample {kind} event: {}", describe(&e)),
-                        });
-                        break;
-                    }
+                if let Err(message) = render_samples(&env, name) {
+                    problems.push(Problem {
+                        path: format!("sinks[{i}].{key}"),
+                        line: None,
+                        message,
+                    });
                 }
             }
         }
@@ -222,6 +218,51 @@ impl Templates {
             )
         })
     }
+}
+
+/// What a template of the config writes, which decides how values are
+/// escaped in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// A slack sink's `template` (mrkdwn).
+    Slack,
+    /// A console sink's `template`.
+    Console,
+    /// An email sink's `subject`.
+    EmailSubject,
+    /// An email sink's `body` (text).
+    EmailBody,
+}
+
+/// Compile one template of the config on its own and render it against a
+/// sample event of every type: the config reader calls this for each
+/// template key, so its problem is listed with the others, with its line.
+pub fn check_template(kind: TemplateKind, source: &str) -> Result<(), String> {
+    let role = match kind {
+        TemplateKind::Slack => Role::Slack,
+        TemplateKind::Console => Role::Console,
+        TemplateKind::EmailSubject => Role::EmailSubject,
+        TemplateKind::EmailBody => Role::EmailText,
+    };
+    let mut env = environment();
+    let name = format!("{}:check", role.prefix());
+    add_checked(&mut env, &name, source)?;
+    render_samples(&env, &name)
+}
+
+fn add_checked(env: &mut Environment<'static>, name: &str, source: &str) -> Result<(), String> {
+    env.add_template_owned(name.to_owned(), source.to_owned())
+        .map_err(|e| format!("not a valid template: {}", describe(&e)))
+}
+
+/// Render the template against a sample of every event type; the first
+/// failure is the problem.
+fn render_samples(env: &Environment<'static>, name: &str) -> Result<(), String> {
+    for kind in EventType::ALL {
+        render_named(env, name, &sample_event(kind))
+            .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))?;
+    }
+    Ok(())
 }
 
 fn environment() -> Environment<'static> {

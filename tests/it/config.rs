@@ -15,7 +15,7 @@ const DESIGN_EXAMPLE: &str = include_str!("../fixtures/design-example.yaml");
 
 /// A valid config; each broken one below changes one thing in it. Nothing is
 /// contacted by `check` without `--connect`, so the URLs need not answer.
-const SOURCE: &str = concat!(
+pub(crate) const SOURCE: &str = concat!(
     "  - name: tracking\n",
     "    api: order-tracking\n",
     "    base_url: http://127.0.0.1:9\n",
@@ -133,8 +133,10 @@ async fn a_yaml_syntax_error_gives_its_line() {
     let yaml = "sources:\n  - name: tracking\n    api: order-tracking\n     base_url: x\n";
     let (out, stderr) = check(yaml, &[], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr.contains("not valid YAML"), "{stderr}");
-    assert!(stderr.contains("line 5"), "the line: {stderr}");
+    assert!(
+        stderr.contains("orderwatch.yaml:5: not valid YAML"),
+        "the line, once: {stderr}"
+    );
 }
 
 #[tokio::test]

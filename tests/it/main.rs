@@ -10,6 +10,7 @@ mod fault_matrix;
 mod flow;
 mod flow_faults;
 mod helpers;
+mod newcomer;
 mod ops;
 mod outage;
 mod receivers;
