@@ -6,6 +6,7 @@
 use crate::app::{App, shutdown_signal};
 use crate::config::Config;
 use crate::deliver::Templates;
+use crate::event::Event;
 use crate::store::Store;
 use crate::{simulator, telemetry};
 use clap::{Args, Parser, Subcommand};
@@ -268,7 +269,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            orders(&store, cmd)
+            orders(&store, &config, cmd)
         }
         Command::Events { order, limit, json } => {
             let store = match open_store(&config) {
@@ -330,18 +331,14 @@ async fn check(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     Ok(exit(if failed { 2 } else { 0 }))
 }
 
-fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
+fn orders(store: &Store, config: &Config, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         OrdersCommand::List { source, json } => {
-            let sources = store_sources(store, source)?;
-            if !json {
-                writeln!(
-                    out,
-                    "{:<16} {:<24} {:<16} {:>8}  CHANGED",
-                    "SOURCE", "ORDER", "STATUS", "REVISION"
-                )?;
-            }
+            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
+                return Ok(exit(2));
+            };
+            let mut shown = 0;
             for src in sources {
                 for item in store.snapshots_of(&src) {
                     let (id, snap) = item?;
@@ -355,6 +352,13 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                         });
                         writeln!(out, "{line}")?;
                     } else {
+                        if shown == 0 {
+                            writeln!(
+                                out,
+                                "{:<16} {:<24} {:<16} {:>8}  CHANGED",
+                                "SOURCE", "ORDER", "STATUS", "REVISION"
+                            )?;
+                        }
                         writeln!(
                             out,
                             "{:<16} {:<24} {:<16} {:>8}  {}",
@@ -365,14 +369,30 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                             snap.changed_at
                         )?;
                     }
+                    shown += 1;
+                }
+            }
+            if shown == 0 && !json {
+                match source {
+                    Some(s) => writeln!(out, "no orders of source {s} in the store yet")?,
+                    None => writeln!(
+                        out,
+                        "no orders in the store yet: the first poll of a source records them"
+                    )?,
                 }
             }
             Ok(exit(0))
         }
         OrdersCommand::Show { id, source } => {
+            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
+                return Ok(exit(2));
+            };
             let mut found = false;
-            for src in store_sources(store, source)? {
+            for src in sources {
                 if let Some(snap) = store.snapshot(&src, &id)? {
+                    if found {
+                        writeln!(out)?;
+                    }
                     found = true;
                     let order: serde_json::Value =
                         serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
@@ -391,6 +411,14 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                         }
                     )?;
                     writeln!(out, "{}", serde_json::to_string_pretty(&order)?)?;
+                    writeln!(out, "events (newest first):")?;
+                    let about = |e: &Event| e.data.source == src && e.data.order_id == id;
+                    if write_events(store, &mut out, about, usize::MAX, false)? == 0 {
+                        writeln!(
+                            out,
+                            "  none in the log (a first poll records orders without events)"
+                        )?;
+                    }
                 }
             }
             if !found {
@@ -402,12 +430,29 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The sources to list: the one asked for, or every source with snapshots.
-fn store_sources(store: &Store, source: Option<String>) -> anyhow::Result<Vec<String>> {
-    Ok(match source {
-        Some(s) => vec![s],
-        None => store.sources()?,
-    })
+/// The sources to read: the one asked for, or every source with snapshots.
+/// `None` (said on stderr) for a name that neither the config nor the store
+/// knows: a typo, not an empty source.
+fn pick_sources(
+    store: &Store,
+    config: &Config,
+    source: Option<&str>,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let in_store = store.sources()?;
+    let Some(name) = source else {
+        return Ok(Some(in_store));
+    };
+    if config.source(name).is_some() || in_store.iter().any(|s| s == name) {
+        return Ok(Some(vec![name.to_owned()]));
+    }
+    let mut known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    for name in &in_store {
+        if !known.contains(&name.as_str()) {
+            known.push(name);
+        }
+    }
+    eprintln!("no source named {name} (sources: {})", known.join(", "));
+    Ok(None)
 }
 
 fn events(
@@ -417,16 +462,35 @@ fn events(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    let about = |e: &Event| order.is_none_or(|o| o == e.data.order_id);
+    if write_events(store, &mut out, about, limit, json)? == 0 && !json {
+        match order {
+            Some(o) => writeln!(out, "no events about order {o} in the log")?,
+            None => writeln!(out, "no events in the log yet")?,
+        }
+    }
+    Ok(exit(0))
+}
+
+/// Write the logged events `about` picks, newest first, at most `limit`:
+/// as delivered (`json`) or one line each. Returns how many were written.
+fn write_events(
+    store: &Store,
+    out: &mut impl Write,
+    about: impl Fn(&Event) -> bool,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<usize> {
     let mut shown = 0;
     for item in store.recent_events() {
         if shown >= limit {
             break;
         }
         let text = item?;
-        let Ok(event) = serde_json::from_str::<crate::event::Event>(&text) else {
+        let Ok(event) = serde_json::from_str::<Event>(&text) else {
             continue;
         };
-        if order.is_some_and(|o| o != event.data.order_id) {
+        if !about(&event) {
             continue;
         }
         shown += 1;
@@ -452,14 +516,18 @@ fn events(
             )?;
         }
     }
-    Ok(exit(0))
+    Ok(shown)
 }
 
 fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         DeadLettersCommand::List { json } => {
-            for dead in store.dead_letters()? {
+            let dead_letters = store.dead_letters()?;
+            if dead_letters.is_empty() && !json {
+                writeln!(out, "no dead letters")?;
+            }
+            for dead in dead_letters {
                 let e = &dead.entry;
                 if json {
                     let line = serde_json::json!({

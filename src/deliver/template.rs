@@ -425,7 +425,11 @@ fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
                 "{console_prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
             ),
         ),
-        (default_name(Role::Console, Removed), console_prefix.into()),
+        // A removal has no new status: its line tells the last one seen.
+        (
+            default_name(Role::Console, Removed),
+            format!("{console_prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
+        ),
         (
             default_name(Role::EmailSubject, Created),
             "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
@@ -524,7 +528,8 @@ pub fn sample_event(kind: EventType) -> Event {
                 to: "2026-12-04".into(),
             }],
         ),
-        EventType::Removed => (None, None, 5, vec![]),
+        // As a real removal: `from` is the last status seen.
+        EventType::Removed => (Some("Current"), None, 5, vec![]),
     };
     let source = "tracking";
     let order_id = "123456";
@@ -669,17 +674,18 @@ mod tests {
     }
 
     #[test]
-    fn broken_and_failing_templates_are_problems_with_their_key() {
-        let c = config(
-            "  - {name: w, type: webhook, url: \"https://h.example/x\"}\n  \
+    fn broken_and_failing_templates_are_config_problems_with_their_key_and_line() {
+        let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
+               - {name: w, type: webhook, url: \"https://h.example/x\"}\n  \
                - {name: chat, type: slack, url: \"https://h.example/x\", template: \"{{ order_id \"}\n  \
-               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], body: \"{{ order_id | nosuchfilter }}\"}\n",
-        );
-        let problems = Templates::compile(&c).unwrap_err();
-        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], body: \"{{ order_id | nosuchfilter }}\"}\n";
+        let problems = Config::parse(text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_err()
+            .problems;
+        let found: Vec<_> = problems.iter().map(|p| (p.path.as_str(), p.line)).collect();
         assert_eq!(
-            paths,
-            ["sinks[1].template", "sinks[2].body"],
+            found,
+            [("sinks[1].template", Some(4)), ("sinks[2].body", Some(5))],
             "{problems:?}"
         );
         assert!(

@@ -384,6 +384,15 @@ impl Admin {
 
     /// Ids of the orders of `api` matching a filter such as `status=Current`.
     pub async fn ids(&self, path: &str, query: &str) -> Vec<String> {
+        self.orders(path, query)
+            .await
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The orders (at most 1,000) the API at `path` lists for `query`.
+    pub async fn orders(&self, path: &str, query: &str) -> Vec<Value> {
         let token: Value = self
             .http
             .post(format!("{}/oauth/v3/token", self.base))
@@ -407,9 +416,7 @@ impl Admin {
             .json()
             .await
             .unwrap();
-        list.iter()
-            .map(|o| o["id"].as_str().unwrap().to_owned())
-            .collect()
+        list
     }
 }
 

@@ -5,6 +5,8 @@
 
 use crate::config::SOURCE as SOURCE_ITEM;
 use crate::helpers::*;
+use orderwatch::simulator::RunningSimulator;
+use serde_json::json;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -112,4 +114,220 @@ async fn a_missing_config_says_where_one_is_looked_for() {
         ),
         "{stderr}"
     );
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A workspace watching every tracking order of `sim`, with a console sink.
+fn console_workspace(sim: &RunningSimulator) -> Workspace {
+    Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), ""),
+        "  - name: screen\n    type: console\n",
+        "",
+    )
+}
+
+/// A small simulator, its admin API, and the ids of its open tracking orders.
+async fn simulator_with_open_orders() -> (RunningSimulator, Admin, Vec<String>) {
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let ids = admin
+        .ids("/order-tracking/b2b/v1/orders", "status=Current")
+        .await;
+    (sim, admin, ids)
+}
+
+#[tokio::test]
+async fn empty_results_say_so_instead_of_an_empty_table() {
+    let sim = simulator(5).await;
+    let ws = console_workspace(&sim);
+    for (args, expected) in [
+        (
+            &["orders", "list"][..],
+            "no orders in the store yet: the first poll of a source records them\n",
+        ),
+        (
+            &["orders", "list", "--source", "tracking"][..],
+            "no orders of source tracking in the store yet\n",
+        ),
+        (&["events"][..], "no events in the log yet\n"),
+        (
+            &["events", "--order", "100001"][..],
+            "no events about order 100001 in the log\n",
+        ),
+        (&["dead-letters", "list"][..], "no dead letters\n"),
+        // Machine-readable output stays an empty stream.
+        (&["dead-letters", "list", "--json"][..], ""),
+        (&["events", "--json"][..], ""),
+    ] {
+        let out = ws.run(args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert_eq!(stdout(&out), expected, "{args:?}");
+    }
+    // A source name nobody knows is a typo, not an empty source.
+    for args in [
+        &["orders", "list", "--source", "nosuch"][..],
+        &["orders", "show", "100001", "--source", "nosuch"][..],
+    ] {
+        let out = ws.run(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "no source named nosuch (sources: tracking)\n",
+            "{args:?}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn orders_show_tells_the_events_about_the_order() {
+    let (sim, admin, ids) = simulator_with_open_orders().await;
+    let (id, other) = (&ids[0], &ids[1]);
+    let ws = console_workspace(&sim);
+    ws.once_ok().await;
+    let out = ws.run(&["orders", "show", id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).ends_with(
+            "events (newest first):\n  none in the log (a first poll records orders without events)\n"
+        ),
+        "{}",
+        text(&out)
+    );
+
+    admin
+        .patch("order-tracking", id, json!({"status": "Closed"}))
+        .await;
+    admin
+        .patch("order-tracking", other, json!({"status": "Closed"}))
+        .await;
+    ws.once_ok().await;
+    let events = ws.run(&["events", "--order", id]).await;
+    let logged = stdout(&events);
+    assert_eq!(logged.lines().count(), 1, "{}", text(&events));
+    assert!(logged.contains("order.status_changed"), "{logged}");
+
+    let out = ws.run(&["orders", "show", id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = stdout(&out);
+    let (_, tail) = shown
+        .split_once("events (newest first):\n")
+        .unwrap_or_else(|| panic!("an events part: {shown}"));
+    // The very line `events --order` gives, and none about the other order.
+    assert_eq!(tail, logged, "{shown}");
+    assert!(tail.contains("Current → Closed"), "{shown}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_console_line_of_a_removal_tells_the_last_status() {
+    let (sim, admin, ids) = simulator_with_open_orders().await;
+    let id = &ids[0];
+    let ws = console_workspace(&sim);
+    ws.once_ok().await;
+    admin.delete("order-tracking", id).await;
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = stdout(&out);
+    let removal = lines
+        .lines()
+        .find(|l| l.contains("order.removed"))
+        .unwrap_or_else(|| panic!("a removal line: {}", text(&out)));
+    assert!(
+        removal.ends_with(&format!("tracking {id} order.removed (was Current)")),
+        "{removal}"
+    );
+    sim.shutdown().await;
+}
+
+/// The `/updatedAt` change of the simulator's log entries about `id`.
+fn updated_at_changes(log: &[serde_json::Value], id: &str) -> Vec<(String, String)> {
+    log.iter()
+        .filter(|e| e["id"] == id && e["kind"] == "changed")
+        .map(|e| {
+            let stamp = e["changes"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["path"] == "/updatedAt"));
+            let side = |key: &str| {
+                stamp
+                    .and_then(|c| c[key].as_str())
+                    .unwrap_or("unchanged")
+                    .to_owned()
+            };
+            (side("from"), side("to"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_change_in_the_simulator_refreshes_updated_at() {
+    let (sim, admin, ids) = simulator_with_open_orders().await;
+    let id = &ids[0];
+    admin
+        .patch("order-tracking", id, json!({"status": "Closed"}))
+        .await;
+    let stamps = updated_at_changes(&admin.changes().await, id);
+    assert_eq!(stamps.len(), 1, "{stamps:?}");
+    let (from, to) = &stamps[0];
+    let parse = |t: &str| humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+    assert!(parse(to) > parse(from), "{stamps:?}");
+    // A patch that sets `updatedAt` itself keeps its value.
+    admin
+        .patch(
+            "order-tracking",
+            id,
+            json!({"status": "Current", "updatedAt": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    let stamps = updated_at_changes(&admin.changes().await, id);
+    assert_eq!(stamps[1].1, "2030-01-01T00:00:00Z", "{stamps:?}");
+    sim.shutdown().await;
+
+    // Churn: an order's `updatedAt` tells when it last changed. (In whole
+    // seconds, as the generated orders: a second change within the same
+    // second leaves it as it is, and it is still true.)
+    let sim = orderwatch::simulator::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        orderwatch::simulator::SimOptions {
+            orders: 20,
+            churn: 50.0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let admin = Admin::new(&sim);
+    eventually_async("churn changes orders", Duration::from_secs(20), || async {
+        let log = admin.changes().await;
+        log.iter().filter(|e| e["kind"] == "changed").count() >= 20
+    })
+    .await;
+    // The log first: a change after it only makes `updatedAt` later.
+    let log = admin.changes().await;
+    let mut checked = 0;
+    for path in ["/order-tracking/b2b/v1/orders", "/ordering/b2b/v2/requests"] {
+        for order in admin.orders(path, "offset=0").await {
+            let Some(last) = log
+                .iter()
+                .rev()
+                .find(|e| e["id"] == order["id"] && e["kind"] == "changed")
+            else {
+                continue;
+            };
+            let changed = parse(last["time"].as_str().unwrap_or_default());
+            let updated = parse(order["updatedAt"].as_str().unwrap_or_default());
+            // A stamp taken just before a second turned, logged just after.
+            assert!(
+                updated + Duration::from_secs(1) >= changed,
+                "{order}\nlast change: {last}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{log:?}");
+    sim.shutdown().await;
 }
