@@ -331,3 +331,167 @@ async fn every_change_in_the_simulator_refreshes_updated_at() {
     assert!(checked > 0, "{log:?}");
     sim.shutdown().await;
 }
+
+/// Every command as its words (`orders list`), with the command itself.
+fn leaf_commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let path = format!("{prefix}{}", sub.get_name());
+        if sub.has_subcommands() {
+            leaf_commands(sub, &format!("{path} "), out);
+        } else {
+            out.push((path, sub.clone()));
+        }
+    }
+}
+
+#[test]
+fn every_command_and_option_has_help_and_a_readme_row() {
+    use clap::CommandFactory;
+    let mut root = orderwatch::cli::Cli::command();
+    root.build();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table: Vec<&str> = readme
+        .split("\n## Commands\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Commands section")
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    let mut commands = Vec::new();
+    leaf_commands(&root, "", &mut commands);
+    let mut missing = Vec::new();
+    for (path, cmd) in &commands {
+        if cmd.get_about().is_none() {
+            missing.push(format!("`{path}` has no help line"));
+        }
+        let rows: Vec<&&str> = table
+            .iter()
+            .filter(|row| row.starts_with(&format!("| `{path}")))
+            .collect();
+        if rows.is_empty() {
+            missing.push(format!("`{path}` has no row in README's command table"));
+        }
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = arg.get_id().as_str();
+            if ["help", "version", "config"].contains(&id) {
+                continue;
+            }
+            if arg.get_help().is_none() {
+                missing.push(format!("`{path}`: `{id}` has no help"));
+            }
+            if let Some(long) = arg.get_long() {
+                let flag = format!("--{long}");
+                if !rows.iter().any(|row| row.contains(&flag)) {
+                    missing.push(format!("`{path} {flag}` is not in its README row"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[tokio::test]
+async fn commands_without_a_config_do_not_offer_config() {
+    for command in ["simulate", "demo"] {
+        let out = tokio::process::Command::new(binary())
+            .args([command, "--help"])
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let help = stdout(&out);
+        assert!(!help.contains("--config"), "{command}: {help}");
+        let out = tokio::process::Command::new(binary())
+            .args([command, "--config", "orderwatch.yaml"])
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", text(&out));
+    }
+    let out = tokio::process::Command::new(binary())
+        .args(["simulate", "--help"])
+        .output()
+        .await
+        .expect("runs");
+    let help = stdout(&out);
+    for shown in [
+        "[default: orderwatch-demo]",
+        "[default: demo-secret]",
+        "[default: demo-api-key]",
+        "(e.g. 30s, 5m, 1h) [default: 1h]",
+    ] {
+        assert!(help.contains(shown), "`{shown}` in: {help}");
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_banner_lists_every_admin_endpoint_truthfully() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary())
+        .args(["simulate", "--listen", "127.0.0.1:0", "--orders", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulate starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let done = line.starts_with("Ctrl-C");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+    });
+    read.await.expect("the banner in time");
+    let banner_text = banner.join("\n");
+    assert!(
+        banner_text
+            .contains("client_id=orderwatch-demo client_secret=demo-secret api_key=demo-api-key"),
+        "{banner_text}"
+    );
+    let listed: Vec<(String, String)> = banner
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let method = words.next()?;
+            let url = words.next()?;
+            ["GET", "POST", "PATCH", "DELETE"]
+                .contains(&method)
+                .then(|| (method.to_owned(), url.to_owned()))
+        })
+        .collect();
+    let methods: Vec<&str> = listed.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["POST", "PATCH", "DELETE", "POST", "DELETE", "GET", "GET"],
+        "{banner_text}"
+    );
+    // Each one, called as listed, does what it says (2xx), in this order.
+    let http = reqwest::Client::new();
+    for (method, url) in &listed {
+        let url = url
+            .replace("{api}", "order-tracking")
+            .replace("{id}", "900001");
+        let request = match method.as_str() {
+            "POST" if url.ends_with("/orders") => http
+                .post(&url)
+                .json(&json!({"id": "900001", "status": "Current"})),
+            "POST" => http.post(&url).json(&json!({"latency_ms": 0})),
+            "PATCH" => http.patch(&url).json(&json!({"status": "Closed"})),
+            "DELETE" => http.delete(&url),
+            _ => http.get(&url),
+        };
+        let response = request.send().await.expect("the simulator answers");
+        assert!(
+            response.status().is_success(),
+            "{method} {url}: {}",
+            response.status()
+        );
+    }
+    let _ = child.kill().await;
+}
