@@ -51,15 +51,15 @@ impl Readiness {
     }
 
     pub fn record(&self, source: &str, error: Option<String>) {
-        if let Ok(mut s) = self.sources.lock() {
-            if let Some(state) = s.get_mut(source) {
-                match error {
-                    None => {
-                        state.last_ok = Some(Instant::now());
-                        state.last_error = None;
-                    }
-                    Some(e) => state.last_error = Some(e),
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(state) = s.get_mut(source)
+        {
+            match error {
+                None => {
+                    state.last_ok = Some(Instant::now());
+                    state.last_error = None;
                 }
+                Some(e) => state.last_error = Some(e),
             }
         }
     }

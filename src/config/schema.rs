@@ -674,14 +674,14 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
                 .duration(n, &p, MILLI));
             let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d
                 .duration(n, &p, MILLI));
-            if let (Some(i), Some(m)) = (initial, max) {
-                if m < i {
-                    d.problem(
-                        "delivery.backoff.max",
-                        n.line,
-                        "must not be shorter than `initial`",
-                    );
-                }
+            if let (Some(i), Some(m)) = (initial, max)
+                && m < i
+            {
+                d.problem(
+                    "delivery.backoff.max",
+                    n.line,
+                    "must not be shorter than `initial`",
+                );
             }
             (initial, max)
         }

@@ -154,13 +154,13 @@ fn syntax_error(text: &str, error: &serde_saphyr::Error) -> (String, Option<u64>
     let message = serde_saphyr::UserMessageFormatter.format_message(error.without_snippet());
     // The scanner trips over an indenting tab at the end of the token before
     // it, often a line early: name the line that has the tab.
-    if message.contains("tab") {
-        if let Some(tab_line) = indenting_tab(text, line.unwrap_or(1)) {
-            return (
-                "a tab in the indentation: YAML indents with spaces only".to_owned(),
-                Some(tab_line),
-            );
-        }
+    if message.contains("tab")
+        && let Some(tab_line) = indenting_tab(text, line.unwrap_or(1))
+    {
+        return (
+            "a tab in the indentation: YAML indents with spaces only".to_owned(),
+            Some(tab_line),
+        );
     }
     // Mapping keys from the file reach the message: keep it one plain line.
     let mut plain = String::with_capacity(message.len());

@@ -159,10 +159,11 @@ impl SimState {
             .ok_or_else(|| BookError::NotFound(id.to_owned()))?;
         let mut after = before.clone();
         change(&mut after);
-        if after != before && after.get(UPDATED_AT) == before.get(UPDATED_AT) {
-            if let Some(stamp) = after.get_mut(UPDATED_AT) {
-                *stamp = Value::String(generate::rfc3339(generate::now_secs()));
-            }
+        if after != before
+            && after.get(UPDATED_AT) == before.get(UPDATED_AT)
+            && let Some(stamp) = after.get_mut(UPDATED_AT)
+        {
+            *stamp = Value::String(generate::rfc3339(generate::now_secs()));
         }
         let changes = diff::leaf_changes(&before, &after);
         if !changes.is_empty() {
