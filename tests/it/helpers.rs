@@ -480,6 +480,16 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Say that a test did not check what its name says, and why, where
+/// `cargo test` shows it without `--nocapture`: libtest captures what the
+/// print macros write, not a direct write to the process's stderr. A test
+/// that may skip at run time says so in its name too (`..._unless_root`);
+/// one whose condition is known beforehand is `#[ignore = "reason"]`.
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "test {test} ... skipped: {reason}");
+}
+
 /// Whether this process can read files it has no permission for (root):
 /// then permission tests prove nothing and are skipped.
 pub fn permissions_are_bypassed() -> bool {
