@@ -1,4 +1,4 @@
-//! The command line of DESIGN.md: `orderwatch [--config FILE] COMMAND`.
+//! The command line (README.md "Commands"): `orderwatch [--config FILE] COMMAND`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`once`)
 //! deliveries still queued.

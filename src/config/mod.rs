@@ -1,5 +1,5 @@
 //! The configuration: YAML schema, `${VAR}` substitution, and validation that
-//! lists every problem with its key path and line (DESIGN.md "Configuration").
+//! lists every problem with its key path and line (README.md "Configuration").
 //!
 //! Reading happens in three steps: the YAML becomes a tree of nodes with lines
 //! (`yaml`), the tree is decoded into the typed structs below while every

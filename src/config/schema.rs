@@ -1,4 +1,4 @@
-//! The schema of DESIGN.md "Configuration": one function per section, each
+//! The schema of README.md "Configuration": one function per section, each
 //! reading its keys through the decoder, with defaults, then the checks that
 //! span sections (unique names, routes naming known sinks).
 

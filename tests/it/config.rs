@@ -1,7 +1,7 @@
 //! The configuration through the real binary (`orderwatch --config FILE
 //! check`): every broken config exits 2 and names its key path, all problems
 //! are listed in one run, and no secret reaches the output. Then `check
-//! --connect` against the simulator, and DESIGN.md's own example.
+//! --connect` against the simulator, and the contract's own example config.
 
 use crate::helpers::*;
 use orderwatch::config::Config;
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;
 
-/// The example of DESIGN.md "Configuration", copied verbatim: the contract's
+/// The example config of the contract, copied verbatim: the contract's
 /// own example must stay a valid config.
 const DESIGN_EXAMPLE: &str = include_str!("../fixtures/design-example.yaml");
 
