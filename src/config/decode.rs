@@ -345,7 +345,7 @@ fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
 }
 
 /// " (did you mean `x`?)" when a word is close to one of `allowed`.
-fn suggestion(word: &str, allowed: &[&str]) -> String {
+pub(crate) fn suggestion(word: &str, allowed: &[&str]) -> String {
     closest(word, allowed)
         .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 //! reading its keys through the decoder, with defaults, then the checks that
 //! span sections (unique names, routes naming known sinks).
 
-use super::decode::{Decoder, Fields, index};
+use super::decode::{Decoder, Fields, index, suggestion};
 use super::yaml::{Node, NodeValue};
 use super::*;
 use crate::deliver::template::TemplateKind;
@@ -608,7 +608,11 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         for name in names {
             match name.parse::<EventType>() {
                 Ok(t) => out.push(t),
-                Err(msg) => d.problem(&p, n.line, msg),
+                Err(msg) => {
+                    let names = EventType::ALL.map(EventType::as_str);
+                    let hint = suggestion(&name, &names);
+                    d.problem(&p, n.line, format!("{msg}{hint}"));
+                }
             }
         }
         Some(out)
@@ -748,23 +752,18 @@ fn cross_check(d: &mut Decoder, top: &Fields) {
     };
     let sources = names_of(d, "sources", "source");
     let sinks = names_of(d, "sinks", "sink");
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
     for (i, route) in items("routes").iter().enumerate() {
-        for name in field_list(route, "sinks") {
-            if !sinks.contains(&name) {
-                d.problem(
-                    format!("routes[{i}].sinks"),
-                    route.line,
-                    format!("unknown sink `{name}`"),
-                );
-            }
-        }
-        for name in field_list(route, "sources") {
-            if !sources.contains(&name) {
-                d.problem(
-                    format!("routes[{i}].sources"),
-                    route.line,
-                    format!("unknown source `{name}`"),
-                );
+        for (key, what, known) in [("sinks", "sink", &sinks), ("sources", "source", &sources)] {
+            for name in field_list(route, key) {
+                if !known.contains(&name.as_str()) {
+                    d.problem(
+                        format!("routes[{i}].{key}"),
+                        route.line,
+                        format!("unknown {what} `{name}`{}", suggestion(&name, known)),
+                    );
+                }
             }
         }
     }

@@ -73,6 +73,17 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             ],
         ),
         (
+            "a misspelt sink and event type in a route",
+            format!(
+                "{source}sinks:\n  - name: chat\n    type: console\nroutes:\n  - sinks: [chta]\n    events: [order.status_change]\n"
+            )
+            .into_bytes(),
+            vec![
+                "orderwatch.yaml:12: routes[0].sinks: unknown sink `chta` (did you mean `chat`?)",
+                "orderwatch.yaml:13: routes[0].events: unknown event type `order.status_change` (one of: order.created, order.status_changed, order.updated, order.removed) (did you mean `order.status_changed`?)",
+            ],
+        ),
+        (
             "a template that fails to render, beside an unknown key",
             format!(
                 "{source}    intervall: 5m\nsinks:\n  - name: chat\n    type: slack\n    url: https://hooks.example.com/x\n    template: \"{{{{ order.customer.name.first }}}}\"\n"
