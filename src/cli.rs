@@ -407,11 +407,10 @@ fn orders(store: &Store, config: &Config, cmd: OrdersCommand) -> anyhow::Result<
             }
             if shown == 0 && !json {
                 match source {
-                    Some(s) => writeln!(out, "no orders of source {s} in the store yet")?,
-                    None => writeln!(
-                        out,
-                        "no orders in the store yet: the first poll of a source records them"
-                    )?,
+                    Some(s) => say_empty(&format!("no orders of source {s} in the store yet")),
+                    None => say_empty(
+                        "no orders in the store yet: the first poll of a source records them",
+                    ),
                 }
             }
             Ok(exit(0))
@@ -463,6 +462,12 @@ fn orders(store: &Store, config: &Config, cmd: OrdersCommand) -> anyhow::Result<
     }
 }
 
+/// Say that a listing is empty. On stderr: the result itself, on stdout,
+/// stays empty for scripts that test for nothing (`[ -z "$(...)" ]`).
+fn say_empty(what: &str) {
+    eprintln!("{what}");
+}
+
 /// The sources to read: the one asked for, or every source with snapshots.
 /// `None` (said on stderr) for a name that neither the config nor the store
 /// knows: a typo, not an empty source.
@@ -498,8 +503,8 @@ fn events(
     let about = |e: &Event| order.is_none_or(|o| o == e.data.order_id);
     if write_events(store, &mut out, about, limit, json)? == 0 && !json {
         match order {
-            Some(o) => writeln!(out, "no events about order {o} in the log")?,
-            None => writeln!(out, "no events in the log yet")?,
+            Some(o) => say_empty(&format!("no events about order {o} in the log")),
+            None => say_empty("no events in the log yet"),
         }
     }
     Ok(exit(0))
@@ -558,7 +563,7 @@ fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCo
         DeadLettersCommand::List { json } => {
             let dead_letters = store.dead_letters()?;
             if dead_letters.is_empty() && !json {
-                writeln!(out, "no dead letters")?;
+                say_empty("no dead letters");
             }
             for dead in dead_letters {
                 let e = &dead.entry;

@@ -169,13 +169,15 @@ async fn empty_results_say_so_instead_of_an_empty_table() {
             "no events about order 100001 in the log\n",
         ),
         (&["dead-letters", "list"][..], "no dead letters\n"),
-        // Machine-readable output stays an empty stream.
+        // Machine-readable output is an empty stream, and nothing else.
         (&["dead-letters", "list", "--json"][..], ""),
         (&["events", "--json"][..], ""),
     ] {
         let out = ws.run(args).await;
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
-        assert_eq!(stdout(&out), expected, "{args:?}");
+        // Said on stderr: the result on stdout stays empty for scripts.
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{args:?}");
     }
     // A source name nobody knows is a typo, not an empty source.
     for args in [
