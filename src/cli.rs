@@ -1,4 +1,4 @@
-//! The command line of DESIGN.md: `orderwatch [--config FILE] COMMAND`.
+//! The command line (README.md "Commands"): `orderwatch [--config FILE] COMMAND`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`once`)
 //! deliveries still queued.
@@ -6,6 +6,8 @@
 use crate::app::{App, shutdown_signal};
 use crate::config::Config;
 use crate::deliver::Templates;
+use crate::event::Event;
+use crate::simulator::SimOptions;
 use crate::store::Store;
 use crate::{simulator, telemetry};
 use clap::{Args, Parser, Subcommand};
@@ -23,7 +25,7 @@ use std::time::Duration;
 )]
 pub struct Cli {
     /// The config file [default: $ORDERWATCH_CONFIG, then ./orderwatch.yaml]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -33,49 +35,51 @@ pub struct Cli {
 pub enum Command {
     /// The daemon: poll every source on its interval, deliver, serve health and metrics
     Run,
-    /// One poll of every source, then deliver until the outbox is empty
+    /// One poll of every source, then deliver until nothing is due or the drain timeout passes
     Once {
-        /// How long to keep delivering after the polls
+        /// How long to keep delivering after the polls (e.g. 30s, 2m)
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
     },
-    /// Validate the config (and with --connect, reach each source)
+    /// Validate the config, listing every problem (and with --connect, reach each source)
     Check {
         /// Also get a token and read one page from each source
         #[arg(long)]
         connect: bool,
     },
-    /// Send a sample event to one sink now
+    /// Send a sample event to one sink now and print the result
     NotifyTest {
-        /// The sink's name
+        /// The sink's name, as in the config
         sink: String,
     },
-    /// What the store holds
+    /// The orders the store tracks
     #[command(subcommand)]
     Orders(OrdersCommand),
-    /// The recent event log, newest first
+    /// The event log, newest first
     Events {
-        #[arg(long)]
+        /// Only the events about this order id
+        #[arg(long, value_name = "ID")]
         order: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        /// Show at most this many events
+        #[arg(long, value_name = "N", default_value_t = 20)]
         limit: usize,
-        /// One JSON object per line
+        /// One JSON object per line, each event as delivered
         #[arg(long)]
         json: bool,
     },
-    /// Undeliverable entries
+    /// Entries that could not be delivered, and putting them back
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
     /// Work on the store itself
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Serve a simulator of both Orange APIs
+    /// Serve a simulator of both Orange APIs (no config needed)
     Simulate(SimulateArgs),
-    /// Simulator + daemon + console output, no credentials needed
+    /// Simulator + daemon + console output in one process, no config or credentials needed
     Demo(DemoArgs),
     /// Ask a running orderwatch's /healthz (for container health checks)
     Healthcheck {
-        /// Defaults to the config's `listen` address
+        /// The URL to ask [default: /healthz on the config's `listen` address]
         #[arg(long)]
         url: Option<String>,
     },
@@ -83,31 +87,38 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum OrdersCommand {
-    /// Every order the store tracks
+    /// Every order the store tracks: source, id, status, revision, last change
     List {
-        #[arg(long)]
+        /// Only the orders of this source
+        #[arg(long, value_name = "NAME")]
         source: Option<String>,
-        /// One JSON object per line
+        /// One JSON object per line (source, order_id, status, revision, changed_at)
         #[arg(long)]
         json: bool,
     },
     /// One order: its last state and the events about it
     Show {
+        /// The order's id
         id: String,
-        #[arg(long)]
+        /// Only in this source (an id may exist in several)
+        #[arg(long, value_name = "NAME")]
         source: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DeadLettersCommand {
+    /// Every dead letter, with its reason
     List {
+        /// One JSON object per line
         #[arg(long)]
         json: bool,
     },
-    /// Put entries back in the outbox (by event id or SINK:SEQ)
+    /// Put entries back in the outbox, under their original event ids
     Replay {
+        /// Event ids, or SINK:SEQ as `dead-letters list` shows them
         ids: Vec<String>,
+        /// Every dead letter
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
@@ -129,29 +140,38 @@ pub enum StoreCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct SimulateArgs {
+    /// The address to serve on
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     /// Orders in each API
     #[arg(long, default_value_t = 1000)]
     pub orders: usize,
+    /// Same seed, same orders and same churn
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Changes per second across all orders
+    /// Changes per second across all orders (0: only the admin endpoints change orders)
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
-    #[arg(long)]
-    pub client_id: Option<String>,
-    #[arg(long)]
-    pub client_secret: Option<String>,
-    #[arg(long)]
-    pub api_key: Option<String>,
-    #[arg(long, value_parser = parse_duration)]
-    pub token_ttl: Option<Duration>,
-    #[arg(long)]
+    /// The OAuth client id the token endpoint accepts
+    #[arg(long, default_value_t = SimOptions::default().client_id)]
+    pub client_id: String,
+    /// The OAuth client secret the token endpoint accepts
+    #[arg(long, default_value_t = SimOptions::default().client_secret)]
+    pub client_secret: String,
+    /// The X-API-Key the APIs accept
+    #[arg(long, default_value_t = SimOptions::default().api_key)]
+    pub api_key: String,
+    /// Lifetime of the tokens it gives (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", default_value_t = SimOptions::default().token_ttl.into())]
+    pub token_ttl: humantime::Duration,
+    /// Answer 429 (code 53) past this many API calls a minute [default: no limit]
+    #[arg(long, value_name = "N")]
     pub rate_limit_per_minute: Option<u32>,
     /// Largest `limit` a list call is served (larger ones are cut to it)
     #[arg(long, default_value_t = 1000)]
     pub max_page_size: usize,
+    #[command(flatten)]
+    pub no_config: NoConfig,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -165,6 +185,20 @@ pub struct DemoArgs {
     /// Where the simulator listens (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub no_config: NoConfig,
+}
+
+/// Takes the place of the global `--config` in commands that read no
+/// config: not offered in their help, and refused if given after them.
+#[derive(Args, Debug, Clone)]
+pub struct NoConfig {
+    #[arg(long = "config", id = "config", hide = true, value_parser = no_config)]
+    config: Option<String>,
+}
+
+fn no_config(_: &str) -> Result<String, String> {
+    Err("this command reads no config file".to_owned())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -270,7 +304,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            orders(&store, cmd)
+            orders(&store, &config, cmd)
         }
         Command::Events { order, limit, json } => {
             let store = match open_store(&config) {
@@ -332,18 +366,14 @@ async fn check(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     Ok(exit(if failed { 2 } else { 0 }))
 }
 
-fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
+fn orders(store: &Store, config: &Config, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         OrdersCommand::List { source, json } => {
-            let sources = store_sources(store, source)?;
-            if !json {
-                writeln!(
-                    out,
-                    "{:<16} {:<24} {:<16} {:>8}  CHANGED",
-                    "SOURCE", "ORDER", "STATUS", "REVISION"
-                )?;
-            }
+            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
+                return Ok(exit(2));
+            };
+            let mut shown = 0;
             for src in sources {
                 for item in store.snapshots_of(&src) {
                     let (id, snap) = item?;
@@ -357,6 +387,13 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                         });
                         writeln!(out, "{line}")?;
                     } else {
+                        if shown == 0 {
+                            writeln!(
+                                out,
+                                "{:<16} {:<24} {:<16} {:>8}  CHANGED",
+                                "SOURCE", "ORDER", "STATUS", "REVISION"
+                            )?;
+                        }
                         writeln!(
                             out,
                             "{:<16} {:<24} {:<16} {:>8}  {}",
@@ -367,14 +404,29 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                             snap.changed_at
                         )?;
                     }
+                    shown += 1;
+                }
+            }
+            if shown == 0 && !json {
+                match source {
+                    Some(s) => say_empty(&format!("no orders of source {s} in the store yet")),
+                    None => say_empty(
+                        "no orders in the store yet: the first poll of a source records them",
+                    ),
                 }
             }
             Ok(exit(0))
         }
         OrdersCommand::Show { id, source } => {
+            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
+                return Ok(exit(2));
+            };
             let mut found = false;
-            for src in store_sources(store, source)? {
+            for src in sources {
                 if let Some(snap) = store.snapshot(&src, &id)? {
+                    if found {
+                        writeln!(out)?;
+                    }
                     found = true;
                     let order: serde_json::Value =
                         serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
@@ -393,6 +445,14 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
                         }
                     )?;
                     writeln!(out, "{}", serde_json::to_string_pretty(&order)?)?;
+                    writeln!(out, "events (newest first):")?;
+                    let about = |e: &Event| e.data.source == src && e.data.order_id == id;
+                    if write_events(store, &mut out, about, usize::MAX, false)? == 0 {
+                        writeln!(
+                            out,
+                            "  none in the log (a first poll records orders without events)"
+                        )?;
+                    }
                 }
             }
             if !found {
@@ -404,12 +464,35 @@ fn orders(store: &Store, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The sources to list: the one asked for, or every source with snapshots.
-fn store_sources(store: &Store, source: Option<String>) -> anyhow::Result<Vec<String>> {
-    Ok(match source {
-        Some(s) => vec![s],
-        None => store.sources()?,
-    })
+/// Say that a listing is empty. On stderr: the result itself, on stdout,
+/// stays empty for scripts that test for nothing (`[ -z "$(...)" ]`).
+fn say_empty(what: &str) {
+    eprintln!("{what}");
+}
+
+/// The sources to read: the one asked for, or every source with snapshots.
+/// `None` (said on stderr) for a name that neither the config nor the store
+/// knows: a typo, not an empty source.
+fn pick_sources(
+    store: &Store,
+    config: &Config,
+    source: Option<&str>,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let in_store = store.sources()?;
+    let Some(name) = source else {
+        return Ok(Some(in_store));
+    };
+    if config.source(name).is_some() || in_store.iter().any(|s| s == name) {
+        return Ok(Some(vec![name.to_owned()]));
+    }
+    let mut known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    for name in &in_store {
+        if !known.contains(&name.as_str()) {
+            known.push(name);
+        }
+    }
+    eprintln!("no source named {name} (sources: {})", known.join(", "));
+    Ok(None)
 }
 
 fn events(
@@ -419,16 +502,35 @@ fn events(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    let about = |e: &Event| order.is_none_or(|o| o == e.data.order_id);
+    if write_events(store, &mut out, about, limit, json)? == 0 && !json {
+        match order {
+            Some(o) => say_empty(&format!("no events about order {o} in the log")),
+            None => say_empty("no events in the log yet"),
+        }
+    }
+    Ok(exit(0))
+}
+
+/// Write the logged events `about` picks, newest first, at most `limit`:
+/// as delivered (`json`) or one line each. Returns how many were written.
+fn write_events(
+    store: &Store,
+    out: &mut impl Write,
+    about: impl Fn(&Event) -> bool,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<usize> {
     let mut shown = 0;
     for item in store.recent_events() {
         if shown >= limit {
             break;
         }
         let text = item?;
-        let Ok(event) = serde_json::from_str::<crate::event::Event>(&text) else {
+        let Ok(event) = serde_json::from_str::<Event>(&text) else {
             continue;
         };
-        if order.is_some_and(|o| o != event.data.order_id) {
+        if !about(&event) {
             continue;
         }
         shown += 1;
@@ -454,14 +556,18 @@ fn events(
             )?;
         }
     }
-    Ok(exit(0))
+    Ok(shown)
 }
 
 fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         DeadLettersCommand::List { json } => {
-            for dead in store.dead_letters()? {
+            let dead_letters = store.dead_letters()?;
+            if dead_letters.is_empty() && !json {
+                say_empty("no dead letters");
+            }
+            for dead in dead_letters {
                 let e = &dead.entry;
                 if json {
                     let line = serde_json::json!({
@@ -578,26 +684,17 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<Exi
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = simulator::SimOptions {
+    let opts = simulator::SimOptions {
         orders: args.orders,
         seed: args.seed,
         churn: args.churn,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        api_key: args.api_key,
+        token_ttl: args.token_ttl.into(),
         rate_limit_per_minute: args.rate_limit_per_minute,
         max_page_size: args.max_page_size,
-        ..Default::default()
     };
-    if let Some(v) = args.client_id {
-        opts.client_id = v;
-    }
-    if let Some(v) = args.client_secret {
-        opts.client_secret = v;
-    }
-    if let Some(v) = args.api_key {
-        opts.api_key = v;
-    }
-    if let Some(v) = args.token_ttl {
-        opts.token_ttl = v;
-    }
     let (client_id, client_secret, api_key) = (
         opts.client_id.clone(),
         opts.client_secret.clone(),
@@ -618,10 +715,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  credentials:    client_id={client_id} client_secret={client_secret} api_key={api_key}"
     );
-    println!(
-        "  admin:          {}/_sim/changes, /_sim/stats, /_sim/faults",
-        sim.base_url()
-    );
+    println!("  admin ({{api}} is order-tracking or ordering):");
+    for (method, path, effect) in simulator::ADMIN_ENDPOINTS {
+        println!("    {method:<6} {}{path}  {effect}", sim.base_url());
+    }
     println!("Ctrl-C stops it.");
     stop.await;
     sim.shutdown().await;

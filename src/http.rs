@@ -70,12 +70,12 @@ impl Readiness {
     }
 
     pub fn record(&self, source: &str, error: Option<String>) {
-        if let Ok(mut s) = self.sources.lock() {
-            if let Some(state) = s.get_mut(source) {
-                state.failing = error.is_some();
-                if error.is_none() {
-                    state.last_ok = Some(Instant::now());
-                }
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(state) = s.get_mut(source)
+        {
+            state.failing = error.is_some();
+            if error.is_none() {
+                state.last_ok = Some(Instant::now());
             }
         }
     }

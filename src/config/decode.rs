@@ -6,6 +6,7 @@
 
 use super::env::{Environment, substitute};
 use super::yaml::{Node, NodeValue};
+use crate::deliver::template::{TemplateKind, check_template};
 use crate::secret::Secret;
 use std::time::Duration;
 
@@ -95,9 +96,7 @@ impl<'e> Decoder<'e> {
         };
         for (key, value) in entries {
             if !allowed.contains(&key.as_str()) {
-                let hint = closest(key, allowed)
-                    .map(|k| format!(" (did you mean `{k}`?)"))
-                    .unwrap_or_default();
+                let hint = suggestion(key, allowed);
                 self.problem(
                     join(path, key),
                     value.line,
@@ -215,10 +214,12 @@ impl<'e> Decoder<'e> {
             Some((_, value)) => Some(*value),
             None => {
                 let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                // Only the allowed word is echoed, never the value.
+                let hint = suggestion(text.trim(), &names);
                 self.problem(
                     path,
                     node.line,
-                    format!("must be one of: {}", names.join(", ")),
+                    format!("must be one of: {}{hint}", names.join(", ")),
                 );
                 None
             }
@@ -268,15 +269,35 @@ impl<'e> Decoder<'e> {
                 self.problem(
                     path,
                     node.line,
-                    "must be an http:// or https:// URL with a host",
+                    "must be an http:// or https:// URL with a host (for example https://hooks.example.com/orderwatch)",
+                );
+                None
+            }
+            // Said in the user's terms; the value itself is never echoed.
+            Err(url::ParseError::RelativeUrlWithoutBase) => {
+                self.problem(
+                    path,
+                    node.line,
+                    "not a URL: it must start with http:// or https:// (for example https://hooks.example.com/orderwatch)",
                 );
                 None
             }
             Err(e) => {
-                self.problem(path, node.line, format!("not a valid URL ({e})"));
+                self.problem(path, node.line, format!("not a valid URL: {e}"));
                 None
             }
         }
+    }
+
+    /// A message template, compiled and test-rendered here so that its
+    /// problem is listed with all the others, on its line.
+    pub fn template(&mut self, node: &Node, path: &str, kind: TemplateKind) -> Option<String> {
+        let text = self.string(node, path)?;
+        if let Err(message) = check_template(kind, &text) {
+            self.problem(path, node.line, message);
+            return None;
+        }
+        Some(text)
     }
 
     /// A JSON pointer (RFC 6901): empty, or starting with `/`.
@@ -313,28 +334,21 @@ impl<'e> Decoder<'e> {
     }
 }
 
-/// The allowed key closest to a typo, if one is close enough to suggest.
-fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+/// The allowed word closest to a typo, if one is close enough to suggest.
+fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
-        .map(|k| (edit_distance(key, k), *k))
+        .map(|k| (strsim::damerau_levenshtein(word, k), *k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+/// " (did you mean `x`?)" when a word is close to one of `allowed`.
+pub(crate) fn suggestion(word: &str, allowed: &[&str]) -> String {
+    closest(word, allowed)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -348,5 +362,10 @@ mod tests {
             Some("interval")
         );
         assert_eq!(closest("zzz", &["interval", "timeout"]), None);
+        assert_eq!(closest("webhok", &["webhook", "slack"]), Some("webhook"));
+        assert_eq!(
+            closest("order-trakcing", &["order-tracking", "ordering"]),
+            Some("order-tracking")
+        );
     }
 }

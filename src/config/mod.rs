@@ -1,5 +1,5 @@
 //! The configuration: YAML schema, `${VAR}` substitution, and validation that
-//! lists every problem with its key path and line (DESIGN.md "Configuration").
+//! lists every problem with its key path and line (README.md "Configuration").
 //!
 //! Reading happens in three steps: the YAML becomes a tree of nodes with lines
 //! (`yaml`), the tree is decoded into the typed structs below while every
@@ -250,13 +250,38 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and validate the file, with variables from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let whole_file = |line, message| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
                 path: String::new(),
-                line: None,
-                message: format!("cannot read the file: {e}"),
+                line,
+                message,
             }],
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            whole_file(
+                None,
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "no such file. The config is the file given by --config, else \
+                         ${CONFIG_VAR}, else ./orderwatch.yaml; config.example.yaml, in \
+                         orderwatch's source beside README.md, has every key to start from"
+                    ),
+                    _ => format!("cannot read the file: {e}"),
+                },
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bytes = e.as_bytes();
+            let good = &bytes[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let column = good.len() - good.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1) + 1;
+            whole_file(
+                Some(line),
+                format!(
+                    "not UTF-8 text (column {column} has a byte that is not UTF-8): save the file as UTF-8"
+                ),
+            )
         })?;
         Config::parse(&text, path, &ProcessEnv)
     }
@@ -302,12 +327,15 @@ impl Config {
     }
 }
 
+/// The variable naming the config file when `--config` is not given.
+pub const CONFIG_VAR: &str = "ORDERWATCH_CONFIG";
+
 /// The config file to use: the flag, then `$ORDERWATCH_CONFIG`, then `./orderwatch.yaml`.
 pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_owned();
     }
-    match std::env::var_os("ORDERWATCH_CONFIG") {
+    match std::env::var_os(CONFIG_VAR) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from("orderwatch.yaml"),
     }

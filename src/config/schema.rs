@@ -1,10 +1,11 @@
-//! The schema of DESIGN.md "Configuration": one function per section, each
+//! The schema of README.md "Configuration": one function per section, each
 //! reading its keys through the decoder, with defaults, then the checks that
 //! span sections (unique names, routes naming known sinks).
 
-use super::decode::{Decoder, Fields, index};
+use super::decode::{Decoder, Fields, index, suggestion};
 use super::yaml::{Node, NodeValue};
 use super::*;
+use crate::deliver::template::TemplateKind;
 use base64::Engine;
 
 const TOP: &[&str] = &[
@@ -386,7 +387,9 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
         "slack" => slack(d, &f).map(SinkKind::Slack),
         "email" => email(d, &f).map(SinkKind::Email),
         _ => Some(SinkKind::Console(ConsoleConfig {
-            template: opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some))?,
+            template: opt!(d, f, "template", None, |n, p| d
+                .template(n, &p, TemplateKind::Console)
+                .map(Some))?,
         })),
     };
     Some(SinkConfig {
@@ -461,7 +464,9 @@ pub fn webhook_key(secret: &Secret) -> Option<Vec<u8>> {
 fn slack(d: &mut Decoder, f: &Fields) -> Option<SlackConfig> {
     // Checked as a URL, kept as a secret: the path is the credential.
     let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
-    let template = opt!(d, f, "template", None, |n, p| d.string(n, &p).map(Some));
+    let template = opt!(d, f, "template", None, |n, p| d
+        .template(n, &p, TemplateKind::Slack)
+        .map(Some));
     let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
         .duration(n, &p, MILLI));
     Some(SlackConfig {
@@ -493,8 +498,12 @@ fn email(d: &mut Decoder, f: &Fields) -> Option<EmailConfig> {
         }
         bad.is_empty().then_some(list)
     });
-    let subject = opt!(d, f, "subject", None, |n, p| d.string(n, &p).map(Some));
-    let body = opt!(d, f, "body", None, |n, p| d.string(n, &p).map(Some));
+    let subject = opt!(d, f, "subject", None, |n, p| d
+        .template(n, &p, TemplateKind::EmailSubject)
+        .map(Some));
+    let body = opt!(d, f, "body", None, |n, p| d
+        .template(n, &p, TemplateKind::EmailBody)
+        .map(Some));
     Some(EmailConfig {
         smtp: smtp?,
         from: from?,
@@ -600,7 +609,11 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         for name in names {
             match name.parse::<EventType>() {
                 Ok(t) => out.push(t),
-                Err(msg) => d.problem(&p, n.line, msg),
+                Err(msg) => {
+                    let names = EventType::ALL.map(EventType::as_str);
+                    let hint = suggestion(&name, &names);
+                    d.problem(&p, n.line, format!("{msg}{hint}"));
+                }
             }
         }
         Some(out)
@@ -666,14 +679,14 @@ fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
                 .duration(n, &p, MILLI));
             let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d
                 .duration(n, &p, MILLI));
-            if let (Some(i), Some(m)) = (initial, max) {
-                if m < i {
-                    d.problem(
-                        "delivery.backoff.max",
-                        n.line,
-                        "must not be shorter than `initial`",
-                    );
-                }
+            if let (Some(i), Some(m)) = (initial, max)
+                && m < i
+            {
+                d.problem(
+                    "delivery.backoff.max",
+                    n.line,
+                    "must not be shorter than `initial`",
+                );
             }
             (initial, max)
         }
@@ -740,23 +753,18 @@ fn cross_check(d: &mut Decoder, top: &Fields) {
     };
     let sources = names_of(d, "sources", "source");
     let sinks = names_of(d, "sinks", "sink");
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
     for (i, route) in items("routes").iter().enumerate() {
-        for name in field_list(route, "sinks") {
-            if !sinks.contains(&name) {
-                d.problem(
-                    format!("routes[{i}].sinks"),
-                    route.line,
-                    format!("unknown sink `{name}`"),
-                );
-            }
-        }
-        for name in field_list(route, "sources") {
-            if !sources.contains(&name) {
-                d.problem(
-                    format!("routes[{i}].sources"),
-                    route.line,
-                    format!("unknown source `{name}`"),
-                );
+        for (key, what, known) in [("sinks", "sink", &sinks), ("sources", "source", &sources)] {
+            for name in field_list(route, key) {
+                if !known.contains(&name.as_str()) {
+                    d.problem(
+                        format!("routes[{i}].{key}"),
+                        route.line,
+                        format!("unknown {what} `{name}`{}", suggestion(&name, known)),
+                    );
+                }
             }
         }
     }

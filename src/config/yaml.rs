@@ -157,14 +157,52 @@ pub(crate) fn parse(text: &str) -> Result<Node, (String, Option<u64>)> {
             value: NodeValue::Map(Vec::new()),
         });
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-        let full = e.to_string();
-        let first = full.lines().next().unwrap_or_default();
-        let message = first.strip_prefix("error: ").unwrap_or(first);
-        remember_secret_values(text);
-        (crate::secret::redact(message.trim()), line)
-    })
+    serde_saphyr::from_str::<Node>(text).map_err(|e| syntax_error(text, &e))
+}
+
+/// A parse error as a user reads it: the plain message, without the
+/// parser's own snippet and position (the caller prints `file:line` once),
+/// and the line of the mistake.
+fn syntax_error(text: &str, error: &serde_saphyr::Error) -> (String, Option<u64>) {
+    use serde_saphyr::MessageFormatter;
+    let line = error.location().map(|l| l.line()).filter(|l| *l > 0);
+    let message = serde_saphyr::UserMessageFormatter.format_message(error.without_snippet());
+    // Remembered before any text of the file could be logged: a message
+    // quoting a credential is redacted below.
+    remember_secret_values(text);
+    // The scanner trips over an indenting tab at the end of the token before
+    // it, often a line early: name the line that has the tab.
+    if message.contains("tab")
+        && let Some(tab_line) = indenting_tab(text, line.unwrap_or(1))
+    {
+        return (
+            "a tab in the indentation: YAML indents with spaces only".to_owned(),
+            Some(tab_line),
+        );
+    }
+    // Mapping keys from the file reach the message: keep it one plain line.
+    let mut plain = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            plain.extend(c.escape_debug());
+        } else {
+            plain.push(c);
+        }
+    }
+    (crate::secret::redact(&plain), line)
+}
+
+/// The first line from `from` on (1-based) whose indentation has a tab.
+fn indenting_tab(text: &str, from: u64) -> Option<u64> {
+    text.lines()
+        .zip(1u64..)
+        .skip(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX))
+        .find(|(l, _)| {
+            l.chars()
+                .take_while(|c| c.is_whitespace())
+                .any(|c| c == '\t')
+        })
+        .map(|(_, n)| n)
 }
 
 /// The values of credential keys in a file that does not parse, line by
@@ -213,7 +251,17 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused() {
-        assert!(parse("a: 1\na: 2\n").is_err());
+        let (message, line) = parse("a: 1\na: 2\n").err().unwrap();
+        assert_eq!(line, Some(2));
+        assert!(message.contains("duplicate"), "{message}");
+        assert!(!message.contains("DuplicateKeyPolicy"), "{message}");
+    }
+
+    #[test]
+    fn an_indenting_tab_is_named_on_its_own_line() {
+        let (message, line) = parse("a:\n  b: 1\n\tc: 2\n").err().unwrap();
+        assert_eq!(line, Some(3));
+        assert!(message.contains("tab"), "{message}");
     }
 
     #[test]

@@ -110,15 +110,14 @@ impl Templates {
             for (role, key, source) in own {
                 let Some(source) = source else { continue };
                 let name = format!("{}:sink:{}", role.prefix(), sink.name);
-                let path = format!("sinks[{i}].{key}");
-                match env.add_template_owned(name.clone(), source.clone()) {
+                match add_checked(&mut env, &name, source) {
                     Ok(()) => {
                         roles.insert(role.prefix(), name);
                     }
-                    Err(e) => problems.push(Problem {
-                        path,
+                    Err(message) => problems.push(Problem {
+                        path: format!("sinks[{i}].{key}"),
                         line: None,
-                        message: format!("not a valid template: {}", describe(&e)),
+                        message,
                     }),
                 }
             }
@@ -135,15 +134,12 @@ impl Templates {
                     "email.text" => "body",
                     _ => "template",
                 };
-                for kind in EventType::ALL {
-                    if let Err(e) = render_named(&env, name, &sample_event(kind)) {
-                        problems.push(Problem {
-                            path: format!("sinks[{i}].{key}"),
-                            line: None,
-                            message: format!("fails on a sample {kind} event: {}", describe(&e)),
-                        });
-                        break;
-                    }
+                if let Err(message) = render_samples(&env, name) {
+                    problems.push(Problem {
+                        path: format!("sinks[{i}].{key}"),
+                        line: None,
+                        message,
+                    });
                 }
             }
         }
@@ -222,6 +218,51 @@ impl Templates {
             )
         })
     }
+}
+
+/// What a template of the config writes, which decides how values are
+/// escaped in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// A slack sink's `template` (mrkdwn).
+    Slack,
+    /// A console sink's `template`.
+    Console,
+    /// An email sink's `subject`.
+    EmailSubject,
+    /// An email sink's `body` (text).
+    EmailBody,
+}
+
+/// Compile one template of the config on its own and render it against a
+/// sample event of every type: the config reader calls this for each
+/// template key, so its problem is listed with the others, with its line.
+pub fn check_template(kind: TemplateKind, source: &str) -> Result<(), String> {
+    let role = match kind {
+        TemplateKind::Slack => Role::Slack,
+        TemplateKind::Console => Role::Console,
+        TemplateKind::EmailSubject => Role::EmailSubject,
+        TemplateKind::EmailBody => Role::EmailText,
+    };
+    let mut env = environment();
+    let name = format!("{}:check", role.prefix());
+    add_checked(&mut env, &name, source)?;
+    render_samples(&env, &name)
+}
+
+fn add_checked(env: &mut Environment<'static>, name: &str, source: &str) -> Result<(), String> {
+    env.add_template_owned(name.to_owned(), source.to_owned())
+        .map_err(|e| format!("not a valid template: {}", describe(&e)))
+}
+
+/// Render the template against a sample of every event type; the first
+/// failure is the problem.
+fn render_samples(env: &Environment<'static>, name: &str) -> Result<(), String> {
+    for kind in EventType::ALL {
+        render_named(env, name, &sample_event(kind))
+            .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))?;
+    }
+    Ok(())
 }
 
 fn environment() -> Environment<'static> {
@@ -384,7 +425,11 @@ fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
                 "{console_prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
             ),
         ),
-        (default_name(Role::Console, Removed), console_prefix.into()),
+        // A removal has no new status: its line tells the last one seen.
+        (
+            default_name(Role::Console, Removed),
+            format!("{console_prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
+        ),
         (
             default_name(Role::EmailSubject, Created),
             "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
@@ -483,7 +528,8 @@ pub fn sample_event(kind: EventType) -> Event {
                 to: "2026-12-04".into(),
             }],
         ),
-        EventType::Removed => (None, None, 5, vec![]),
+        // As a real removal: `from` is the last status seen.
+        EventType::Removed => (Some("Current"), None, 5, vec![]),
     };
     let source = "tracking";
     let order_id = "123456";
@@ -628,17 +674,18 @@ mod tests {
     }
 
     #[test]
-    fn broken_and_failing_templates_are_problems_with_their_key() {
-        let c = config(
-            "  - {name: w, type: webhook, url: \"https://h.example/x\"}\n  \
+    fn broken_and_failing_templates_are_config_problems_with_their_key_and_line() {
+        let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
+               - {name: w, type: webhook, url: \"https://h.example/x\"}\n  \
                - {name: chat, type: slack, url: \"https://h.example/x\", template: \"{{ order_id \"}\n  \
-               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], body: \"{{ order_id | nosuchfilter }}\"}\n",
-        );
-        let problems = Templates::compile(&c).unwrap_err();
-        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+               - {name: mail, type: email, smtp: {host: localhost, tls: none}, from: a@example.com, to: [b@example.com], body: \"{{ order_id | nosuchfilter }}\"}\n";
+        let problems = Config::parse(text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_err()
+            .problems;
+        let found: Vec<_> = problems.iter().map(|p| (p.path.as_str(), p.line)).collect();
         assert_eq!(
-            paths,
-            ["sinks[1].template", "sinks[2].body"],
+            found,
+            [("sinks[1].template", Some(4)), ("sinks[2].body", Some(5))],
             "{problems:?}"
         );
         assert!(

@@ -71,7 +71,6 @@ impl Churner {
     }
 
     fn advance(&mut self, sim: &SimState, api: Api) -> bool {
-        let now = generate::rfc3339(generate::now_secs());
         for _ in 0..ADVANCE_TRIES {
             let Some(id) = self.random_id(sim, api) else {
                 return false;
@@ -83,10 +82,6 @@ impl Churner {
                     Api::OrderTracking => advance_tracking(order, rng),
                     Api::Ordering => advance_ordering(order),
                 };
-                // No let chains: the crate's declared rust-version is 1.85.
-                if let (true, Some(object)) = (advanced, order.as_object_mut()) {
-                    object.insert("updatedAt".to_owned(), Value::String(now.clone()));
-                }
             });
             if advanced {
                 return true;

@@ -1,6 +1,6 @@
 //! Orange-style error answers: an HTTP status with the body
 //! `{"code":<int>,"message":"..","description":".."}`, codes as in Orange's
-//! error-handling guide (and DESIGN.md's table).
+//! error-handling guide (and README.md "Troubleshooting by Orange error").
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -39,6 +39,30 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The admin endpoints, as the start-up banner lists them: method, path
+/// (`{api}` is `order-tracking` or `ordering`) and what it does.
+pub const ADMIN_ENDPOINTS: &[(&str, &str, &str)] = &[
+    ("POST", "/_sim/{api}/orders", "add an order (JSON body)"),
+    (
+        "PATCH",
+        "/_sim/{api}/orders/{id}",
+        "JSON merge patch an order",
+    ),
+    ("DELETE", "/_sim/{api}/orders/{id}", "remove an order"),
+    (
+        "POST",
+        "/_sim/faults",
+        r#"inject faults: {"status":503,"count":3}, {"latency_ms":200}, {"rate_limit_per_minute":10}, {"expire_tokens":true}, {"truncate_body":true,"count":1}"#,
+    ),
+    ("DELETE", "/_sim/faults", "clear every fault"),
+    ("GET", "/_sim/stats", "calls served, by endpoint and status"),
+    (
+        "GET",
+        "/_sim/changes",
+        "every change made (by churn or admin), oldest first; ?since=SEQ for the later ones",
+    ),
+];
+
 /// How a simulator is set up. `Default` gives the values `orderwatch simulate`
 /// prints at start.
 #[derive(Debug, Clone)]

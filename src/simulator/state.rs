@@ -20,6 +20,9 @@ use super::ratelimit::RateLimiter;
 use super::server::RequestIds;
 use super::stats::Stats;
 
+/// The field Orange refreshes on every change of an order.
+const UPDATED_AT: &str = "updatedAt";
+
 /// Which of the two Orange APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Api {
@@ -141,7 +144,9 @@ impl SimState {
     }
 
     /// Apply `change` to an order; returns its JSON afterwards. A change that
-    /// changes nothing is not logged.
+    /// changes nothing is not logged. Like Orange, any change of an order
+    /// that has an `updatedAt` sets it to now, unless the change set it
+    /// itself (a test placing an order in time).
     pub(crate) fn update_order(
         &self,
         api: Api,
@@ -154,6 +159,12 @@ impl SimState {
             .ok_or_else(|| BookError::NotFound(id.to_owned()))?;
         let mut after = before.clone();
         change(&mut after);
+        if after != before
+            && after.get(UPDATED_AT) == before.get(UPDATED_AT)
+            && let Some(stamp) = after.get_mut(UPDATED_AT)
+        {
+            *stamp = Value::String(generate::rfc3339(generate::now_secs()));
+        }
         let changes = diff::leaf_changes(&before, &after);
         if !changes.is_empty() {
             book.replace(id, &after)?;

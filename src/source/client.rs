@@ -647,10 +647,11 @@ impl Pager<'_> {
             1
         };
         while self.in_flight.len() < window {
-            if let Some(total) = self.total {
-                if self.next_offset >= total && !self.in_flight.is_empty() {
-                    break;
-                }
+            if let Some(total) = self.total
+                && self.next_offset >= total
+                && !self.in_flight.is_empty()
+            {
+                break;
             }
             let offset = self.next_offset;
             self.next_offset = self.next_offset.saturating_add(self.client.page_size);

@@ -40,10 +40,10 @@ impl TokenCache {
         Fut: std::future::Future<Output = Result<FreshToken, E>>,
     {
         let mut current = self.current.lock().await;
-        if let Some(token) = current.as_ref() {
-            if Instant::now() < token.refresh_at {
-                return Ok(token.value.clone());
-            }
+        if let Some(token) = current.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.value.clone());
         }
         let fresh = fetch().await?;
         let value = Arc::new(fresh.value);

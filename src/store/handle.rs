@@ -118,10 +118,10 @@ impl Store {
     ) -> Result<T, StoreError> {
         let opened = self.opened()?;
         let result = op(&opened);
-        if let Err(e) = &result {
-            if e.is_io() {
-                self.let_go(&opened, e);
-            }
+        if let Err(e) = &result
+            && e.is_io()
+        {
+            self.let_go(&opened, e);
         }
         result
     }

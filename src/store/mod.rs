@@ -788,12 +788,12 @@ fn refuse_files_in_the_way(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn open_error(dir: &Path, e: sled::Error) -> StoreError {
-    if let sled::Error::Io(io) = &e {
-        if is_disk_full(io) {
-            return StoreError::OpenDiskFull {
-                dir: dir.to_owned(),
-            };
-        }
+    if let sled::Error::Io(io) = &e
+        && is_disk_full(io)
+    {
+        return StoreError::OpenDiskFull {
+            dir: dir.to_owned(),
+        };
     }
     let text = e.to_string();
     let locked = match &e {

@@ -125,10 +125,10 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     }
     // Inside the old store, the copy would copy itself; checked before
     // anything is created there.
-    if let (Ok(a), Ok(b)) = (from.canonicalize(), std::path::absolute(to)) {
-        if b.starts_with(&a) {
-            return Err(SalvageError::SameDirectory);
-        }
+    if let (Ok(a), Ok(b)) = (from.canonicalize(), std::path::absolute(to))
+        && b.starts_with(&a)
+    {
+        return Err(SalvageError::SameDirectory);
     }
     if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(SalvageError::DestinationNotEmpty(to.to_owned()));
@@ -385,17 +385,17 @@ fn open_copy(original: &Path, copy: &Path) -> Result<sled::Db, SalvageError> {
 
 fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
     let version = catch(|| old.open_tree("meta").and_then(|m| m.get(META_SCHEMA)));
-    if let Ok(Some(v)) = version {
-        if let Some(found) = read_u64(&v) {
-            // Schema 1 differs only by lacking the `listed` index, which
-            // salvage rebuilds anyway.
-            if !(1..=SCHEMA_VERSION).contains(&found) {
-                return Err(SalvageError::Schema {
-                    dir: dir.to_owned(),
-                    found,
-                    expected: SCHEMA_VERSION,
-                });
-            }
+    if let Ok(Some(v)) = version
+        && let Some(found) = read_u64(&v)
+    {
+        // Schema 1 differs only by lacking the `listed` index, which
+        // salvage rebuilds anyway.
+        if !(1..=SCHEMA_VERSION).contains(&found) {
+            return Err(SalvageError::Schema {
+                dir: dir.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
         }
     }
     Ok(())

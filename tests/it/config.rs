@@ -1,7 +1,7 @@
 //! The configuration through the real binary (`orderwatch --config FILE
 //! check`): every broken config exits 2 and names its key path, all problems
 //! are listed in one run, and no secret reaches the output. Then `check
-//! --connect` against the simulator, and DESIGN.md's own example.
+//! --connect` against the simulator, and the contract's own example config.
 
 use crate::helpers::*;
 use orderwatch::config::Config;
@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;
 
-/// The example of DESIGN.md "Configuration", copied verbatim: the contract's
+/// The example config of the contract, copied verbatim: the contract's
 /// own example must stay a valid config.
 const DESIGN_EXAMPLE: &str = include_str!("../fixtures/design-example.yaml");
 
 /// A valid config; each broken one below changes one thing in it. Nothing is
 /// contacted by `check` without `--connect`, so the URLs need not answer.
-const SOURCE: &str = concat!(
+pub(crate) const SOURCE: &str = concat!(
     "  - name: tracking\n",
     "    api: order-tracking\n",
     "    base_url: http://127.0.0.1:9\n",
@@ -133,8 +133,10 @@ async fn a_yaml_syntax_error_gives_its_line() {
     let yaml = "sources:\n  - name: tracking\n    api: order-tracking\n     base_url: x\n";
     let (out, stderr) = check(yaml, &[], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr.contains("not valid YAML"), "{stderr}");
-    assert!(stderr.contains("line 5"), "the line: {stderr}");
+    assert!(
+        stderr.contains("orderwatch.yaml:5: not valid YAML"),
+        "the line, once: {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -394,6 +394,15 @@ impl Admin {
 
     /// Ids of the orders of `api` matching a filter such as `status=Current`.
     pub async fn ids(&self, path: &str, query: &str) -> Vec<String> {
+        self.orders(path, query)
+            .await
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The orders (at most 1,000) the API at `path` lists for `query`.
+    pub async fn orders(&self, path: &str, query: &str) -> Vec<Value> {
         let token: Value = self
             .http
             .post(format!("{}/oauth/v3/token", self.base))
@@ -417,9 +426,7 @@ impl Admin {
             .json()
             .await
             .unwrap();
-        list.iter()
-            .map(|o| o["id"].as_str().unwrap().to_owned())
-            .collect()
+        list
     }
 }
 
@@ -481,6 +488,16 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Say that a test did not check what its name says, and why, where
+/// `cargo test` shows it without `--nocapture`: libtest captures what the
+/// print macros write, not a direct write to the process's stderr. A test
+/// that may skip at run time says so in its name too (`..._unless_root`);
+/// one whose condition is known beforehand is `#[ignore = "reason"]`.
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "test {test} ... skipped: {reason}");
 }
 
 /// Whether this process can read files it has no permission for (root):

@@ -13,6 +13,7 @@ mod flow_faults;
 mod helpers;
 mod hostile_listing;
 mod hostile_source;
+mod newcomer;
 mod ops;
 mod outage;
 mod readonly;

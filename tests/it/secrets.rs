@@ -42,10 +42,10 @@ async fn proxy_token(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-        if let Some(t) = v["access_token"].as_str() {
-            p.seen.lock().unwrap().push(t.to_owned());
-        }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        && let Some(t) = v["access_token"].as_str()
+    {
+        p.seen.lock().unwrap().push(t.to_owned());
     }
     (
         StatusCode::from_u16(status).unwrap(),

@@ -291,15 +291,20 @@ async fn slack_unreachable_is_retried_and_the_url_stays_secret() {
 // ------------------------------------------------------------ templates
 
 #[test]
-fn a_broken_template_is_a_problem_naming_its_key() {
-    let c = config(
-        "  - {name: out, type: console}\n  \
-           - {name: chat, type: slack, url: \"http://127.0.0.1:1/x\", template: \"{{ order_id \"}\n",
-    );
-    let problems = Templates::compile(&c).unwrap_err();
+fn a_broken_template_is_a_problem_naming_its_key_and_line() {
+    let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
+           - {name: out, type: console}\n  \
+           - {name: chat, type: slack, url: \"http://127.0.0.1:1/x\", template: \"{{ order_id \"}\n";
+    let problems = Config::parse(
+        text,
+        Path::new("test.yaml"),
+        &HashMap::<String, String>::new(),
+    )
+    .unwrap_err()
+    .problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].path, "sinks[1].template");
-    assert_eq!(problems[0].line, None);
+    assert_eq!(problems[0].line, Some(4));
 }
 
 #[test]

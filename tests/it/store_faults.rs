@@ -107,11 +107,12 @@ async fn a_store_in_use_by_a_running_daemon_is_a_plain_error() {
 }
 
 #[tokio::test]
-async fn an_unreadable_store_is_a_plain_error() {
+async fn an_unreadable_store_is_a_plain_error_unless_root() {
     use std::os::unix::fs::PermissionsExt;
     if permissions_are_bypassed() {
-        println!(
-            "SKIPPED an_unreadable_store_is_a_plain_error: running with privileges that read files without permission (root), so chmod cannot make the store unreadable"
+        skipped(
+            "store_faults::an_unreadable_store_is_a_plain_error_unless_root",
+            "running with privileges that read files without permission (root), so chmod cannot make the store unreadable",
         );
         return;
     }
