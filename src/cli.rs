@@ -258,8 +258,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Once { drain_timeout } => {
             let app = App::build(config, templates)?;
-            let outcome = app.once(drain_timeout).await?;
-            Ok(exit(outcome.exit_code()))
+            let report = app.once(drain_timeout).await?;
+            println!("{report}");
+            Ok(exit(report.outcome.exit_code()))
         }
         Command::Check { connect } => check(&config, connect).await,
         Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,

@@ -584,3 +584,79 @@ pub async fn terminate(
         .expect("stops on SIGTERM")
         .unwrap()
 }
+
+/// One request as it arrived at an [`ArrivalRecorder`], before any answer.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+type ArrivalState = (Arc<Mutex<Vec<Arrival>>>, Arc<Mutex<Duration>>);
+
+/// A receiver that records each request the moment it arrives (the
+/// [`Receiver`] records answers), then holds it `delay` and answers 200:
+/// what a test of deliveries in flight needs.
+#[derive(Clone)]
+pub struct ArrivalRecorder {
+    pub url: String,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl ArrivalRecorder {
+    pub async fn start(delay: Duration) -> ArrivalRecorder {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let delay = Arc::new(Mutex::new(delay));
+        let state = (arrivals.clone(), delay.clone());
+        let app = Router::new()
+            .route(
+                "/{*path}",
+                post(
+                    |State((arrivals, delay)): State<ArrivalState>,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        arrivals.lock().unwrap().push(Arrival {
+                            at: Instant::now(),
+                            headers,
+                            body,
+                        });
+                        let wait = *delay.lock().unwrap();
+                        tokio::time::sleep(wait).await;
+                        StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind arrival recorder");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ArrivalRecorder {
+            url,
+            arrivals,
+            delay,
+        }
+    }
+
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+}
+
+/// The summary line `once` prints on stdout.
+pub fn once_summary(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("once: "))
+        .unwrap_or_default()
+        .to_owned()
+}

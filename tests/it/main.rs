@@ -14,6 +14,7 @@ mod ops;
 mod outage;
 mod receivers;
 mod secrets;
+mod shutdown;
 mod sim_api;
 mod sinks;
 mod source;
