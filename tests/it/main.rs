@@ -10,6 +10,7 @@ mod fault_matrix;
 mod flow;
 mod flow_faults;
 mod helpers;
+mod limits;
 mod ops;
 mod outage;
 mod receivers;
