@@ -286,6 +286,9 @@ impl App {
 /// A poller's loop: a cycle on every tick of its interval (the first at
 /// once), until shutdown.
 async fn poll_loop(poller: Arc<Poller>, readiness: Arc<Readiness>, stop: Shutdown) {
+    if test_panic_requested() {
+        panic!("a test asked this poller to die ({TEST_POLLER_PANICS})");
+    }
     let mut ticks = tokio::time::interval(poller.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -304,6 +307,26 @@ async fn poll_loop(poller: Arc<Poller>, readiness: Arc<Readiness>, stop: Shutdow
             }
         }
     }
+}
+
+/// Test-only: the first N poller loops to start panic, so the tests can
+/// watch a dead loop being restarted and `/healthz` failing meanwhile. No
+/// input can kill a loop, hence the switch; unset, it does nothing.
+const TEST_POLLER_PANICS: &str = "ORDERWATCH_TEST_POLLER_PANICS";
+
+fn test_panic_requested() -> bool {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LEFT: OnceLock<AtomicU32> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var(TEST_POLLER_PANICS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        AtomicU32::new(n)
+    });
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// Entries queued for a sink the config no longer has would wait forever

@@ -231,6 +231,11 @@ impl Workspace {
     /// Start `orderwatch run` with this config as a child process; its
     /// stderr goes to `run.log` in the workspace (appended across runs).
     pub fn spawn_run(&self) -> tokio::process::Child {
+        self.spawn_run_with(&[])
+    }
+
+    /// [`Self::spawn_run`] with more environment variables.
+    pub fn spawn_run_with(&self, env: &[(&str, &str)]) -> tokio::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -241,6 +246,7 @@ impl Workspace {
             .arg(self.config_path())
             .arg("run")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -659,4 +665,49 @@ pub fn once_summary(out: &Output) -> String {
         .find(|l| l.starts_with("once: "))
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The address `orderwatch run` serves health and metrics on, from its log
+/// (the config says port 0).
+pub async fn health_addr(ws: &Workspace) -> String {
+    let mut addr = String::new();
+    eventually(
+        "the health server listening",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+            match log.split("health and metrics on http://").nth(1) {
+                Some(rest) => {
+                    addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    true
+                }
+                None => false,
+            }
+        },
+    )
+    .await;
+    addr
+}
+
+/// Every order of the simulator's tracking API announced
+/// (`first_poll: notify`) to `sinks`, with `rest` top-level YAML.
+pub fn notify_workspace(sim: &RunningSimulator, sinks: &str, rest: &str) -> Workspace {
+    Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            &sim.base_url(),
+            "    first_poll: notify\n",
+        ),
+        sinks,
+        rest,
+    )
+}
+
+pub fn slack_sink_yaml(name: &str, url: &str) -> String {
+    format!("  - name: {name}\n    type: slack\n    url: {url}\n")
 }

@@ -11,6 +11,8 @@ mod flow;
 mod flow_faults;
 mod helpers;
 mod limits;
+mod listen_abuse;
+mod once_outcome;
 mod ops;
 mod outage;
 mod receivers;

@@ -7,25 +7,6 @@ use crate::helpers::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Every order of the simulator announced (`first_poll: notify`) to one
-/// sink of type `kind` at `url`.
-fn notify_workspace(
-    sim: &orderwatch::simulator::RunningSimulator,
-    sink: &str,
-    rest: &str,
-) -> Workspace {
-    Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            &sim.base_url(),
-            "    first_poll: notify\n",
-        ),
-        sink,
-        rest,
-    )
-}
-
 fn ids(arrivals: &[Arrival]) -> BTreeSet<String> {
     arrivals
         .iter()
@@ -91,11 +72,7 @@ async fn sigterm_abandons_slow_deliveries_after_the_grace_and_they_are_retried_u
 async fn sigterm_does_not_wait_for_a_chat_backlog() {
     let sim = simulator(30).await;
     let chat = ArrivalRecorder::start(Duration::ZERO).await;
-    let ws = notify_workspace(
-        &sim,
-        &format!("  - name: chat\n    type: slack\n    url: {}\n", chat.url),
-        "",
-    );
+    let ws = notify_workspace(&sim, &slack_sink_yaml("chat", &chat.url), "");
     let mut child = ws.spawn_run();
     eventually("the backlog being sent", Duration::from_secs(30), || {
         chat.arrivals().len() >= 2
