@@ -119,7 +119,7 @@ async fn secret_files_that_are_fifos_or_devices_are_refused_at_once() {
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     for path in [fifo.to_str().unwrap(), "/dev/zero"] {
         // Before, a FIFO hung `check` until a writer came and /dev/zero
-        // read until memory ran out; the helper's 120 s bound would fail.
+        // read until memory ran out; run_binary's 120 s bound would fail.
         let out = run_binary(
             &ws.config_path(),
             &["check"],
