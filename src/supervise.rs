@@ -66,7 +66,8 @@ where
     let mut deaths = 0u64;
     loop {
         let started = tokio::time::Instant::now();
-        let outcome = tokio::spawn(make()).await;
+        let mut running = AbortOnDrop(tokio::spawn(make()));
+        let outcome = (&mut running.0).await;
         if shutdown.is_stopping() {
             return;
         }
@@ -93,6 +94,16 @@ where
         }
         pause = (pause * 2).min(LONGEST_PAUSE);
         liveness.set_up(&task);
+    }
+}
+
+/// A task that ends with its supervisor: should the supervisor itself be
+/// aborted (a loop that ignored shutdown), the loop goes with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -49,6 +49,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const MAX_SERVER_BYTES: u64 = 1024 * 1024;
 /// The longest subject sent, in characters; longer ones end with "...".
 pub const MAX_SUBJECT_CHARS: usize = 200;
+/// How long the server may take to answer QUIT after taking a mail.
+const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The longest encoded id part of a `Message-ID` kept as it is.
 const MAX_ID_PART: usize = 128;
 
@@ -159,7 +161,13 @@ impl EmailSink {
         let envelope = message.envelope().clone();
         let bytes = message.formatted();
         match tokio::time::timeout(self.timeout, self.exchange(&envelope, &bytes)).await {
-            Ok(outcome) => outcome,
+            Ok(Ok(mut conn)) => {
+                // The mail is accepted: a server slow to answer QUIT, or
+                // failing it, changes nothing, so it cannot cause a retry.
+                let _ = tokio::time::timeout(QUIT_WAIT, conn.quit()).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             // Possibly after the server took the mail: a retry may duplicate
             // it (same Message-ID), which beats losing it.
             Err(_) => Err(DeliveryError::retry(format!(
@@ -170,9 +178,14 @@ impl EmailSink {
         }
     }
 
-    /// Connect, say EHLO, secure, log in, send, quit: lettre's own steps,
-    /// on a connection whose reads are bounded.
-    async fn exchange(&self, envelope: &Envelope, mail: &[u8]) -> Result<(), DeliveryError> {
+    /// Connect, say EHLO, secure, log in, send: lettre's own steps, on a
+    /// connection whose reads are bounded. The connection is returned for
+    /// the QUIT.
+    async fn exchange(
+        &self,
+        envelope: &Envelope,
+        mail: &[u8],
+    ) -> Result<AsyncSmtpConnection, DeliveryError> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| DeliveryError::retry(format!("{}: cannot connect: {e}", self.who())))?;
@@ -204,9 +217,7 @@ impl EmailSink {
                 .map_err(smtp)?;
         }
         conn.send(envelope, mail).await.map_err(smtp)?;
-        // The mail is accepted; a server that then fails the QUIT changes nothing.
-        let _ = conn.quit().await;
-        Ok(())
+        Ok(conn)
     }
 
     /// The mail for one event, headers and both parts.
