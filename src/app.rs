@@ -2,16 +2,18 @@
 //! server; and the order things stop in.
 
 use crate::config::Config;
-use crate::deliver::{Dispatcher, NamedSink, Sink, Templates};
+use crate::deliver::{Dispatcher, NamedSink, PassReport, Sink, Templates};
 use crate::http::{self, Readiness};
 use crate::poll::{CycleReport, Poller};
 use crate::route::Router;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::supervise::{Liveness, supervise};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
-use tracing::{error, info, warn};
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 pub struct App {
     pub config: Config,
@@ -26,13 +28,15 @@ pub struct App {
     pub readiness: Arc<Readiness>,
 }
 
-/// What `once` ended with (DESIGN.md "Command line").
+/// What `once` ended with (README "Commands").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnceOutcome {
     /// Every poll succeeded and nothing due is left undelivered.
     Done,
     /// A poll failed.
     PollFailed,
+    /// Notifications went to the dead letters during the run.
+    DeadLettered,
     /// Polls succeeded; deliveries are still queued for the next run.
     Queued,
 }
@@ -41,8 +45,44 @@ impl OnceOutcome {
     pub fn exit_code(self) -> u8 {
         match self {
             OnceOutcome::Done => 0,
-            OnceOutcome::PollFailed => 1,
+            OnceOutcome::PollFailed | OnceOutcome::DeadLettered => 1,
             OnceOutcome::Queued => 3,
+        }
+    }
+}
+
+/// What `once` did, for its summary line and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceReport {
+    pub outcome: OnceOutcome,
+    pub sources: usize,
+    pub failed_sources: usize,
+    pub deliveries: PassReport,
+    /// Entries left in the outbox (due now or later).
+    pub queued: u64,
+}
+
+impl std::fmt::Display for OnceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.deliveries;
+        write!(
+            f,
+            "once: {} of {} source(s) polled; {} delivered, {} to retry, {} dead-lettered, {} still queued",
+            self.sources - self.failed_sources,
+            self.sources,
+            d.delivered,
+            d.retried,
+            d.buried,
+            self.queued
+        )?;
+        match self.outcome {
+            OnceOutcome::Done => Ok(()),
+            OnceOutcome::PollFailed => write!(f, " (a poll failed)"),
+            OnceOutcome::DeadLettered => write!(
+                f,
+                " (see `orderwatch dead-letters list`; `dead-letters replay` sends them again)"
+            ),
+            OnceOutcome::Queued => write!(f, " (kept for the next run)"),
         }
     }
 }
@@ -116,30 +156,54 @@ impl App {
 
     /// `orderwatch once`: one poll of every source, then deliver until the
     /// outbox has nothing due or `drain_timeout` passes.
-    pub async fn once(&self, drain_timeout: Duration) -> anyhow::Result<OnceOutcome> {
+    /// The drain ends by `drain_timeout` whatever the receivers do: at the
+    /// deadline deliveries in flight are abandoned and stay queued.
+    pub async fn once(&self, drain_timeout: Duration) -> anyhow::Result<OnceReport> {
         let reports = self.poll_all().await;
         let drains =
             futures::future::join_all(self.dispatchers.iter().map(|d| d.drain(drain_timeout)))
                 .await;
         let mut drained = true;
+        let mut deliveries = PassReport::default();
         for d in drains {
-            drained &= d?;
+            let d = d?;
+            drained &= d.drained;
+            deliveries.delivered += d.pass.delivered;
+            deliveries.retried += d.pass.retried;
+            deliveries.buried += d.pass.buried;
         }
         self.store.flush()?;
-        if reports.iter().any(|r| !r.ok()) {
-            return Ok(OnceOutcome::PollFailed);
+        let mut queued = 0;
+        for sink in &self.config.sinks {
+            queued += self.store.outbox_depth(&sink.name)?;
         }
-        Ok(if drained {
+        let failed_sources = reports.iter().filter(|r| !r.ok()).count();
+        // A failed poll says the most; then lost notifications; then waiting ones.
+        let outcome = if failed_sources > 0 {
+            OnceOutcome::PollFailed
+        } else if deliveries.buried > 0 {
+            OnceOutcome::DeadLettered
+        } else if drained {
             OnceOutcome::Done
         } else {
             OnceOutcome::Queued
+        };
+        Ok(OnceReport {
+            outcome,
+            sources: reports.len(),
+            failed_sources,
+            deliveries,
+            queued,
         })
     }
 
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
-    /// resolves; then stop the loops, and flush the store.
+    /// resolves. Then no delivery starts, those in flight get
+    /// `shutdown_grace`, the loops stop, and the store is flushed: this
+    /// returns within the grace and a moment.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (trigger, stop) = Shutdown::new();
+        let liveness = Arc::new(Liveness::default());
         let mut tasks = tokio::task::JoinSet::new();
 
         if let Some(addr) = self.config.listen {
@@ -150,63 +214,43 @@ impl App {
                 "health and metrics on http://{}",
                 listener.local_addr().unwrap_or(addr)
             );
-            let app = http::router(self.readiness.clone());
-            let mut stop = stop_rx.clone();
-            tasks.spawn(async move {
-                let graceful = async move {
-                    let _ = stop.changed().await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
-                    error!("health server failed: {e}");
-                }
-            });
+            let app = http::router(self.readiness.clone(), liveness.clone());
+            let limits = http::ServerLimits::from_env();
+            tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
 
         for poller in &self.pollers {
             let poller = poller.clone();
             let readiness = self.readiness.clone();
-            let mut stop = stop_rx.clone();
-            tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(poller.interval());
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stop.changed() => return,
-                        _ = ticks.tick() => {}
-                    }
-                    // Store writes are synchronous: stopping here can only cut
-                    // an HTTP call, never a commit.
-                    tokio::select! {
-                        biased;
-                        _ = stop.changed() => return,
-                        report = poller.poll_once() => {
-                            readiness.record(&report.source, report.error.as_ref().map(|e| e.to_string()));
-                        }
-                    }
-                }
-            });
+            let stop = stop.clone();
+            let task = format!("poller `{}`", poller.name());
+            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
+                poll_loop(poller.clone(), readiness.clone(), stop.clone())
+            }));
         }
 
-        for dispatcher in &self.dispatchers {
+        let grace = self.config.shutdown_grace;
+        for (dispatcher, sink) in self.dispatchers.iter().zip(&self.config.sinks) {
             let dispatcher = dispatcher.clone();
-            let stop = stop_rx.clone();
-            tasks.spawn(async move { dispatcher.run(stop).await });
+            let task = format!("delivery loop of sink `{}`", sink.name);
+            let stop_for_loop = stop.clone();
+            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
+                let dispatcher = dispatcher.clone();
+                let stop = stop_for_loop.clone();
+                async move { dispatcher.run(stop, grace).await }
+            }));
         }
         // Fan the pollers' "committed" signal out to every sink's loop. Notify
         // keeps one permit per waker, so a signal is not lost while a loop is
         // busy delivering.
         let committed = self.committed.clone();
         let wakers = self.sink_wakers.clone();
-        let mut stop = stop_rx.clone();
+        let fan_stop = stop.clone();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
                     biased;
-                    _ = stop.changed() => return,
+                    _ = fan_stop.stopped() => return,
                     _ = committed.notified() => wakers.iter().for_each(|w| w.notify_one()),
                 }
             }
@@ -219,13 +263,71 @@ impl App {
             "orderwatch running"
         );
         shutdown.await;
-        info!("stopping: finishing the write in hand");
-        let _ = stop_tx.send(true);
-        while tasks.join_next().await.is_some() {}
+        info!(
+            grace = %humantime::format_duration(grace),
+            "stopping: no new deliveries; those in flight get the grace"
+        );
+        trigger.stop();
+        // The loops end within the grace on their own; this bound only
+        // guards against one that does not.
+        let all_stopped = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace + Duration::from_millis(500), all_stopped)
+            .await
+            .is_err()
+        {
+            warn!("stopping: a loop did not stop within the grace; leaving it");
+            tasks.abort_all();
+        }
         self.store.flush()?;
         info!("store flushed; stopped");
         Ok(())
     }
+}
+
+/// A poller's loop: a cycle on every tick of its interval (the first at
+/// once), until shutdown.
+async fn poll_loop(poller: Arc<Poller>, readiness: Arc<Readiness>, stop: Shutdown) {
+    if test_panic_requested() {
+        panic!("a test asked this poller to die ({TEST_POLLER_PANICS})");
+    }
+    let mut ticks = tokio::time::interval(poller.interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.stopped() => return,
+            _ = ticks.tick() => {}
+        }
+        // Store writes are synchronous: stopping here can only cut an HTTP
+        // call, never a commit.
+        tokio::select! {
+            biased;
+            _ = stop.stopped() => return,
+            report = poller.poll_once() => {
+                readiness.record(&report.source, report.error.as_ref().map(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+/// Test-only: the first N poller loops to start panic, so the tests can
+/// watch a dead loop being restarted and `/healthz` failing meanwhile. No
+/// input can kill a loop, hence the switch; unset, it does nothing.
+const TEST_POLLER_PANICS: &str = "ORDERWATCH_TEST_POLLER_PANICS";
+
+fn test_panic_requested() -> bool {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LEFT: OnceLock<AtomicU32> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var(TEST_POLLER_PANICS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        AtomicU32::new(n)
+    });
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// Entries queued for a sink the config no longer has would wait forever

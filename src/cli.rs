@@ -1,6 +1,7 @@
 //! The command line (README.md "Commands"): `orderwatch [--config FILE] COMMAND`.
 //!
-//! Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 3 (`once`)
+//! Exit codes: 0 ok, 1 runtime failure (for `once`: a poll failed, or
+//! notifications were dead-lettered), 2 bad config or usage, 3 (`once`)
 //! deliveries still queued.
 
 use crate::app::{App, shutdown_signal};
@@ -35,9 +36,15 @@ pub struct Cli {
 pub enum Command {
     /// The daemon: poll every source on its interval, deliver, serve health and metrics
     Run,
-    /// One poll of every source, then deliver until nothing is due or the drain timeout passes
+    /// One poll of every source, then deliver until the outbox is empty
+    ///
+    /// Ends with a summary line. Exit codes: 0 every poll succeeded and
+    /// nothing due is left; 1 a poll failed, or notifications went to the
+    /// dead letters during the run; 3 deliveries are still queued (kept for
+    /// the next run, not lost).
     Once {
-        /// How long to keep delivering after the polls (e.g. 30s, 2m)
+        /// How long to keep delivering after the polls; at the deadline,
+        /// deliveries in flight are abandoned and stay queued
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
     },
@@ -294,8 +301,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Once { drain_timeout } => {
             let app = App::build(config, templates)?;
-            let outcome = app.once(drain_timeout).await?;
-            Ok(exit(outcome.exit_code()))
+            let report = app.once(drain_timeout).await?;
+            println!("{report}");
+            Ok(exit(report.outcome.exit_code()))
         }
         Command::Check { connect } => check(&config, connect).await,
         Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,

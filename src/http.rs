@@ -1,8 +1,17 @@
 //! `/healthz`, `/readyz` and `/metrics` (Prometheus text, from the `metrics`
-//! facade's exporter). While the store cannot be written (a full disk),
-//! `/readyz` answers 503 and `/healthz` says so: it stays 200, because the
-//! process recovers by itself and a restart (a liveness probe's answer to a
-//! failing `/healthz`) would not give the disk room.
+//! facade's exporter), and the accept loop that serves them. While the
+//! store cannot be written (a full disk), `/readyz` answers 503 and
+//! `/healthz` says so: it stays 200, because the process recovers by itself
+//! and a restart (a liveness probe's answer to a failing `/healthz`) would
+//! not give the disk room. A loop that died and waits for its restart does
+//! make `/healthz` fail.
+//!
+//! The port may face anything on its network, so the accept loop is ours
+//! rather than `axum::serve`'s: a connection that has not sent its request
+//! headers within [`HEADER_READ_TIMEOUT`] is dropped, and at most
+//! [`MAX_CONNECTIONS`] are held at once (fewer when the file-descriptor
+//! limit is low), so idle or half-sent connections can neither pile up nor
+//! take the sockets the sinks need.
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +21,20 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::shutdown::Shutdown;
+use crate::supervise::Liveness;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections held at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Test-only overrides, so a test need not wait 30 s or open 1,024 sockets.
+const HEADER_READ_TIMEOUT_ENV: &str = "ORDERWATCH_TEST_HEADER_READ_TIMEOUT";
+const MAX_CONNECTIONS_ENV: &str = "ORDERWATCH_TEST_MAX_CONNECTIONS";
 
 /// The process-wide metrics recorder; installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -114,15 +137,18 @@ impl Readiness {
     }
 }
 
-pub fn router(readiness: Arc<Readiness>) -> Router {
+pub fn router(readiness: Arc<Readiness>, liveness: Arc<Liveness>) -> Router {
     let handle = metrics_handle();
     Router::new()
         .route(
             "/healthz",
-            get(|State(r): State<Arc<Readiness>>| async move {
-                match r.store_problem() {
-                    Some(problem) => format!("ok (running), but {problem}"),
-                    None => "ok\n".to_owned(),
+            get(move |State(r): State<Arc<Readiness>>| async move {
+                match (liveness.check(), r.store_problem()) {
+                    (Err(down), _) => (StatusCode::SERVICE_UNAVAILABLE, down),
+                    (Ok(()), Some(problem)) => {
+                        (StatusCode::OK, format!("ok (running), but {problem}"))
+                    }
+                    (Ok(()), None) => (StatusCode::OK, "ok\n".to_owned()),
                 }
             }),
         )
@@ -140,4 +166,101 @@ pub fn router(readiness: Arc<Readiness>) -> Router {
         )
         .route("/metrics", get(move || async move { handle.render() }))
         .with_state(readiness)
+}
+
+/// What the `listen` port tolerates from its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ServerLimits {
+    /// The contract's limits, the connection cap lowered to a quarter of the
+    /// process's file-descriptor limit so the sinks always keep sockets.
+    /// Tests may shorten both through `ORDERWATCH_TEST_*` variables.
+    pub fn from_env() -> ServerLimits {
+        let header_read_timeout = std::env::var(HEADER_READ_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .filter(|d| !d.is_zero())
+            .map_or(HEADER_READ_TIMEOUT, |d| d.min(HEADER_READ_TIMEOUT));
+        let cap = std::env::var(MAX_CONNECTIONS_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .map_or(MAX_CONNECTIONS, |n| n.min(MAX_CONNECTIONS));
+        let max_connections = match fd_limit() {
+            Some(limit) => cap.min((limit / 4).max(1)),
+            None => cap,
+        };
+        ServerLimits {
+            header_read_timeout,
+            max_connections,
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, if it can be read.
+fn fd_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    usize::try_from(limit.rlim_cur).ok()
+}
+
+/// Serve `app` on `listener` until `shutdown` fires, within `limits`. A
+/// connection waits for a free slot before it is accepted; connections still
+/// open at shutdown are dropped (health checks and scrapes are retried by
+/// their clients).
+pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, shutdown: Shutdown) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.stopped() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            _ = shutdown.stopped() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: give it a moment
+                    // instead of spinning on the same error.
+                    warn!("health server cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            // A client's error or a dropped connection concerns only it.
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    connections.abort_all();
 }

@@ -12,6 +12,8 @@
 //! - [`config`]: the YAML schema, `${VAR}` substitution, validation listing every problem
 //! - [`telemetry`]: logs as text or JSON
 //! - [`app`]: wires a run: store, pollers, dispatcher, HTTP; the shutdown order
+//! - [`shutdown`]: the handle every loop selects on to stop
+//! - [`supervise`]: restarts a loop that dies, and says so on `/healthz`
 //! - [`source`]: reading Orange: token cache, request budget, paging, typed errors
 //! - [`poll`]: one cycle: pages → diff → commit; vanished orders resolved by id
 //! - [`diff`]: pure: (snapshot, order) → events
@@ -37,7 +39,9 @@ pub mod http;
 pub mod poll;
 pub mod route;
 pub mod secret;
+pub mod shutdown;
 pub mod simulator;
 pub mod source;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;

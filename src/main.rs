@@ -2,9 +2,24 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::time::Duration;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = orderwatch::cli::Cli::parse();
-    orderwatch::cli::main(cli).await
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(orderwatch::cli::main(cli));
+    // By now the store is flushed and closed. A blocking task still running
+    // (a name lookup that a stop abandoned, a write to a stuck terminal)
+    // must not hold the exit: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }

@@ -4,15 +4,56 @@
 //! every key accepts it. Where `VAR` is unset but `VAR_FILE` names a file, the
 //! file's contents (trailing newline trimmed) are used: the Docker-secrets
 //! convention. `$$` stands for a literal `$`.
+//!
+//! A secret file is read only if it is a regular file of at most
+//! [`MAX_SECRET_FILE`] bytes: a FIFO, a device such as `/dev/zero` or a
+//! directory is refused without being opened, so a mistaken path can neither
+//! hang the start nor fill the memory.
 
 use std::collections::HashMap;
+use std::io::Read;
+
+/// The largest `VAR_FILE` accepted; secrets are short.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Where variables come from: the process environment, or a map in tests.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
     fn read_file(&self, path: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        read_secret_file(std::path::Path::new(path))
     }
+}
+
+/// A regular file of at most [`MAX_SECRET_FILE`] bytes, as UTF-8 text.
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    // The type is checked before opening: opening a FIFO blocks until a
+    // writer comes, and a device never ends.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, device or directory)",
+        ));
+    }
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} KiB", MAX_SECRET_FILE / 1024),
+        )
+    };
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(too_large());
+    }
+    // The file may have grown since: read at most one byte past the bound.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
 /// The real process environment.
@@ -139,6 +180,29 @@ mod tests {
         let e = env(&[("PW_FILE", "/nonexistent/orderwatch")]);
         let err = substitute("${PW}", &e).unwrap_err();
         assert!(err.contains("PW_FILE"), "{err}");
+    }
+
+    #[test]
+    fn fifos_devices_and_large_files_are_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path it is given.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; MAX_SECRET_FILE as usize + 1]).unwrap();
+        let fits = dir.path().join("fits");
+        std::fs::write(&fits, vec![b'x'; MAX_SECRET_FILE as usize]).unwrap();
+        for (path, why) in [
+            (fifo.to_str().unwrap(), "not a regular file"),
+            ("/dev/zero", "not a regular file"),
+            (big.to_str().unwrap(), "larger than 64 KiB"),
+        ] {
+            let err = substitute("${PW}", &env(&[("PW_FILE", path)])).unwrap_err();
+            assert!(err.contains("PW_FILE") && err.contains(why), "{err}");
+        }
+        let fitting = substitute("${PW}", &env(&[("PW_FILE", fits.to_str().unwrap())]));
+        assert_eq!(fitting.unwrap().len(), MAX_SECRET_FILE as usize);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     pub routes: Vec<RouteConfig>,
     pub delivery: DeliveryConfig,
+    /// On SIGTERM/SIGINT, how long deliveries in flight may still finish
+    /// before they are abandoned (their entries stay queued).
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ const TOP: &[&str] = &[
     "sinks",
     "routes",
     "delivery",
+    "shutdown_grace",
 ];
 const SOURCE: &[&str] = &[
     "name",
@@ -61,6 +62,8 @@ const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
 
+/// How long deliveries in flight may finish after SIGTERM (README "Commands").
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const SECOND: Duration = Duration::from_secs(1);
 const MILLI: Duration = Duration::from_millis(1);
 
@@ -100,6 +103,10 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         Some(n) => delivery(d, n),
         None => Some(DeliveryConfig::default()),
     };
+    let shutdown_grace = match top.get("shutdown_grace") {
+        Some(n) => d.duration(n, "shutdown_grace", Duration::ZERO),
+        None => Some(DEFAULT_SHUTDOWN_GRACE),
+    };
 
     cross_check(d, &top);
     Some(Config {
@@ -110,6 +117,7 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         sinks: sinks?,
         routes: routes?,
         delivery: delivery?,
+        shutdown_grace: shutdown_grace?,
     })
 }
 

@@ -7,6 +7,17 @@
 //! connection mid-command would park it, out of step, for the next mail.
 //! Notification mail is rare enough that a connection per mail costs nothing.
 //!
+//! The connection is ours too (lettre drives the SMTP on it): lettre reads
+//! a server's reply line whole before it checks its length, so a server that
+//! sends an endless line would grow the process without bound. Everything
+//! read from the server passes through [`Bounded`], which fails the
+//! exchange past [`MAX_SERVER_BYTES`].
+//!
+//! Header lines stay within RFC 5322's 998 characters whatever the order:
+//! the subject is cut to [`MAX_SUBJECT_CHARS`] (lettre folds it at spaces),
+//! and an id too long for a `Message-ID` is shortened with a hash of the
+//! whole, so it stays distinct.
+//!
 //! Mails of one order thread together in mail clients: every mail refers to
 //! a per-order root id `<order.{source}.{order_id}@orderwatch>`, and the mail
 //! of `order.created` carries that root as its own `Message-ID`, so when the
@@ -18,12 +29,30 @@ use super::DeliveryError;
 use super::template::Templates;
 use crate::config::{EmailConfig, SmtpTls};
 use crate::event::{Event, EventType};
+use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most one mail's exchange may read from the server. SMTP replies are
+/// short (RFC 5321 caps a reply line at 512 bytes; EHLO lists a few dozen).
+pub const MAX_SERVER_BYTES: u64 = 1024 * 1024;
+/// The longest subject sent, in characters; longer ones end with "...".
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// How long the server may take to answer QUIT after taking a mail.
+const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest encoded id part of a `Message-ID` kept as it is.
+const MAX_ID_PART: usize = 128;
 
 /// TLS that trusts the system's roots and the CAs of `ca_file`.
 fn tls_with_ca(host: &str, ca_file: &std::path::Path) -> Result<TlsParameters, String> {
@@ -41,13 +70,28 @@ fn tls_with_ca(host: &str, ca_file: &std::path::Path) -> Result<TlsParameters, S
         .map_err(|e| format!("cannot set up TLS: {e}"))
 }
 
+/// How the connection is protected.
+enum Security {
+    /// Clear text: the config refuses credentials with it.
+    None,
+    /// STARTTLS, required: a server that does not offer it is an error.
+    Starttls(TlsParameters),
+    /// TLS from the first byte (port 465).
+    Tls(TlsParameters),
+}
+
 pub struct EmailSink {
     name: String,
     /// `smtp://host:port`: what logs and errors show of the server.
     server: String,
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    /// The EHLO name: this machine's host name, as lettre's default.
+    hello: ClientId,
     from: Mailbox,
     to: Vec<Mailbox>,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
     /// The deadline for a whole exchange, connect to QUIT.
     timeout: std::time::Duration,
     templates: Arc<Templates>,
@@ -77,39 +121,32 @@ impl EmailSink {
             .map(|a| a.parse::<Mailbox>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{who}: a `to` address is not usable: {e}"))?;
-        let builder = match (smtp.tls, &smtp.ca_file) {
-            // The config refuses credentials with `none`, so nothing secret
-            // ever crosses an unencrypted connection.
-            (SmtpTls::None, _) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-            }
-            (SmtpTls::Starttls, None) => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                    .map_err(|e| format!("{who}: cannot set up STARTTLS: {e}"))?
-            }
-            (SmtpTls::Tls, None) => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-                .map_err(|e| format!("{who}: cannot set up TLS: {e}"))?,
-            (mode, Some(ca_file)) => {
-                let params = tls_with_ca(&smtp.host, ca_file).map_err(|e| format!("{who}: {e}"))?;
-                let tls = if mode == SmtpTls::Tls {
-                    Tls::Wrapper(params)
-                } else {
-                    Tls::Required(params)
-                };
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(tls)
-            }
+        let params = || match &smtp.ca_file {
+            Some(ca_file) => tls_with_ca(&smtp.host, ca_file).map_err(|e| format!("{who}: {e}")),
+            None => TlsParameters::new(smtp.host.clone())
+                .map_err(|e| format!("{who}: cannot set up TLS: {e}")),
         };
-        let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
-        if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-        }
+        let security = match smtp.tls {
+            SmtpTls::None => Security::None,
+            SmtpTls::Starttls => Security::Starttls(params()?),
+            SmtpTls::Tls => Security::Tls(params()?),
+        };
+        let credentials = match (&smtp.username, &smtp.password) {
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user.clone(), password.expose().to_owned()))
+            }
+            _ => None,
+        };
         Ok(EmailSink {
             name: name.to_owned(),
             server,
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security,
+            credentials,
+            hello: ClientId::default(),
             from,
             to,
-            transport: builder.build(),
             timeout: smtp.timeout,
             templates,
         })
@@ -121,9 +158,16 @@ impl EmailSink {
 
     pub async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
         let message = self.message(event)?;
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.classify(&e)),
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+        match tokio::time::timeout(self.timeout, self.exchange(&envelope, &bytes)).await {
+            Ok(Ok(mut conn)) => {
+                // The mail is accepted: a server slow to answer QUIT, or
+                // failing it, changes nothing, so it cannot cause a retry.
+                let _ = tokio::time::timeout(QUIT_WAIT, conn.quit()).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             // Possibly after the server took the mail: a retry may duplicate
             // it (same Message-ID), which beats losing it.
             Err(_) => Err(DeliveryError::retry(format!(
@@ -132,6 +176,48 @@ impl EmailSink {
                 humantime::format_duration(self.timeout)
             ))),
         }
+    }
+
+    /// Connect, say EHLO, secure, log in, send: lettre's own steps, on a
+    /// connection whose reads are bounded. The connection is returned for
+    /// the QUIT.
+    async fn exchange(
+        &self,
+        envelope: &Envelope,
+        mail: &[u8],
+    ) -> Result<AsyncSmtpConnection, DeliveryError> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| DeliveryError::retry(format!("{}: cannot connect: {e}", self.who())))?;
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| DeliveryError::retry(format!("{}: cannot connect: {e}", self.who())))?;
+        let bounded = BoundedRead::new(tcp, peer);
+        let smtp = |e: lettre::transport::smtp::Error| self.classify(&e);
+        let mut conn = match &self.security {
+            Security::Tls(params) => {
+                let encrypted = Encrypted::connect(bounded, params.clone(), peer)
+                    .await
+                    .map_err(smtp)?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(encrypted), &self.hello).await
+            }
+            Security::None | Security::Starttls(_) => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(bounded), &self.hello).await
+            }
+        }
+        .map_err(smtp)?;
+        if let Security::Starttls(params) = &self.security {
+            conn.starttls(params.clone(), &self.hello)
+                .await
+                .map_err(smtp)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(smtp)?;
+        }
+        conn.send(envelope, mail).await.map_err(smtp)?;
+        Ok(conn)
     }
 
     /// The mail for one event, headers and both parts.
@@ -143,7 +229,7 @@ impl EmailSink {
         let root = thread_root(&event.data.source, &event.data.order_id);
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(mail.subject)
+            .subject(shorten_subject(&mail.subject))
             .header(AutoSubmitted)
             .header(OrderwatchEvent(event.kind.as_str()))
             .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")).to_owned());
@@ -192,11 +278,36 @@ pub fn thread_root(source: &str, order_id: &str) -> String {
     )
 }
 
+/// A subject of at most [`MAX_SUBJECT_CHARS`] characters.
+fn shorten_subject(subject: &str) -> String {
+    if subject.chars().count() <= MAX_SUBJECT_CHARS {
+        return subject.to_owned();
+    }
+    let mut short: String = subject.chars().take(MAX_SUBJECT_CHARS - 3).collect();
+    short.push_str("...");
+    short
+}
+
 /// Text made safe for the left part of a Message-ID (RFC 5322 dot-atom
 /// text, without dots so no two can meet): anything else becomes `=XX` per
 /// byte, so distinct inputs stay distinct and nothing can close the `<…>` or
-/// start a new header.
+/// start a new header. Past [`MAX_ID_PART`] characters the start is kept
+/// and the rest replaced by `~` and a 128-bit hash of the whole text.
 fn id_part(text: &str) -> String {
+    let full = escape_id(text);
+    if full.len() <= MAX_ID_PART {
+        return full;
+    }
+    let mut cut = MAX_ID_PART / 2;
+    // Never split an `=XX` escape.
+    while let Some(pos) = full[..cut].rfind('=').filter(|p| p + 3 > cut) {
+        cut = pos;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+    format!("{}~{hash:032x}", &full[..cut])
+}
+
+fn escape_id(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         let plain = b.is_ascii_alphanumeric() || b"!#$%&'*+-/?^_`{|}~".contains(&b);
@@ -207,6 +318,104 @@ fn id_part(text: &str) -> String {
         }
     }
     out
+}
+
+/// A stream to the SMTP server whose reads fail past [`MAX_SERVER_BYTES`];
+/// writes pass through. It also answers lettre's `peer_addr`.
+#[derive(Debug)]
+struct Bounded<T> {
+    inner: T,
+    peer: SocketAddr,
+    left: u64,
+}
+
+/// The TCP connection, as lettre sees it for `none` and `starttls` (it
+/// starts TLS on it itself).
+type BoundedRead = Bounded<tokio::net::TcpStream>;
+
+/// For `tls: tls`: TLS on top of the bounded TCP connection, made by
+/// lettre's own TLS set-up (so the same verification applies) and handed
+/// back to it as a plain stream, since lettre can only start TLS itself
+/// after the banner.
+type Encrypted = Bounded<tokio_util::compat::Compat<LettreStream>>;
+
+#[allow(deprecated)]
+type LettreStream = lettre::transport::smtp::client::AsyncNetworkStream;
+
+impl<T> Bounded<T> {
+    fn new(inner: T, peer: SocketAddr) -> Self {
+        Bounded {
+            inner,
+            peer,
+            left: MAX_SERVER_BYTES,
+        }
+    }
+}
+
+impl Encrypted {
+    async fn connect(
+        bounded: BoundedRead,
+        params: TlsParameters,
+        peer: SocketAddr,
+    ) -> Result<Self, lettre::transport::smtp::Error> {
+        use tokio_util::compat::FuturesAsyncReadCompatExt;
+        #[allow(deprecated)]
+        let mut stream = LettreStream::use_existing_tokio1(Box::new(bounded));
+        stream.upgrade_tls(params).await?;
+        Ok(Bounded::new(stream.compat(), peer))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Bounded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the server sent more than {} KiB during one mail's exchange",
+                MAX_SERVER_BYTES / 1024
+            ))));
+        }
+        let max = usize::try_from(this.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.remaining());
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(max));
+        let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.advance(n);
+        this.left -= n as u64;
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Bounded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<T> AsyncTokioStream for Bounded<T>
+where
+    T: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug,
+{
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.peer)
+    }
 }
 
 /// `Auto-Submitted: auto-generated` (RFC 3834): vacation responders and
@@ -261,5 +470,22 @@ mod tests {
         );
         // `=` itself is escaped, so the encoding stays one-to-one.
         assert_ne!(id_part("="), id_part("=3D"));
+    }
+
+    #[test]
+    fn long_ids_and_subjects_are_shortened_and_stay_distinct() {
+        let long = "9".repeat(5000);
+        let other = format!("{}8", "9".repeat(4999));
+        let part = id_part(&long);
+        assert!(part.len() <= MAX_ID_PART, "{part}");
+        assert_ne!(part, id_part(&other));
+        // An escape is never cut in half.
+        let escaped = id_part(&"é".repeat(100));
+        let kept = escaped.split('~').next().unwrap();
+        assert_eq!(kept.len() % 3, 0, "{escaped}");
+        let subject = shorten_subject(&"x".repeat(5000));
+        assert_eq!(subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert!(subject.ends_with("..."));
+        assert_eq!(shorten_subject("short"), "short");
     }
 }

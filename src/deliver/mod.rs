@@ -21,4 +21,4 @@ pub use signature::sign;
 pub use sink::Sink;
 pub use template::{Templates, sample_event};
 pub use webhook::WebhookSink;
-pub use worker::{Dispatcher, NamedSink, PassReport};
+pub use worker::{Dispatcher, DrainReport, NamedSink, PassReport};

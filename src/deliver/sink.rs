@@ -8,6 +8,7 @@ use super::template::Templates;
 use super::webhook::WebhookSink;
 use crate::config::{SinkConfig, SinkKind};
 use crate::event::Event;
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 
 pub enum Sink {
@@ -35,6 +36,27 @@ impl Sink {
             Sink::Slack(s) => s.deliver(&parse_event(json)?).await,
             Sink::Email(e) => e.deliver(&parse_event(json)?).await,
             Sink::Console(c) => c.deliver(&parse_event(json)?).await,
+        }
+    }
+
+    /// Deliver one event unless `shutdown` fires before it starts; `None`
+    /// when it did not start (a slack message waiting for its turn under
+    /// the one-per-second rate has not started).
+    pub async fn deliver_unless_stopped(
+        &self,
+        event_id: &str,
+        json: &str,
+        shutdown: &Shutdown,
+    ) -> Option<Result<(), DeliveryError>> {
+        if shutdown.is_stopping() {
+            return None;
+        }
+        match self {
+            Sink::Slack(s) => match parse_event(json) {
+                Ok(event) => s.deliver_unless_stopped(&event, shutdown).await,
+                Err(e) => Some(Err(e)),
+            },
+            _ => Some(self.deliver(event_id, json).await),
         }
     }
 

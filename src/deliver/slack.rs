@@ -12,6 +12,7 @@ use super::template::Templates;
 use crate::config::SlackConfig;
 use crate::event::Event;
 use crate::secret::{Secret, redact_url};
+use crate::shutdown::Shutdown;
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,46 @@ impl SlackSink {
 
     /// Post the event's message, at least a second after the previous one.
     pub async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
+        match self.deliver_unless_stopped(event, &Shutdown::never()).await {
+            Some(outcome) => outcome,
+            None => Err(DeliveryError::retry(format!(
+                "{}: not sent: orderwatch is stopping",
+                self.who()
+            ))),
+        }
+    }
+
+    /// [`Self::deliver`], unless `shutdown` fires while the message waits for
+    /// its turn: then it is not sent at all (`None`).
+    pub async fn deliver_unless_stopped(
+        &self,
+        event: &Event,
+        shutdown: &Shutdown,
+    ) -> Option<Result<(), DeliveryError>> {
+        let body = match self.payload(event) {
+            Ok(body) => body,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut last = tokio::select! {
+            biased;
+            _ = shutdown.stopped() => return None,
+            last = self.last_send.lock() => last,
+        };
+        if let Some(previous) = *last {
+            tokio::select! {
+                biased;
+                _ = shutdown.stopped() => return None,
+                _ = tokio::time::sleep_until(previous + MIN_SPACING) => {}
+            }
+        }
+        let outcome = self.post(body).await;
+        // Counted from the end of the exchange, so the receiver too sees the
+        // messages at least a second apart, whatever the latency.
+        *last = Some(Instant::now());
+        Some(outcome)
+    }
+
+    fn payload(&self, event: &Event) -> Result<Vec<u8>, DeliveryError> {
         let text = self
             .templates
             .render_slack(&self.name, event)
@@ -89,19 +130,9 @@ impl SlackSink {
             "text": text,
             "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text } }],
         });
-        let body = serde_json::to_vec(&payload).map_err(|e| {
+        serde_json::to_vec(&payload).map_err(|e| {
             DeliveryError::permanent(format!("{}: cannot encode the payload: {e}", self.who()))
-        })?;
-
-        let mut last = self.last_send.lock().await;
-        if let Some(previous) = *last {
-            tokio::time::sleep_until(previous + MIN_SPACING).await;
-        }
-        let outcome = self.post(body).await;
-        // Counted from the end of the exchange, so the receiver too sees the
-        // messages at least a second apart, whatever the latency.
-        *last = Some(Instant::now());
-        outcome
+        })
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<(), DeliveryError> {

@@ -13,6 +13,11 @@
 //! can still write `<https://portal|link>` in a template while an order field
 //! cannot inject one; the default HTML mail body escapes values as HTML; the
 //! console line, the mail subject and the text body are plain.
+//!
+//! A render is bounded in work ([`FUEL`], minijinja's instruction budget)
+//! and in output ([`MAX_OUTPUT`]): a loop inside a loop fails the start-up
+//! check (and `check`) with a plain message instead of spinning, and no
+//! event can make a message without bound.
 
 use crate::config::{Config, Problem, SinkKind};
 use crate::event::{Change, Event, EventData, EventType};
@@ -53,6 +58,12 @@ impl Role {
 }
 
 const MRKDWN: &str = "mrkdwn";
+
+/// The instructions one render may execute: the built-in templates need a
+/// few thousand for an event with a hundred changes.
+pub const FUEL: u64 = 2_000_000;
+/// The largest output of one render, in bytes.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// The rendered parts of one mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +280,7 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|name| Role::escape(name.split(':').next().unwrap_or("")));
     env.set_formatter(format_value);
+    env.set_fuel(Some(FUEL));
     env.add_filter("show", show);
     env
 }
@@ -338,9 +350,16 @@ fn html_escape(text: &str) -> String {
 /// A minijinja error for a user: what went wrong and on which line of the
 /// template, without the environment's internal template name.
 fn describe(e: &Error) -> String {
-    let mut text = match e.detail() {
-        Some(detail) => format!("{}: {detail}", e.kind()),
-        None => e.kind().to_string(),
+    let mut text = match (e.kind(), e.detail()) {
+        (minijinja::ErrorKind::OutOfFuel, _) => format!(
+            "the template does too much work (more than {FUEL} steps for one event; a loop inside a loop?)"
+        ),
+        (minijinja::ErrorKind::WriteFailure, _) => format!(
+            "the template's output is larger than {} KiB",
+            MAX_OUTPUT / 1024
+        ),
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
     };
     if let Some(line) = e.line() {
         let _ = write!(text, " (line {line} of the template)");
@@ -349,7 +368,37 @@ fn describe(e: &Error) -> String {
 }
 
 fn render_named(env: &Environment<'static>, name: &str, event: &Event) -> Result<String, Error> {
-    env.get_template(name)?.render(context(event))
+    let mut out = BoundedOutput::default();
+    env.get_template(name)?
+        .render_captured_to(context(event), &mut out)?;
+    // Escaping works on whole values, so the output is valid UTF-8; a cut
+    // cannot happen (a write past the bound fails the whole render).
+    String::from_utf8(out.bytes).map_err(|_| {
+        Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "the output is not valid UTF-8",
+        )
+    })
+}
+
+/// A render's output that refuses to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct BoundedOutput {
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The variables of a template: every event field at top level; `from` and
@@ -691,6 +740,30 @@ mod tests {
         assert!(
             problems[0].message.starts_with("not a valid template"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn endless_work_and_huge_output_are_problems_not_hangs() {
+        let c = config(
+            "  - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
+               - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n",
+        );
+        let problems = Templates::compile(&c).unwrap_err();
+        let messages: Vec<_> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("sinks[0].template: fails on a sample")
+                && messages[0].contains("too much work"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("sinks[1].template: fails on a sample")
+                && messages[1].contains("larger than 1024 KiB"),
+            "{messages:?}"
         );
     }
 }

@@ -12,10 +12,16 @@
 //! while it stays in the outbox, and its removal is tried again on every
 //! pass, so a receiver sees it at most once more (if the store loses the
 //! removal, or the process stops before it is written).
+//!
+//! Stopping: once the [`Shutdown`] fires, no delivery starts; those in flight
+//! get the grace, then are abandoned, which leaves their entries untouched
+//! in the outbox (the store writes after an attempt are synchronous, so
+//! abandoning one can never cut a write in half).
 
 use super::DeliveryError;
 use super::sink::Sink;
 use crate::config::DeliveryConfig;
+use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -47,6 +53,8 @@ pub struct PassReport {
     pub buried: u64,
     /// Due entries left waiting behind an earlier entry of the same order.
     pub held_back: u64,
+    /// Due entries not attempted because the process is stopping.
+    pub not_started: u64,
 }
 
 impl PassReport {
@@ -55,6 +63,7 @@ impl PassReport {
         self.retried += o.retried;
         self.buried += o.buried;
         self.held_back += o.held_back;
+        self.not_started += o.not_started;
     }
 
     pub fn attempted(&self) -> u64 {
@@ -92,7 +101,12 @@ impl Dispatcher {
     /// One pass over every sink: deliver what is due now. Sinks run side by
     /// side, so a slow or failing one never holds the others back.
     pub async fn deliver_due(&self) -> Result<PassReport, StoreError> {
-        let passes = self.sinks.iter().map(|s| self.deliver_due_for(s));
+        self.deliver_due_until(&Shutdown::never()).await
+    }
+
+    /// [`Self::deliver_due`], starting no delivery once `shutdown` fired.
+    pub async fn deliver_due_until(&self, shutdown: &Shutdown) -> Result<PassReport, StoreError> {
+        let passes = self.sinks.iter().map(|s| self.deliver_due_for(s, shutdown));
         let mut total = PassReport::default();
         for result in futures::future::join_all(passes).await {
             total.add(result?);
@@ -116,7 +130,11 @@ impl Dispatcher {
         Ok(total)
     }
 
-    async fn deliver_due_for(&self, sink: &NamedSink) -> Result<PassReport, StoreError> {
+    async fn deliver_due_for(
+        &self,
+        sink: &NamedSink,
+        shutdown: &Shutdown,
+    ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         let due = self.store.due(&sink.name, now_ms(), BATCH)?;
         let mut ready = Vec::with_capacity(due.len());
@@ -136,7 +154,7 @@ impl Dispatcher {
             ready.push(d);
         }
         let outcomes: Vec<Result<PassReport, StoreError>> = futures::stream::iter(ready)
-            .map(|d| self.attempt(sink, d))
+            .map(|d| self.attempt(sink, d, shutdown))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -146,12 +164,22 @@ impl Dispatcher {
         Ok(report)
     }
 
-    async fn attempt(&self, sink: &NamedSink, due: DueEntry) -> Result<PassReport, StoreError> {
-        let result = sink
-            .sink
-            .deliver(&due.entry.event_id, &due.entry.event)
-            .await;
+    async fn attempt(
+        &self,
+        sink: &NamedSink,
+        due: DueEntry,
+        shutdown: &Shutdown,
+    ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
+        // Not started: the entry stays as it is, due now, for the next run.
+        let Some(result) = sink
+            .sink
+            .deliver_unless_stopped(&due.entry.event_id, &due.entry.event, shutdown)
+            .await
+        else {
+            report.not_started = 1;
+            return Ok(report);
+        };
         let label = |outcome: &'static str| {
             metrics::counter!("orderwatch_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
         };
@@ -263,26 +291,41 @@ impl Dispatcher {
         Ok(next.map(|due| Duration::from_millis(due.saturating_sub(now))))
     }
 
-    /// Deliver until nothing is due now, or `timeout` passes. True when
-    /// nothing due is left undelivered.
-    pub async fn drain(&self, timeout: Duration) -> Result<bool, StoreError> {
+    /// Deliver until nothing is due now, or `timeout` passes: at the
+    /// deadline no delivery starts and those in flight are abandoned (their
+    /// entries stay queued), so this returns by the deadline whatever the
+    /// receivers do.
+    pub async fn drain(&self, timeout: Duration) -> Result<DrainReport, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let shutdown = Shutdown::at(deadline);
+        let mut report = DrainReport::default();
         loop {
-            let pass = self.deliver_due().await?;
+            let pass = tokio::select! {
+                biased;
+                pass = self.deliver_due_until(&shutdown) => pass?,
+                _ = shutdown.stopped() => {
+                    report.drained = self.next_due_in()?.is_none();
+                    return Ok(report);
+                }
+            };
+            report.pass.add(pass);
             let next = self.next_due_in()?;
             match next {
-                None => return Ok(true),
+                None => {
+                    report.drained = true;
+                    return Ok(report);
+                }
                 Some(wait) if wait > Duration::ZERO && pass.attempted() == 0 => {
                     // Only future retries left: wait for them within the deadline.
                     let at = tokio::time::Instant::now() + wait;
                     if at > deadline {
-                        return Ok(false);
+                        return Ok(report);
                     }
                     tokio::time::sleep_until(at).await;
                 }
                 Some(_) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Ok(false);
+                    if shutdown.is_stopping() {
+                        return Ok(report);
                     }
                     if pass.attempted() == 0 {
                         // Due entries all held back behind in-flight ones: a short pause.
@@ -294,13 +337,30 @@ impl Dispatcher {
     }
 
     /// The dispatcher loop of `run`: deliver, then sleep until the next entry
-    /// is due, new events are committed, or shutdown.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// is due, new events are committed, or shutdown. After shutdown no
+    /// delivery starts, and those in flight get `grace` to finish.
+    pub async fn run(&self, shutdown: Shutdown, grace: Duration) {
+        let grace_over = async {
+            shutdown.stopped().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(grace_over);
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_stopping() {
                 return;
             }
-            let pause = match self.deliver_due().await {
+            let pass = tokio::select! {
+                biased;
+                pass = self.deliver_due_until(&shutdown) => pass,
+                _ = &mut grace_over => {
+                    warn!(
+                        grace = %humantime::format_duration(grace),
+                        "stopping: deliveries still in flight after the grace were abandoned; their entries stay queued and are retried after restart"
+                    );
+                    return;
+                }
+            };
+            let pause = match pass {
                 Ok(_) => match self.next_due_in() {
                     Ok(Some(wait)) => wait.min(IDLE),
                     Ok(None) => IDLE,
@@ -316,10 +376,19 @@ impl Dispatcher {
             };
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return,
+                _ = shutdown.stopped() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause.max(Duration::from_millis(5))) => {}
             }
         }
     }
+}
+
+/// What [`Dispatcher::drain`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Nothing due is left undelivered.
+    pub drained: bool,
+    /// The passes' totals.
+    pub pass: PassReport,
 }

@@ -275,8 +275,8 @@ async fn permanent_failure_goes_to_dead_letters_and_replays() {
     let out = ws.run(&["once"]).await;
     assert_eq!(
         out.status.code(),
-        Some(0),
-        "a dead letter is not queued: {}",
+        Some(1),
+        "a dead letter during the run is exit 1: {}",
         text(&out)
     );
     let out = ws.run(&["dead-letters", "list", "--json"]).await;

@@ -241,6 +241,11 @@ impl Workspace {
     /// Start `orderwatch run` with this config as a child process; its
     /// stderr goes to `run.log` in the workspace (appended across runs).
     pub fn spawn_run(&self) -> tokio::process::Child {
+        self.spawn_run_with(&[])
+    }
+
+    /// [`Self::spawn_run`] with more environment variables.
+    pub fn spawn_run_with(&self, env: &[(&str, &str)]) -> tokio::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -251,6 +256,7 @@ impl Workspace {
             .arg(self.config_path())
             .arg("run")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -647,4 +653,125 @@ pub async fn terminate(
         .await
         .expect("stops on SIGTERM")
         .unwrap()
+}
+
+/// One request as it arrived at an [`ArrivalRecorder`], before any answer.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+type ArrivalState = (Arc<Mutex<Vec<Arrival>>>, Arc<Mutex<Duration>>);
+
+/// A receiver that records each request the moment it arrives (the
+/// [`Receiver`] records answers), then holds it `delay` and answers 200:
+/// what a test of deliveries in flight needs.
+#[derive(Clone)]
+pub struct ArrivalRecorder {
+    pub url: String,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl ArrivalRecorder {
+    pub async fn start(delay: Duration) -> ArrivalRecorder {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let delay = Arc::new(Mutex::new(delay));
+        let state = (arrivals.clone(), delay.clone());
+        let app = Router::new()
+            .route(
+                "/{*path}",
+                post(
+                    |State((arrivals, delay)): State<ArrivalState>,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        arrivals.lock().unwrap().push(Arrival {
+                            at: Instant::now(),
+                            headers,
+                            body,
+                        });
+                        let wait = *delay.lock().unwrap();
+                        tokio::time::sleep(wait).await;
+                        StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind arrival recorder");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ArrivalRecorder {
+            url,
+            arrivals,
+            delay,
+        }
+    }
+
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+}
+
+/// The summary line `once` prints on stdout.
+pub fn once_summary(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("once: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The address `orderwatch run` serves health and metrics on, from its log
+/// (the config says port 0).
+pub async fn health_addr(ws: &Workspace) -> String {
+    let mut addr = String::new();
+    eventually(
+        "the health server listening",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+            match log.split("health and metrics on http://").nth(1) {
+                Some(rest) => {
+                    addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    true
+                }
+                None => false,
+            }
+        },
+    )
+    .await;
+    addr
+}
+
+/// Every order of the simulator's tracking API announced
+/// (`first_poll: notify`) to `sinks`, with `rest` top-level YAML.
+pub fn notify_workspace(sim: &RunningSimulator, sinks: &str, rest: &str) -> Workspace {
+    Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            &sim.base_url(),
+            "    first_poll: notify\n",
+        ),
+        sinks,
+        rest,
+    )
+}
+
+pub fn slack_sink_yaml(name: &str, url: &str) -> String {
+    format!("  - name: {name}\n    type: slack\n    url: {url}\n")
 }

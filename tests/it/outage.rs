@@ -161,7 +161,8 @@ async fn past_max_attempts_is_a_dead_letter_and_replay_delivers_it() {
     let closed = close_orders(&admin, 1).await;
     hook.script(&[503; 4]);
     let out = ws.run(&["once", "--drain-timeout", "20s"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Dead-lettered during the run: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(hook.received().len(), 4, "exactly max_attempts attempts");
     let out = ws.run(&["dead-letters", "list", "--json"]).await;
     let dead: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one line");
