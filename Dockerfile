@@ -4,16 +4,23 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so code changes do not rebuild them.
+# Dependencies first, so code changes do not rebuild them: the workspace's
+# manifests with placeholder sources.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/simulator/Cargo.toml ./crates/simulator/
+COPY bench/Cargo.toml ./bench/
 # Declared in Cargo.toml (criterion benchmarks; not built here).
 COPY benches ./benches
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+RUN mkdir -p src crates/simulator/src bench/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs crates/simulator/src/lib.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && cargo build --release --locked -p orderwatch \
+    && rm -rf src crates/simulator/src
 COPY src ./src
+COPY crates ./crates
 # Touch so cargo sees the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+RUN touch src/main.rs src/lib.rs crates/simulator/src/lib.rs \
+    && cargo build --release --locked -p orderwatch \
     && install -D -m 0755 target/release/orderwatch /out/orderwatch
 
 FROM debian:bookworm-slim

@@ -8,10 +8,10 @@ use crate::app::{App, shutdown_signal};
 use crate::config::Config;
 use crate::deliver::Templates;
 use crate::event::Event;
-use crate::simulator::SimOptions;
 use crate::store::Store;
-use crate::{simulator, telemetry};
+use crate::telemetry;
 use clap::{Args, Parser, Subcommand};
+use orderwatch_simulator::{self as simulator, SimOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,7 +157,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Changes per second across all orders (0: only the admin endpoints change orders)
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub churn: f64,
     /// The OAuth client id the token endpoint accepts
     #[arg(long, default_value_t = SimOptions::default().client_id)]
@@ -187,7 +187,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 200)]
     pub orders: usize,
     /// Changes per second
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
     pub churn: f64,
     /// Where the simulator listens (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -210,6 +210,14 @@ fn no_config(_: &str) -> Result<String, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); examples: 30s, 5m"))
+}
+
+/// A rate of changes per second: a finite number, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("not a rate: a number of changes per second, 0 or more (e.g. 2, 0.5)".into()),
+    }
 }
 
 fn exit(code: u8) -> ExitCode {

@@ -5,7 +5,7 @@
 use crate::app::{App, shutdown_signal};
 use crate::cli::DemoArgs;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::simulator::{self, SimOptions};
+use orderwatch_simulator::{self as simulator, SimOptions};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;

@@ -23,7 +23,6 @@
 //! - [`deliver`]: the outbox worker and the sinks
 //! - [`demo`]: simulator + daemon + console sink in one process
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`
-//! - [`simulator`]: the Orange simulator behind `orderwatch simulate`
 //! - [`secret`]: a string that never prints itself, and the redactor of outside text
 //! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
 
@@ -40,7 +39,6 @@ pub mod poll;
 pub mod route;
 pub mod secret;
 pub mod shutdown;
-pub mod simulator;
 pub mod source;
 pub mod store;
 pub mod supervise;

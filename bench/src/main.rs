@@ -637,10 +637,10 @@ async fn start_run(
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(r) = http.get(format!("http://{listen}/readyz")).send().await {
-            if r.status().is_success() {
-                return Ok(child);
-            }
+        if let Ok(r) = http.get(format!("http://{listen}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(child);
         }
         if Instant::now() > deadline {
             let _ = child.kill();

@@ -17,7 +17,7 @@
 //!   and have no gaps.
 
 use crate::helpers::*;
-use orderwatch::simulator::{self, SimOptions};
+use orderwatch_simulator::{self as simulator, SimOptions};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -283,7 +283,7 @@ fn free_port() -> u16 {
 /// A daemon on `disk` past its first poll, with its health address.
 async fn daemon_on(
     disk: &SmallDisk,
-    sim: &orderwatch::simulator::RunningSimulator,
+    sim: &orderwatch_simulator::RunningSimulator,
     hook_url: &str,
 ) -> (Workspace, tokio::process::Child, String) {
     let port = free_port();

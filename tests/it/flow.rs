@@ -24,7 +24,7 @@ fn tracking_workspace(base: &str, hook: &str, extra: &str) -> Workspace {
 /// A tracking source whose baseline is recorded, and one of its Current
 /// orders closed since: the next `once` has exactly one change to deliver.
 struct OneClosing {
-    sim: orderwatch::simulator::RunningSimulator,
+    sim: orderwatch_simulator::RunningSimulator,
     ws: Workspace,
     order_id: String,
 }

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use orderwatch::simulator::{self, RunningSimulator, SimOptions};
+use orderwatch_simulator::{self as simulator, RunningSimulator, SimOptions};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

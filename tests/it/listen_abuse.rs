@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 /// `orderwatch run` with `listen` on port 0 and `env`, its simulator and
 /// receiver (bind them: dropped, they stop serving).
 struct Listening {
-    sim: orderwatch::simulator::RunningSimulator,
+    sim: orderwatch_simulator::RunningSimulator,
     hook: Receiver,
     ws: Workspace,
     child: tokio::process::Child,

@@ -5,7 +5,7 @@
 
 use crate::config::SOURCE as SOURCE_ITEM;
 use crate::helpers::*;
-use orderwatch::simulator::RunningSimulator;
+use orderwatch_simulator::RunningSimulator;
 use serde_json::json;
 use std::path::Path;
 use std::process::Output;
@@ -303,9 +303,9 @@ async fn every_change_in_the_simulator_refreshes_updated_at() {
     // Churn: an order's `updatedAt` tells when it last changed. (In whole
     // seconds, as the generated orders: a second change within the same
     // second leaves it as it is, and it is still true.)
-    let sim = orderwatch::simulator::start(
+    let sim = orderwatch_simulator::start(
         "127.0.0.1:0".parse().expect("an address"),
-        orderwatch::simulator::SimOptions {
+        orderwatch_simulator::SimOptions {
             orders: 20,
             churn: 50.0,
             ..Default::default()
@@ -507,4 +507,26 @@ async fn the_simulator_banner_lists_every_admin_endpoint_truthfully() {
         );
     }
     let _ = child.kill().await;
+}
+
+/// A churn rate that is not a finite number of changes per second is a usage
+/// error, never a panic of the simulator's churn loop.
+#[tokio::test]
+async fn a_churn_rate_that_is_no_number_is_a_usage_error() {
+    for command in ["simulate", "demo"] {
+        for rate in ["NaN", "inf", "-1", "fast"] {
+            let out = tokio::process::Command::new(binary())
+                .args([command, "--churn", rate, "--listen", "127.0.0.1:0"])
+                .output()
+                .await
+                .expect("runs");
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} --churn {rate}: {}",
+                text(&out)
+            );
+            assert!(text(&out).contains("not a rate"), "{}", text(&out));
+        }
+    }
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use orderwatch::simulator::{self, SimOptions};
+use orderwatch_simulator::{self as simulator, SimOptions};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use orderwatch::simulator::{RunningSimulator, SimOptions, start};
+use orderwatch_simulator::{RunningSimulator, SimOptions, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,8 +7,8 @@
 
 use crate::helpers::*;
 use orderwatch::config::{Config, SourceConfig};
-use orderwatch::simulator::{self, SimOptions};
 use orderwatch::source::{ApiErrorKind, Detail, Page, SourceClient};
+use orderwatch_simulator::{self as simulator, SimOptions};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

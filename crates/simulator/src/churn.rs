@@ -177,7 +177,10 @@ pub(crate) async fn run(
     rate: f64,
     mut stop: watch::Receiver<bool>,
 ) {
-    let period = Duration::from_secs_f64((1.0 / rate).clamp(0.01, 0.25));
+    // `clamp` keeps a NaN (a rate of NaN from a library caller): such a rate
+    // ticks at the slowest period rather than panicking.
+    let period = (1.0 / rate).clamp(0.01, 0.25);
+    let period = Duration::from_secs_f64(if period.is_nan() { 0.25 } else { period });
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let started = tokio::time::Instant::now();
