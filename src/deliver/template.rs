@@ -745,11 +745,12 @@ mod tests {
 
     #[test]
     fn endless_work_and_huge_output_are_problems_not_hangs() {
-        let c = config(
-            "  - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
-               - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n",
-        );
-        let problems = Templates::compile(&c).unwrap_err();
+        let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
+               - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
+               - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n";
+        let problems = Config::parse(text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_err()
+            .problems;
         let messages: Vec<_> = problems
             .iter()
             .map(|p| format!("{}: {}", p.path, p.message))

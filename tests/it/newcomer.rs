@@ -154,6 +154,14 @@ async fn simulator_with_open_orders() -> (RunningSimulator, Admin, Vec<String>) 
 async fn empty_results_say_so_instead_of_an_empty_table() {
     let sim = simulator(5).await;
     let ws = console_workspace(&sim);
+    // A store with nothing in it: `once` creates it, but every call fails,
+    // so no order is recorded (a missing store is another message).
+    Admin::new(&sim)
+        .fault(serde_json::json!({"status": 503, "count": 1000}))
+        .await;
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    Admin::new(&sim).clear_faults().await;
     for (args, expected) in [
         (
             &["orders", "list"][..],
@@ -516,7 +524,12 @@ async fn a_churn_rate_that_is_no_number_is_a_usage_error() {
     for command in ["simulate", "demo"] {
         for rate in ["NaN", "inf", "-1", "fast"] {
             let out = tokio::process::Command::new(binary())
-                .args([command, "--churn", rate, "--listen", "127.0.0.1:0"])
+                .args([
+                    command,
+                    &format!("--churn={rate}"),
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
                 .output()
                 .await
                 .expect("runs");
