@@ -392,8 +392,7 @@ pub async fn notify_test(
     if let Some(source) = config.sources.first() {
         event.data.source = source.name.clone();
     }
-    let json = serde_json::to_string(&event)?;
-    match sink.deliver(&event.data.id, &json).await {
+    match sink.deliver(&event).await {
         Ok(()) => {
             println!(
                 "{}: sample event {} delivered",

@@ -1,6 +1,7 @@
-//! What HTTP sinks read of a receiver's answer: a bounded excerpt for the
-//! logs and dead letters, with every known secret redacted, and its
-//! `Retry-After` hint.
+//! What HTTP sinks read of a receiver's answer: whether it is worth another
+//! attempt, a bounded excerpt for the logs and dead letters with every known
+//! secret redacted, its `Retry-After` hint, and a failure to get any answer
+//! at all in words.
 
 /// At most this much of a receiver's answer is kept, on one line.
 const MAX_EXCERPT: usize = 1024;
@@ -35,6 +36,34 @@ pub(crate) async fn excerpt(mut response: reqwest::Response) -> String {
             cut -= 1;
         }
         text.truncate(cut);
+    }
+    text
+}
+
+/// An answer worth another attempt: 408, 429 and 5xx. Every other answer
+/// that is not a success will be the same next time.
+pub(crate) fn worth_retrying(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429) || status.is_server_error()
+}
+
+/// A failure to get an answer (always worth retrying), in words, without
+/// the URL reqwest would put in its message: a chat webhook's URL is a
+/// credential.
+pub(crate) fn transport_error(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
     text
 }

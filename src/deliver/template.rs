@@ -19,21 +19,26 @@
 //! check (and `check`) with a plain message instead of spinning, and no
 //! event can make a message without bound.
 
-use crate::config::{Config, Problem, SinkKind};
+use crate::config::{Config, Problem};
 use crate::event::{Change, Event, EventData, EventType};
 use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, Error, Output, State, escape_formatter};
+use minijinja::{AutoEscape, Environment, Error, HtmlEscape, Output, State, escape_formatter};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// What each kind of template is for; the prefix of its name in the
-/// environment decides how values are escaped.
+/// What a template is for; the prefix of its name in the environment
+/// decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
+    /// A slack message (mrkdwn).
     Slack,
+    /// A console line.
     Console,
+    /// A mail's subject.
     EmailSubject,
+    /// A mail's text part (an email sink's `body`).
     EmailText,
+    /// A mail's HTML part (built in only).
     EmailHtml,
 }
 
@@ -107,23 +112,15 @@ impl Templates {
             });
         }
         let mut custom = HashMap::new();
+        let mut keys = Vec::new();
         for (i, sink) in config.sinks.iter().enumerate() {
-            let own: Vec<(Role, &str, &Option<String>)> = match &sink.kind {
-                SinkKind::Slack(c) => vec![(Role::Slack, "template", &c.template)],
-                SinkKind::Console(c) => vec![(Role::Console, "template", &c.template)],
-                SinkKind::Email(c) => vec![
-                    (Role::EmailSubject, "subject", &c.subject),
-                    (Role::EmailText, "body", &c.body),
-                ],
-                SinkKind::Webhook(_) => continue,
-            };
             let mut roles = HashMap::new();
-            for (role, key, source) in own {
-                let Some(source) = source else { continue };
+            for (role, key, source) in sink.settings.templates() {
                 let name = format!("{}:sink:{}", role.prefix(), sink.name);
                 match add_checked(&mut env, &name, source) {
                     Ok(()) => {
-                        roles.insert(role.prefix(), name);
+                        roles.insert(role.prefix(), name.clone());
+                        keys.push((format!("sinks[{i}].{key}"), name));
                     }
                     Err(message) => problems.push(Problem {
                         path: format!("sinks[{i}].{key}"),
@@ -135,23 +132,13 @@ impl Templates {
             custom.insert(sink.name.clone(), roles);
         }
         // Test-render only once everything is added: a render needs `&env`.
-        for (i, sink) in config.sinks.iter().enumerate() {
-            let Some(roles) = custom.get(&sink.name) else {
-                continue;
-            };
-            for (prefix, name) in roles {
-                let key = match *prefix {
-                    "email.subject" => "subject",
-                    "email.text" => "body",
-                    _ => "template",
-                };
-                if let Err(message) = render_samples(&env, name) {
-                    problems.push(Problem {
-                        path: format!("sinks[{i}].{key}"),
-                        line: None,
-                        message,
-                    });
-                }
+        for (path, name) in keys {
+            if let Err(message) = render_samples(&env, &name) {
+                problems.push(Problem {
+                    path,
+                    line: None,
+                    message,
+                });
             }
         }
         if problems.is_empty() {
@@ -194,7 +181,7 @@ impl Templates {
             let mut html = String::from(
                 "<!DOCTYPE html>\n<html><body><div style=\"white-space: pre-wrap; font-family: sans-serif\">",
             );
-            html.push_str(&html_escape(&text));
+            let _ = write!(html, "{}", HtmlEscape(&text));
             html.push_str("</div></body></html>\n");
             html
         } else {
@@ -231,30 +218,10 @@ impl Templates {
     }
 }
 
-/// What a template of the config writes, which decides how values are
-/// escaped in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TemplateKind {
-    /// A slack sink's `template` (mrkdwn).
-    Slack,
-    /// A console sink's `template`.
-    Console,
-    /// An email sink's `subject`.
-    EmailSubject,
-    /// An email sink's `body` (text).
-    EmailBody,
-}
-
 /// Compile one template of the config on its own and render it against a
 /// sample event of every type: the config reader calls this for each
 /// template key, so its problem is listed with the others, with its line.
-pub fn check_template(kind: TemplateKind, source: &str) -> Result<(), String> {
-    let role = match kind {
-        TemplateKind::Slack => Role::Slack,
-        TemplateKind::Console => Role::Console,
-        TemplateKind::EmailSubject => Role::EmailSubject,
-        TemplateKind::EmailBody => Role::EmailText,
-    };
+pub fn check_template(role: Role, source: &str) -> Result<(), String> {
     let mut env = environment();
     let name = format!("{}:check", role.prefix());
     add_checked(&mut env, &name, source)?;
@@ -326,21 +293,6 @@ pub fn mrkdwn_escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
             c => out.push(c),
         }
     }
@@ -745,11 +697,14 @@ mod tests {
 
     #[test]
     fn endless_work_and_huge_output_are_problems_not_hangs() {
-        let c = config(
-            "  - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
-               - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n",
-        );
-        let problems = Templates::compile(&c).unwrap_err();
+        // The config reader test-renders each template, so the problems
+        // come from it, before any sink is built.
+        let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
+               - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
+               - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n";
+        let problems = Config::parse(text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_err()
+            .problems;
         let messages: Vec<_> = problems
             .iter()
             .map(|p| format!("{}: {}", p.path, p.message))

@@ -174,7 +174,7 @@ impl Dispatcher {
         // Not started: the entry stays as it is, due now, for the next run.
         let Some(result) = sink
             .sink
-            .deliver_unless_stopped(&due.entry.event_id, &due.entry.event, shutdown)
+            .deliver_unless_stopped(&due.entry.event, shutdown)
             .await
         else {
             report.not_started = 1;
