@@ -119,15 +119,12 @@ impl App {
         let mut sink_wakers = Vec::new();
         for sink in &config.sinks {
             let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
-            let named = NamedSink {
-                name: sink.name.clone(),
-                sink: built,
-            };
+            let named = NamedSink::new(&sink.name, built, sink.max_per_minute);
             let waker = Arc::new(Notify::new());
             dispatchers.push(Arc::new(Dispatcher::new(
                 store.clone(),
                 vec![named],
-                config.delivery.clone(),
+                sink.retry,
                 waker.clone(),
             )));
             sink_wakers.push(waker);

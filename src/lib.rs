@@ -25,6 +25,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`
 //! - [`secret`]: a string that never prints itself, and the redactor of outside text
 //! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
+//! - [`retry`]: the one retry policy: backoff with jitter, when to give up
 
 pub mod app;
 pub mod clamp;
@@ -36,6 +37,7 @@ pub mod diff;
 pub mod event;
 pub mod http;
 pub mod poll;
+pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod shutdown;

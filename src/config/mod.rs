@@ -19,6 +19,7 @@ pub(crate) use yaml::Node;
 
 use crate::deliver::sinks::SinkSettings;
 use crate::event::EventType;
+use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use std::fmt;
 use std::net::SocketAddr;
@@ -37,7 +38,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
     pub routes: Vec<RouteConfig>,
-    pub delivery: DeliveryConfig,
+    /// The retry policy of every sink without its own `delivery:`.
+    pub delivery: RetryPolicy,
     /// On SIGTERM/SIGINT, how long deliveries in flight may still finish
     /// before they are abandoned (their entries stay queued).
     pub shutdown_grace: Duration,
@@ -119,6 +121,10 @@ pub struct SinkConfig {
     pub type_name: &'static str,
     /// Its own section, decoded and parsed by the module of its `type`.
     pub settings: Arc<dyn SinkSettings>,
+    /// The top-level `delivery:`, with what its own `delivery:` overrides.
+    pub retry: RetryPolicy,
+    /// At most this many deliveries start in a minute; `None`: no cap.
+    pub max_per_minute: Option<u32>,
 }
 
 /// Which events go to which sinks. Empty filter lists match everything.
@@ -131,25 +137,6 @@ pub struct RouteConfig {
     pub to: Vec<String>,
     /// JSON pointer into the order → expected value.
     pub matches: Vec<(String, serde_json::Value)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    pub max_attempts: u32,
-    pub max_age: Duration,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            max_attempts: 30,
-            max_age: Duration::from_secs(24 * 3600),
-            backoff_initial: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(3600),
-        }
-    }
 }
 
 /// A config that cannot be used, with every problem found.

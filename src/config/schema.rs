@@ -6,6 +6,7 @@ use super::decode::{Decoder, Fields, MILLI, index, opt, suggestion};
 use super::yaml::{Node, NodeValue};
 use super::*;
 use crate::deliver::sinks::{SINK_TYPES, sink_type};
+use crate::retry::{Backoff, RetryPolicy};
 
 const TOP: &[&str] = &[
     "state_dir",
@@ -42,7 +43,7 @@ const SOURCE: &[&str] = &[
     "closed_statuses",
 ];
 /// Keys every sink has, whatever its type.
-const SINK: &[&str] = &["name", "type"];
+const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery"];
 const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
 const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
@@ -85,8 +86,24 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let sinks = list_of(d, &top, "sinks", false, sink);
     let routes = list_of(d, &top, "routes", false, route);
     let delivery = match top.get("delivery") {
-        Some(n) => delivery(d, n),
-        None => Some(DeliveryConfig::default()),
+        Some(n) => delivery(d, n, "delivery")
+            .and_then(|o| o.over(d, RetryPolicy::default(), "delivery", n.line)),
+        None => Some(RetryPolicy::default()),
+    };
+    // A sink's own `delivery:` keys replace the top-level ones, key by key.
+    let sinks = match (sinks, delivery) {
+        (Some(sinks), Some(top)) => {
+            let mut out = Vec::with_capacity(sinks.len());
+            for (i, (mut sink, own)) in sinks.into_iter().enumerate() {
+                let path = format!("sinks[{i}].delivery");
+                if let Some(retry) = own.over(d, top, &path, own.backoff_line) {
+                    sink.retry = retry;
+                }
+                out.push(sink);
+            }
+            Some(out)
+        }
+        (sinks, _) => sinks.map(|s| s.into_iter().map(|(sink, _)| sink).collect()),
     };
     let shutdown_grace = match top.get("shutdown_grace") {
         Some(n) => d.duration(n, "shutdown_grace", Duration::ZERO),
@@ -326,7 +343,7 @@ fn name_value(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
     Some(name)
 }
 
-fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
+fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<(SinkConfig, RetryOverrides)> {
     // `type` decides which keys are allowed, so it is read before the check.
     let type_node = match &node.value {
         NodeValue::Map(entries) => entries.iter().find(|(k, _)| k == "type").map(|(_, v)| v),
@@ -352,12 +369,25 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
     let name = d
         .required(&f, "name")
         .and_then(|n| name_value(d, n, &f.path("name")));
+    let max_per_minute = opt!(d, f, "max_per_minute", None, |n, p| d
+        .uint(n, &p, 1, 60_000)
+        .map(|v| Some(v as u32)));
+    let retry = opt!(
+        d,
+        f,
+        "delivery",
+        RetryOverrides::default(),
+        |n, p| delivery(d, n, &p)
+    );
     let settings = (kind.decode)(d, &f);
-    Some(SinkConfig {
+    let sink = SinkConfig {
         name: name?,
         type_name: kind.name,
         settings: settings?,
-    })
+        retry: RetryPolicy::default(),
+        max_per_minute: max_per_minute?,
+    };
+    Some((sink, retry?))
 }
 
 /// `a, b, c or d`.
@@ -432,43 +462,73 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     })
 }
 
-fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
-    let f = d.map(node, "delivery", DELIVERY)?;
-    let defaults = DeliveryConfig::default();
-    let max_attempts = opt!(
-        d,
-        f,
-        "max_attempts",
-        u64::from(defaults.max_attempts),
-        |n, p| d.uint(n, &p, 1, 1000)
-    );
-    let max_age = opt!(d, f, "max_age", defaults.max_age, |n, p| d
-        .duration(n, &p, SECOND));
+/// The keys of a `delivery:` section that were given.
+#[derive(Debug, Default, Clone, Copy)]
+struct RetryOverrides {
+    max_attempts: Option<u32>,
+    max_age: Option<Duration>,
+    initial: Option<Duration>,
+    max: Option<Duration>,
+    /// Where `backoff:` is, for its problem.
+    backoff_line: Option<u64>,
+}
+
+impl RetryOverrides {
+    /// `base` with these keys replaced; a backoff whose `max` ends up
+    /// shorter than its `initial` is a problem at `path`.
+    fn over(
+        self,
+        d: &mut Decoder,
+        base: RetryPolicy,
+        path: &str,
+        line: Option<u64>,
+    ) -> Option<RetryPolicy> {
+        let policy = RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            max_age: self.max_age.unwrap_or(base.max_age),
+            backoff: Backoff {
+                initial: self.initial.unwrap_or(base.backoff.initial),
+                max: self.max.unwrap_or(base.backoff.max),
+                ..base.backoff
+            },
+        };
+        if policy.backoff.max < policy.backoff.initial {
+            d.problem(
+                format!("{path}.backoff.max"),
+                self.backoff_line.or(line),
+                "must not be shorter than `initial`",
+            );
+            return None;
+        }
+        Some(policy)
+    }
+}
+
+fn delivery(d: &mut Decoder, node: &Node, path: &str) -> Option<RetryOverrides> {
+    let f = d.map(node, path, DELIVERY)?;
+    let max_attempts = opt!(d, f, "max_attempts", None, |n, p| d
+        .uint(n, &p, 1, 1000)
+        .map(|v| Some(v as u32)));
+    let max_age = opt!(d, f, "max_age", None, |n, p| d
+        .duration(n, &p, SECOND)
+        .map(Some));
     let (initial, max) = match f.get("backoff") {
         Some(n) => {
-            let b = d.map(n, "delivery.backoff", BACKOFF)?;
-            let initial = opt!(d, b, "initial", defaults.backoff_initial, |n, p| d
-                .duration(n, &p, MILLI));
-            let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d
-                .duration(n, &p, MILLI));
-            if let (Some(i), Some(m)) = (initial, max)
-                && m < i
-            {
-                d.problem(
-                    "delivery.backoff.max",
-                    n.line,
-                    "must not be shorter than `initial`",
-                );
-            }
+            let b = d.map(n, &f.path("backoff"), BACKOFF)?;
+            let initial = opt!(d, b, "initial", None, |n, p| d
+                .duration(n, &p, MILLI)
+                .map(Some));
+            let max = opt!(d, b, "max", None, |n, p| d.duration(n, &p, MILLI).map(Some));
             (initial, max)
         }
-        None => (Some(defaults.backoff_initial), Some(defaults.backoff_max)),
+        None => (Some(None), Some(None)),
     };
-    Some(DeliveryConfig {
-        max_attempts: max_attempts? as u32,
+    Some(RetryOverrides {
+        backoff_line: f.get("backoff").and_then(|n| n.line),
+        max_attempts: max_attempts?,
         max_age: max_age?,
-        backoff_initial: initial?,
-        backoff_max: max?,
+        initial: initial?,
+        max: max?,
     })
 }
 

@@ -20,7 +20,7 @@
 
 use super::DeliveryError;
 use super::sink::Sink;
-use crate::config::DeliveryConfig;
+use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
@@ -43,6 +43,54 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 pub struct NamedSink {
     pub name: String,
     pub sink: Sink,
+    /// The sink's `max_per_minute`, as spacing between delivery starts.
+    rate: Option<RateCap>,
+}
+
+impl NamedSink {
+    pub fn new(name: &str, sink: Sink, max_per_minute: Option<u32>) -> NamedSink {
+        NamedSink {
+            name: name.to_owned(),
+            sink,
+            rate: max_per_minute.map(RateCap::per_minute),
+        }
+    }
+}
+
+/// At most N delivery starts a minute, spread evenly: each start waits until
+/// 60/N seconds after the one before, so a backlog leaves as a steady trickle.
+struct RateCap {
+    spacing: Duration,
+    /// When the last delivery started; held while waiting, so concurrent
+    /// deliveries take their turns one by one.
+    last_start: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl RateCap {
+    fn per_minute(n: u32) -> RateCap {
+        RateCap {
+            spacing: Duration::from_secs(60) / n.max(1),
+            last_start: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Wait for this delivery's turn; `false` when `shutdown` fired first.
+    async fn turn(&self, shutdown: &Shutdown) -> bool {
+        let mut last = tokio::select! {
+            biased;
+            _ = shutdown.stopped() => return false,
+            last = self.last_start.lock() => last,
+        };
+        if let Some(previous) = *last {
+            tokio::select! {
+                biased;
+                _ = shutdown.stopped() => return false,
+                _ = tokio::time::sleep_until(previous + self.spacing) => {}
+            }
+        }
+        *last = Some(tokio::time::Instant::now());
+        true
+    }
 }
 
 /// What one pass did.
@@ -74,7 +122,7 @@ impl PassReport {
 pub struct Dispatcher {
     store: Store,
     sinks: Vec<Arc<NamedSink>>,
-    policy: DeliveryConfig,
+    policy: RetryPolicy,
     wake: Arc<Notify>,
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Delivered, but the store refused to remove the entry: sink and seq.
@@ -85,7 +133,7 @@ impl Dispatcher {
     pub fn new(
         store: Store,
         sinks: Vec<NamedSink>,
-        policy: DeliveryConfig,
+        policy: RetryPolicy,
         wake: Arc<Notify>,
     ) -> Dispatcher {
         Dispatcher {
@@ -172,6 +220,12 @@ impl Dispatcher {
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         // Not started: the entry stays as it is, due now, for the next run.
+        if let Some(rate) = &sink.rate
+            && !rate.turn(shutdown).await
+        {
+            report.not_started = 1;
+            return Ok(report);
+        }
         let Some(result) = sink
             .sink
             .deliver_unless_stopped(&due.entry.event, shutdown)
@@ -211,7 +265,7 @@ impl Dispatcher {
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.created_ms));
-                if entry.attempts >= self.policy.max_attempts || age >= self.policy.max_age {
+                if self.policy.gives_up(entry.attempts, age) {
                     let why = format!(
                         "gave up after {} attempts over {}: {reason}",
                         entry.attempts,
@@ -222,7 +276,7 @@ impl Dispatcher {
                     error!(sink = %sink.name, id = %entry.event_id, "{why}");
                     report.buried = 1;
                 } else {
-                    let wait = self.backoff(entry.attempts, retry_after);
+                    let wait = self.policy.wait(entry.attempts, retry_after);
                     self.store
                         .reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
                     label("retry");
@@ -253,19 +307,6 @@ impl Dispatcher {
                 .remove(&(due.entry.sink.clone(), due.entry.seq));
             info!(sink = %due.entry.sink, id = %due.entry.event_id, "outbox entry of an earlier delivery removed");
         }
-    }
-
-    /// Exponential from `initial`, doubling to `max`, ±20% jitter; a
-    /// receiver's `Retry-After` wins, clamped to `max`.
-    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after.min(self.policy.backoff_max);
-        }
-        let exp = self
-            .policy
-            .backoff_initial
-            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(30)));
-        crate::source::jittered(exp.min(self.policy.backoff_max))
     }
 
     fn update_gauges(&self) {

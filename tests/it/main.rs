@@ -21,6 +21,7 @@ mod ops;
 mod outage;
 mod readonly;
 mod receivers;
+mod retry_policy;
 mod secrets;
 mod shutdown;
 mod sim_api;
