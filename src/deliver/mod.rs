@@ -6,9 +6,11 @@
 //!   and the registry of them
 //! - `template`: minijinja templates, checked at start-up, escaping per target
 //! - `answer`: what HTTP sinks keep of a receiver's answer
+//! - `gate`: spacing between one sink's messages
 
 mod answer;
 mod error;
+mod gate;
 mod sink;
 pub mod sinks;
 pub mod template;

@@ -19,6 +19,7 @@
 //! abandoning one can never cut a write in half).
 
 use super::DeliveryError;
+use super::gate::Gate;
 use super::sink::Sink;
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
@@ -43,8 +44,9 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 pub struct NamedSink {
     pub name: String,
     pub sink: Sink,
-    /// The sink's `max_per_minute`, as spacing between delivery starts.
-    rate: Option<RateCap>,
+    /// The sink's `max_per_minute`, as spacing between delivery starts, so
+    /// a backlog leaves as a steady trickle.
+    rate: Option<Gate>,
 }
 
 impl NamedSink {
@@ -52,44 +54,8 @@ impl NamedSink {
         NamedSink {
             name: name.to_owned(),
             sink,
-            rate: max_per_minute.map(RateCap::per_minute),
+            rate: max_per_minute.map(Gate::per_minute),
         }
-    }
-}
-
-/// At most N delivery starts a minute, spread evenly: each start waits until
-/// 60/N seconds after the one before, so a backlog leaves as a steady trickle.
-struct RateCap {
-    spacing: Duration,
-    /// When the last delivery started; held while waiting, so concurrent
-    /// deliveries take their turns one by one.
-    last_start: tokio::sync::Mutex<Option<tokio::time::Instant>>,
-}
-
-impl RateCap {
-    fn per_minute(n: u32) -> RateCap {
-        RateCap {
-            spacing: Duration::from_secs(60) / n.max(1),
-            last_start: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Wait for this delivery's turn; `false` when `shutdown` fired first.
-    async fn turn(&self, shutdown: &Shutdown) -> bool {
-        let mut last = tokio::select! {
-            biased;
-            _ = shutdown.stopped() => return false,
-            last = self.last_start.lock() => last,
-        };
-        if let Some(previous) = *last {
-            tokio::select! {
-                biased;
-                _ = shutdown.stopped() => return false,
-                _ = tokio::time::sleep_until(previous + self.spacing) => {}
-            }
-        }
-        *last = Some(tokio::time::Instant::now());
-        true
     }
 }
 
@@ -220,11 +186,14 @@ impl Dispatcher {
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         // Not started: the entry stays as it is, due now, for the next run.
-        if let Some(rate) = &sink.rate
-            && !rate.turn(shutdown).await
-        {
-            report.not_started = 1;
-            return Ok(report);
+        if let Some(rate) = &sink.rate {
+            match rate.turn(shutdown).await {
+                Some(mut turn) => turn.mark(),
+                None => {
+                    report.not_started = 1;
+                    return Ok(report);
+                }
+            }
         }
         let Some(result) = sink
             .sink

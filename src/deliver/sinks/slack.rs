@@ -8,6 +8,7 @@
 
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
+use crate::deliver::gate::Gate;
 use crate::deliver::template::{Role, Templates};
 use crate::deliver::{DeliveryError, answer};
 use crate::event::Event;
@@ -17,8 +18,6 @@ use futures::future::BoxFuture;
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 /// Slack's documented rate for incoming webhooks.
 const MIN_SPACING: Duration = Duration::from_secs(1);
@@ -91,9 +90,9 @@ pub struct SlackSink {
     path: String,
     client: reqwest::Client,
     templates: Arc<Templates>,
-    /// When the last message to this webhook finished; held across a send so
-    /// concurrent deliveries to one webhook queue up behind each other.
-    last_send: Mutex<Option<Instant>>,
+    /// Held across a send, so concurrent deliveries to one webhook queue up
+    /// behind each other.
+    gate: Gate,
 }
 
 impl std::fmt::Debug for SlackSink {
@@ -124,7 +123,7 @@ impl SlackSink {
             path: cfg.path.clone(),
             client,
             templates,
-            last_send: Mutex::new(None),
+            gate: Gate::new(MIN_SPACING),
         })
     }
 
@@ -136,22 +135,11 @@ impl SlackSink {
             Ok(body) => body,
             Err(e) => return Some(Err(e)),
         };
-        let mut last = tokio::select! {
-            biased;
-            _ = shutdown.stopped() => return None,
-            last = self.last_send.lock() => last,
-        };
-        if let Some(previous) = *last {
-            tokio::select! {
-                biased;
-                _ = shutdown.stopped() => return None,
-                _ = tokio::time::sleep_until(previous + MIN_SPACING) => {}
-            }
-        }
+        let mut turn = self.gate.turn(shutdown).await?;
         let outcome = self.post(body).await;
         // Counted from the end of the exchange, so the receiver too sees the
         // messages at least a second apart, whatever the latency.
-        *last = Some(Instant::now());
+        turn.mark();
         Some(outcome)
     }
 
