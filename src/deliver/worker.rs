@@ -204,7 +204,7 @@ impl Dispatcher {
             return Ok(report);
         };
         let label = |outcome: &'static str| {
-            metrics::counter!("orderwatch_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
         };
         match result {
             Ok(()) => {
@@ -281,10 +281,12 @@ impl Dispatcher {
     fn update_gauges(&self) {
         for s in &self.sinks {
             if let Ok(n) = self.store.outbox_depth(&s.name) {
-                metrics::gauge!("orderwatch_outbox_depth", "sink" => s.name.clone()).set(n as f64);
+                metrics::gauge!(crate::metrics::OUTBOX_DEPTH, "sink" => s.name.clone())
+                    .set(n as f64);
             }
             if let Ok(n) = self.store.dead_letter_count(&s.name) {
-                metrics::gauge!("orderwatch_dead_letters", "sink" => s.name.clone()).set(n as f64);
+                metrics::gauge!(crate::metrics::DEAD_LETTERS, "sink" => s.name.clone())
+                    .set(n as f64);
             }
         }
     }

@@ -528,7 +528,7 @@ impl SourceClient {
             .get("x-oapi-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        metrics::counter!("orderwatch_api_requests_total", "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
+        metrics::counter!(crate::metrics::API_REQUESTS_TOTAL, "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
         let body = read_capped(response, limit).await.map_err(|mut e| {
             e.http = Some(status.as_u16());
             e.request_id = request_id.clone();
