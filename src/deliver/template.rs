@@ -19,6 +19,7 @@
 //! check (and `check`) with a plain message instead of spinning, and no
 //! event can make a message without bound.
 
+use super::sinks::SINK_TYPES;
 use crate::config::{Config, Problem};
 use crate::event::{Change, Event, EventData, EventType};
 use minijinja::value::Value;
@@ -380,7 +381,8 @@ fn context(event: &Event) -> Value {
     Value::from_serialize(&vars)
 }
 
-fn default_name(role: Role, kind: EventType) -> String {
+/// The environment's name of the built-in template of `role` for `kind`.
+pub(crate) fn default_name(role: Role, kind: EventType) -> String {
     match role {
         // One text and one HTML body serve every type; they branch inside.
         Role::EmailText | Role::EmailHtml => format!("{}:default", role.prefix()),
@@ -388,69 +390,8 @@ fn default_name(role: Role, kind: EventType) -> String {
     }
 }
 
-/// Renders the changes as mrkdwn bullet lines.
-const SLACK_CHANGES: &str =
-    "{% for c in changes %}\n• `{{ c.path }}`: {{ c.from|show }} → {{ c.to|show }}{% endfor %}";
-
 fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
-    use EventType::*;
-    let slack_status = format!(
-        "{{% if closed %}}:white_check_mark:{{% else %}}:arrows_counterclockwise:{{% endif %}} \
-         Order *{{{{ order_id }}}}* ({{{{ source }}}}) is now *{{{{ to }}}}* (was {{{{ from }}}})\
-         {{% if changes|length > 1 %}}{SLACK_CHANGES}{{% endif %}}"
-    );
-    let slack_updated = format!(
-        "{}{SLACK_CHANGES}",
-        ":pencil2: Order *{{ order_id }}* ({{ source }}) was updated"
-    );
-    let console_prefix = "{{ timestamp }} {{ source }} {{ order_id }} {{ type }}";
-    let defaults: Vec<(String, String)> = vec![
-        (
-            default_name(Role::Slack, Created),
-            ":new: Order *{{ order_id }}* ({{ source }}) is new{% if to %}, status *{{ to }}*{% endif %}".into(),
-        ),
-        (default_name(Role::Slack, StatusChanged), slack_status),
-        (default_name(Role::Slack, Updated), slack_updated),
-        (
-            default_name(Role::Slack, Removed),
-            ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
-        ),
-        (default_name(Role::Console, Created), format!("{console_prefix} → {{{{ to }}}}")),
-        (
-            default_name(Role::Console, StatusChanged),
-            format!("{console_prefix} {{{{ from }}}} → {{{{ to }}}}"),
-        ),
-        (
-            default_name(Role::Console, Updated),
-            format!(
-                "{console_prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
-            ),
-        ),
-        // A removal has no new status: its line tells the last one seen.
-        (
-            default_name(Role::Console, Removed),
-            format!("{console_prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
-        ),
-        (
-            default_name(Role::EmailSubject, Created),
-            "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, StatusChanged),
-            "[orderwatch] {{ order_id }} is now {{ to }}".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, Updated),
-            "[orderwatch] {{ order_id }} was updated".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, Removed),
-            "[orderwatch] {{ order_id }} is no longer listed".into(),
-        ),
-        (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
-        (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
-    ];
-    for (name, source) in defaults {
+    for (name, source) in SINK_TYPES.iter().flat_map(|t| (t.defaults)()) {
         env.add_template_owned(name.clone(), source).map_err(|e| {
             format!(
                 "built-in template {name} is broken (a bug in orderwatch): {}",
@@ -460,49 +401,6 @@ fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The sentence that opens a mail, shared by the text and HTML bodies.
-const EMAIL_TEXT: &str = "\
-Order {{ order_id }} (source {{ source }})
-{%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
-{%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
-{%- elif type == 'order.updated' %} was updated.
-{%- else %} is no longer listed by the API.
-{%- endif %}
-{% if changes %}
-Changes:
-{%- for c in changes %}
-  {{ c.path }}: {{ c.from|show }} → {{ c.to|show }}
-{%- endfor %}
-{% endif %}
-Event:     {{ type }} {{ id }}
-Revision:  {{ revision }}
-Detected:  {{ timestamp }}
-
--- 
-Sent by orderwatch.
-";
-
-const EMAIL_HTML: &str = "\
-<!DOCTYPE html>
-<html><body style=\"font-family: sans-serif\">
-<p>Order <strong>{{ order_id }}</strong> (source {{ source }})
-{%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
-{%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
-{%- elif type == 'order.updated' %} was updated.
-{%- else %} is no longer listed by the API.
-{%- endif %}</p>
-{%- if changes %}
-<table cellpadding=\"4\" style=\"border-collapse: collapse\">
-<tr><th align=\"left\">Field</th><th align=\"left\">Was</th><th align=\"left\">Now</th></tr>
-{%- for c in changes %}
-<tr><td><code>{{ c.path }}</code></td><td>{{ c.from|show }}</td><td>{{ c.to|show }}</td></tr>
-{%- endfor %}
-</table>
-{%- endif %}
-<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · revision {{ revision }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
-</body></html>
-";
 
 /// A realistic event of the given type, for checking templates at start-up
 /// and for `notify-test`.

@@ -3,8 +3,8 @@
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, opt};
 use crate::deliver::DeliveryError;
-use crate::deliver::template::{Role, Templates};
-use crate::event::Event;
+use crate::deliver::template::{Role, Templates, default_name};
+use crate::event::{Event, EventType};
 use crate::shutdown::Shutdown;
 use futures::future::BoxFuture;
 use std::io::Write;
@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub(crate) const TYPE: SinkType = SinkType {
     name: "console",
     keys: &["template"],
+    defaults,
     decode,
 };
 
@@ -39,6 +40,34 @@ impl SinkSettings for ConsoleSettings {
         Ok(Box::new(ConsoleSink::new(name, templates)))
     }
 }
+
+/// The built-in line of each event type.
+fn defaults() -> Vec<(String, String)> {
+    use EventType::*;
+    let prefix = "{{ timestamp }} {{ source }} {{ order_id }} {{ type }}";
+    vec![
+        (
+            default_name(Role::Console, Created),
+            format!("{prefix} → {{{{ to }}}}"),
+        ),
+        (
+            default_name(Role::Console, StatusChanged),
+            format!("{prefix} {{{{ from }}}} → {{{{ to }}}}"),
+        ),
+        (
+            default_name(Role::Console, Updated),
+            format!(
+                "{prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
+            ),
+        ),
+        // A removal has no new status: its line tells the last one seen.
+        (
+            default_name(Role::Console, Removed),
+            format!("{prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
+        ),
+    ]
+}
+
 #[derive(Debug)]
 pub struct ConsoleSink {
     name: String,

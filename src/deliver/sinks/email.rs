@@ -28,7 +28,7 @@
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, index, opt};
 use crate::deliver::DeliveryError;
-use crate::deliver::template::{Role, Templates};
+use crate::deliver::template::{Role, Templates, default_name};
 use crate::event::{Event, EventType};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -62,6 +62,7 @@ const MAX_ID_PART: usize = 128;
 pub(crate) const TYPE: SinkType = SinkType {
     name: "email",
     keys: &["smtp", "from", "to", "subject", "body"],
+    defaults,
     decode,
 };
 
@@ -248,6 +249,75 @@ impl SinkSettings for EmailSettings {
         EmailSink::new(name, self, templates).map(|s| Box::new(s) as Box<dyn Deliver>)
     }
 }
+
+/// The built-in subjects of each event type, and the text and HTML bodies
+/// that serve every type (they branch inside).
+fn defaults() -> Vec<(String, String)> {
+    use EventType::*;
+    vec![
+        (
+            default_name(Role::EmailSubject, Created),
+            "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, StatusChanged),
+            "[orderwatch] {{ order_id }} is now {{ to }}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Updated),
+            "[orderwatch] {{ order_id }} was updated".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Removed),
+            "[orderwatch] {{ order_id }} is no longer listed".into(),
+        ),
+        (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
+        (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
+    ]
+}
+
+/// The sentence that opens a mail, shared by the text and HTML bodies.
+const EMAIL_TEXT: &str = "\
+Order {{ order_id }} (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
+{%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}
+{% if changes %}
+Changes:
+{%- for c in changes %}
+  {{ c.path }}: {{ c.from|show }} → {{ c.to|show }}
+{%- endfor %}
+{% endif %}
+Event:     {{ type }} {{ id }}
+Revision:  {{ revision }}
+Detected:  {{ timestamp }}
+
+-- 
+Sent by orderwatch.
+";
+
+const EMAIL_HTML: &str = "\
+<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif\">
+<p>Order <strong>{{ order_id }}</strong> (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
+{%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}</p>
+{%- if changes %}
+<table cellpadding=\"4\" style=\"border-collapse: collapse\">
+<tr><th align=\"left\">Field</th><th align=\"left\">Was</th><th align=\"left\">Now</th></tr>
+{%- for c in changes %}
+<tr><td><code>{{ c.path }}</code></td><td>{{ c.from|show }}</td><td>{{ c.to|show }}</td></tr>
+{%- endfor %}
+</table>
+{%- endif %}
+<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · revision {{ revision }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
+</body></html>
+";
 
 /// TLS that trusts the system's roots and the CAs of `ca_file`.
 fn tls_with_ca(host: &str, ca_file: &std::path::Path) -> Result<TlsParameters, String> {

@@ -33,6 +33,8 @@ pub(crate) struct SinkType {
     pub(crate) name: &'static str,
     /// The keys of its own section (besides those every sink has).
     pub(crate) keys: &'static [&'static str],
+    /// Its built-in templates: (name in the environment, source).
+    pub(crate) defaults: fn() -> Vec<(String, String)>,
     /// Read its section: problems go to the decoder, with their key paths.
     pub(crate) decode: fn(&mut Decoder, &Fields) -> Option<Arc<dyn SinkSettings>>,
 }

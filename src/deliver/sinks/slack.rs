@@ -9,9 +9,9 @@
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::gate::Gate;
-use crate::deliver::template::{Role, Templates};
+use crate::deliver::template::{Role, Templates, default_name};
 use crate::deliver::{DeliveryError, answer};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
 use futures::future::BoxFuture;
@@ -29,6 +29,7 @@ const DEAD_WEBHOOK: [&str; 3] = ["no_service", "channel_not_found", "channel_is_
 pub(crate) const TYPE: SinkType = SinkType {
     name: "slack",
     keys: &["url", "template", "timeout"],
+    defaults,
     decode,
 };
 
@@ -79,6 +80,36 @@ impl SinkSettings for SlackSettings {
     fn build(&self, name: &str, templates: Arc<Templates>) -> Result<Box<dyn Deliver>, String> {
         SlackSink::new(name, self, templates).map(|s| Box::new(s) as Box<dyn Deliver>)
     }
+}
+
+/// Renders the changes as mrkdwn bullet lines.
+const SLACK_CHANGES: &str =
+    "{% for c in changes %}\n• `{{ c.path }}`: {{ c.from|show }} → {{ c.to|show }}{% endfor %}";
+
+/// The built-in message of each event type.
+fn defaults() -> Vec<(String, String)> {
+    use EventType::*;
+    let status = format!(
+        "{{% if closed %}}:white_check_mark:{{% else %}}:arrows_counterclockwise:{{% endif %}} \
+         Order *{{{{ order_id }}}}* ({{{{ source }}}}) is now *{{{{ to }}}}* (was {{{{ from }}}})\
+         {{% if changes|length > 1 %}}{SLACK_CHANGES}{{% endif %}}"
+    );
+    let updated = format!(
+        "{}{SLACK_CHANGES}",
+        ":pencil2: Order *{{ order_id }}* ({{ source }}) was updated"
+    );
+    vec![
+        (
+            default_name(Role::Slack, Created),
+            ":new: Order *{{ order_id }}* ({{ source }}) is new{% if to %}, status *{{ to }}*{% endif %}".into(),
+        ),
+        (default_name(Role::Slack, StatusChanged), status),
+        (default_name(Role::Slack, Updated), updated),
+        (
+            default_name(Role::Slack, Removed),
+            ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
+        ),
+    ]
 }
 
 pub struct SlackSink {

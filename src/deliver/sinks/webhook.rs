@@ -21,6 +21,8 @@ use std::time::Duration;
 pub(crate) const TYPE: SinkType = SinkType {
     name: "webhook",
     keys: &["url", "secret", "headers", "timeout", "connect_timeout"],
+    // The event JSON is the body: nothing to render.
+    defaults: Vec::new,
     decode,
 };
 
