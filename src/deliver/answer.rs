@@ -67,3 +67,56 @@ pub(crate) fn transport_error(e: reqwest::Error) -> String {
     }
     text
 }
+
+/// Send `request` and read the answer as the webhook-style sinks do: 2xx is
+/// success; 408, 429, 5xx and no answer at all retry (`Retry-After`
+/// honoured); every other answer, redirects included, is permanent. `who`
+/// names the sink in the reason.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    who: &str,
+) -> Result<(), crate::deliver::DeliveryError> {
+    use crate::deliver::DeliveryError;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| DeliveryError::retry(format!("{who}: {}", transport_error(e))))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let hint = retry_after(response.headers());
+    let excerpt = excerpt(response).await;
+    let said = if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(" ({excerpt})")
+    };
+    let reason = format!("{who}: HTTP {}{said}", status.as_u16());
+    if worth_retrying(status) {
+        Err(DeliveryError::Retry {
+            reason,
+            retry_after: hint,
+        })
+    } else {
+        Err(DeliveryError::permanent(reason))
+    }
+}
+
+/// The HTTP client of one sink: orderwatch's user agent, the sink's own
+/// headers, its timeouts, and no redirects (a redirect is a misconfigured
+/// URL).
+pub(crate) fn client(
+    headers: reqwest::header::HeaderMap,
+    timeout: std::time::Duration,
+    connect_timeout: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}

@@ -41,6 +41,9 @@ pub enum Role {
     EmailText,
     /// A mail's HTML part (built in only).
     EmailHtml,
+    /// A request body (the http sink's `body`): values as they are, or
+    /// quoted as JSON with the `tojson` filter.
+    Body,
 }
 
 impl Role {
@@ -51,6 +54,7 @@ impl Role {
             Role::EmailSubject => "email.subject",
             Role::EmailText => "email.text",
             Role::EmailHtml => "email.html",
+            Role::Body => "body",
         }
     }
 
@@ -134,7 +138,7 @@ impl Templates {
         }
         // Test-render only once everything is added: a render needs `&env`.
         for (path, name) in keys {
-            if let Err(message) = render_samples(&env, &name) {
+            if let Err(message) = render_samples(&env, &name).map(drop) {
                 problems.push(Problem {
                     path,
                     line: None,
@@ -201,7 +205,8 @@ impl Templates {
             .is_some_and(|roles| roles.contains_key(role.prefix()))
     }
 
-    fn render(&self, sink: &str, role: Role, event: &Event) -> Result<String, String> {
+    /// The output of `sink`'s template for `role`, or the built-in one.
+    pub(crate) fn render(&self, sink: &str, role: Role, event: &Event) -> Result<String, String> {
         let roles = self.custom.get(sink).ok_or_else(|| {
             format!("sink `{sink}` has no templates (not a slack, email or console sink)")
         })?;
@@ -223,6 +228,12 @@ impl Templates {
 /// sample event of every type: the config reader calls this for each
 /// template key, so its problem is listed with the others, with its line.
 pub fn check_template(role: Role, source: &str) -> Result<(), String> {
+    sample_outputs(role, source).map(drop)
+}
+
+/// What the template writes for a sample event of every type, or its
+/// first problem.
+pub(crate) fn sample_outputs(role: Role, source: &str) -> Result<Vec<(EventType, String)>, String> {
     let mut env = environment();
     let name = format!("{}:check", role.prefix());
     add_checked(&mut env, &name, source)?;
@@ -236,12 +247,18 @@ fn add_checked(env: &mut Environment<'static>, name: &str, source: &str) -> Resu
 
 /// Render the template against a sample of every event type; the first
 /// failure is the problem.
-fn render_samples(env: &Environment<'static>, name: &str) -> Result<(), String> {
-    for kind in EventType::ALL {
-        render_named(env, name, &sample_event(kind))
-            .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))?;
-    }
-    Ok(())
+fn render_samples(
+    env: &Environment<'static>,
+    name: &str,
+) -> Result<Vec<(EventType, String)>, String> {
+    EventType::ALL
+        .into_iter()
+        .map(|kind| {
+            render_named(env, name, &sample_event(kind))
+                .map(|out| (kind, out))
+                .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))
+        })
+        .collect()
 }
 
 fn environment() -> Environment<'static> {
@@ -250,7 +267,19 @@ fn environment() -> Environment<'static> {
     env.set_formatter(format_value);
     env.set_fuel(Some(FUEL));
     env.add_filter("show", show);
+    env.add_filter("tojson", tojson);
     env
+}
+
+/// The `tojson` filter: the value as JSON text, a missing one as `null`, so
+/// a body template makes valid JSON whatever an order holds.
+fn tojson(value: Value) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Ok(Value::from_safe_string("null".to_owned()));
+    }
+    serde_json::to_string(&value)
+        .map(Value::from_safe_string)
+        .map_err(|e| Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
 }
 
 /// Writes one `{{ value }}`: none as nothing, and mrkdwn escaping for slack.

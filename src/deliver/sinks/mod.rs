@@ -9,6 +9,7 @@
 
 pub mod console;
 pub mod email;
+pub mod http;
 mod signature;
 pub mod slack;
 pub mod webhook;
@@ -24,8 +25,13 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// Every kind of sink, by its `type:` in the config.
-pub(crate) const SINK_TYPES: &[SinkType] =
-    &[webhook::TYPE, slack::TYPE, email::TYPE, console::TYPE];
+pub(crate) const SINK_TYPES: &[SinkType] = &[
+    webhook::TYPE,
+    slack::TYPE,
+    email::TYPE,
+    console::TYPE,
+    http::TYPE,
+];
 
 /// One kind of sink, as the config reader sees it.
 pub(crate) struct SinkType {
@@ -80,4 +86,38 @@ pub(crate) fn own_template<'a>(
 /// The kind of sink named `name`, if there is one.
 pub(crate) fn sink_type(name: &str) -> Option<&'static SinkType> {
     SINK_TYPES.iter().find(|t| t.name == name)
+}
+
+/// A sink's `headers:`, checked: valid names and values, none of those
+/// orderwatch sets itself (`reserved`, lowercase).
+pub(crate) fn header_map(
+    d: &mut Decoder,
+    f: &Fields,
+    headers: &[(String, String)],
+    reserved: &[&str],
+) -> Option<reqwest::header::HeaderMap> {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    let line = f.get("headers").and_then(|n| n.line);
+    let mut map = HeaderMap::new();
+    let mut ok = true;
+    for (name, value) in headers {
+        let problem = match HeaderName::from_bytes(name.as_bytes()) {
+            Err(_) => Some(format!("`{name}` is not a valid header name")),
+            Ok(header) if reserved.contains(&header.as_str()) => Some(format!(
+                "`{name}` is set by orderwatch and cannot be overridden"
+            )),
+            Ok(header) => match HeaderValue::from_str(value) {
+                Ok(value) => {
+                    map.insert(header, value);
+                    None
+                }
+                Err(_) => Some(format!("header `{name}` has a value that cannot be sent")),
+            },
+        };
+        if let Some(message) = problem {
+            d.problem(f.path("headers"), line, message);
+            ok = false;
+        }
+    }
+    ok.then_some(map)
 }

@@ -14,7 +14,7 @@ use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
 use base64::Engine;
 use futures::future::BoxFuture;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,42 +76,11 @@ fn decode(d: &mut Decoder, f: &Fields) -> Option<Arc<dyn SinkSettings>> {
         .duration(n, &p, MILLI));
     let connect = opt!(d, f, "connect_timeout", Duration::from_secs(5), |n, p| d
         .duration(n, &p, MILLI));
-    let mut map = HeaderMap::new();
-    if let (Some(headers), Some(node)) = (&headers, f.get("headers")) {
-        for (name, value) in headers {
-            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-                d.problem(
-                    f.path("headers"),
-                    node.line,
-                    format!("`{name}` is not a valid header name"),
-                );
-                continue;
-            };
-            if RESERVED.contains(&header.as_str()) {
-                d.problem(
-                    f.path("headers"),
-                    node.line,
-                    format!("`{name}` is set by orderwatch and cannot be overridden"),
-                );
-                continue;
-            }
-            match HeaderValue::from_str(value) {
-                Ok(value) => {
-                    map.insert(header, value);
-                }
-                Err(_) => d.problem(
-                    f.path("headers"),
-                    node.line,
-                    format!("header `{name}` has a value that cannot be sent"),
-                ),
-            }
-        }
-    }
-    headers?;
+    let map = headers.and_then(|h| super::header_map(d, f, &h, &RESERVED));
     Some(Arc::new(WebhookSettings {
         url: url?,
         key: key?,
-        headers: map,
+        headers: map?,
         timeout: timeout?,
         connect_timeout: connect?,
     }))
@@ -150,14 +119,7 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     pub fn new(name: &str, cfg: &WebhookSettings) -> Result<WebhookSink, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
-            .default_headers(cfg.headers.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = answer::client(cfg.headers.clone(), cfg.timeout, cfg.connect_timeout)?;
         Ok(WebhookSink {
             name: name.to_owned(),
             url: cfg.url.clone(),
@@ -183,33 +145,7 @@ impl WebhookSink {
                 sign(key, event_id, timestamp, body.as_bytes()),
             );
         }
-        let response = request.body(body.to_owned()).send().await.map_err(|e| {
-            DeliveryError::retry(format!(
-                "{}: {}",
-                self.describe(),
-                answer::transport_error(e)
-            ))
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = answer::retry_after(response.headers());
-        let excerpt = answer::excerpt(response).await;
-        let said = if excerpt.is_empty() {
-            String::new()
-        } else {
-            format!(" ({excerpt})")
-        };
-        let reason = format!("{}: HTTP {}{said}", self.describe(), status.as_u16());
-        if answer::worth_retrying(status) {
-            Err(DeliveryError::Retry {
-                reason,
-                retry_after,
-            })
-        } else {
-            Err(DeliveryError::permanent(reason))
-        }
+        answer::send(request.body(body.to_owned()), &self.describe()).await
     }
 }
 
