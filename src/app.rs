@@ -119,15 +119,12 @@ impl App {
         let mut sink_wakers = Vec::new();
         for sink in &config.sinks {
             let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
-            let named = NamedSink {
-                name: sink.name.clone(),
-                sink: built,
-            };
+            let named = NamedSink::new(&sink.name, built, sink.max_per_minute);
             let waker = Arc::new(Notify::new());
             dispatchers.push(Arc::new(Dispatcher::new(
                 store.clone(),
                 vec![named],
-                config.delivery.clone(),
+                sink.retry,
                 waker.clone(),
             )));
             sink_wakers.push(waker);
@@ -392,8 +389,7 @@ pub async fn notify_test(
     if let Some(source) = config.sources.first() {
         event.data.source = source.name.clone();
     }
-    let json = serde_json::to_string(&event)?;
-    match sink.deliver(&event.data.id, &json).await {
+    match sink.deliver(&event).await {
         Ok(()) => {
             println!(
                 "{}: sample event {} delivered",

@@ -45,6 +45,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist (in tests); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            crate::metrics::describe();
             handle
         })
         .clone()

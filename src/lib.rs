@@ -23,8 +23,10 @@
 //! - [`deliver`]: the outbox worker and the sinks
 //! - [`demo`]: simulator + daemon + console sink in one process
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`
+//! - [`metrics`]: every metric's name and description
 //! - [`secret`]: a string that never prints itself, and the redactor of outside text
 //! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
+//! - [`retry`]: the one retry policy: backoff with jitter, when to give up
 
 pub mod app;
 pub mod clamp;
@@ -35,7 +37,9 @@ pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod poll;
+pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod shutdown;

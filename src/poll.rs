@@ -291,7 +291,7 @@ impl Poller {
     /// and left out of this cycle.
     fn skip(&self, report: &mut CycleReport, page: &Page, position: usize, why: &str) {
         report.skipped += 1;
-        metrics::counter!("orderwatch_list_items_skipped_total", "source" => self.cfg.name.clone())
+        metrics::counter!(crate::metrics::LIST_ITEMS_SKIPPED_TOTAL, "source" => self.cfg.name.clone())
             .increment(1);
         warn!(
             source = %self.cfg.name,
@@ -435,7 +435,7 @@ impl Poller {
     fn new_event(&self, event: &Event) -> NewEvent {
         NewEvent {
             event_id: event.data.id.clone(),
-            event_type: event.kind.as_str().to_owned(),
+            event_type: event.kind,
             order_id: event.data.order_id.clone(),
             // Serialising our own types cannot fail; an empty body would be
             // caught by every receiver, never silently accepted.
@@ -451,7 +451,7 @@ impl Poller {
         }
         self.store.commit(&commit)?;
         for e in &commit.events {
-            metrics::counter!("orderwatch_events_total", "source" => self.cfg.name.clone(), "type" => e.event_type.clone())
+            metrics::counter!(crate::metrics::EVENTS_TOTAL, "source" => self.cfg.name.clone(), "type" => e.event_type.as_str())
                 .increment(1);
             info!(source = %self.cfg.name, order_id = %e.order_id, event = %e.event_type, id = %e.event_id, sinks = e.sinks.len(), "change detected");
         }
@@ -463,11 +463,11 @@ impl Poller {
 
     fn record(&self, report: &CycleReport) {
         let outcome = if report.ok() { "ok" } else { "error" };
-        metrics::counter!("orderwatch_polls_total", "source" => self.cfg.name.clone(), "outcome" => outcome).increment(1);
-        metrics::histogram!("orderwatch_poll_duration_seconds", "source" => self.cfg.name.clone())
+        metrics::counter!(crate::metrics::POLLS_TOTAL, "source" => self.cfg.name.clone(), "outcome" => outcome).increment(1);
+        metrics::histogram!(crate::metrics::POLL_DURATION_SECONDS, "source" => self.cfg.name.clone())
             .record(report.duration.as_secs_f64());
         if let Some(n) = report.tracked {
-            metrics::gauge!("orderwatch_orders_tracked", "source" => self.cfg.name.clone())
+            metrics::gauge!(crate::metrics::ORDERS_TRACKED, "source" => self.cfg.name.clone())
                 .set(n as f64);
         }
         match &report.error {

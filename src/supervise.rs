@@ -81,7 +81,7 @@ where
             pause = FIRST_PAUSE;
         }
         liveness.set_down(&task, deaths);
-        metrics::counter!("orderwatch_task_restarts_total", "task" => task.clone()).increment(1);
+        metrics::counter!(crate::metrics::TASK_RESTARTS_TOTAL, "task" => task.clone()).increment(1);
         error!(
             task = %task,
             restart_in_s = pause.as_secs(),

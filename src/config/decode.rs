@@ -6,9 +6,27 @@
 
 use super::env::{Environment, substitute};
 use super::yaml::{Node, NodeValue};
-use crate::deliver::template::{TemplateKind, check_template};
+use crate::deliver::template::{Role, check_template};
 use crate::secret::Secret;
 use std::time::Duration;
+
+/// The shortest duration most timeouts accept.
+pub(crate) const MILLI: Duration = Duration::from_millis(1);
+
+/// Read an optional field with `read`, or use `default` when absent.
+macro_rules! opt {
+    ($d:expr, $f:expr, $key:literal, $default:expr, |$n:ident, $p:ident| $read:expr) => {
+        match $f.get($key) {
+            Some($n) => {
+                let $p = $f.path($key);
+                $read
+            }
+            None => Some($default),
+        }
+    };
+}
+
+pub(crate) use opt;
 
 /// One thing wrong with the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +309,7 @@ impl<'e> Decoder<'e> {
 
     /// A message template, compiled and test-rendered here so that its
     /// problem is listed with all the others, on its line.
-    pub fn template(&mut self, node: &Node, path: &str, kind: TemplateKind) -> Option<String> {
+    pub fn template(&mut self, node: &Node, path: &str, kind: Role) -> Option<String> {
         let text = self.string(node, path)?;
         if let Err(message) = check_template(kind, &text) {
             self.problem(path, node.line, message);

@@ -13,14 +13,18 @@ mod schema;
 mod yaml;
 
 pub use decode::Problem;
+pub(crate) use decode::{Decoder, Fields, MILLI, index, opt};
 pub use env::{Environment, ProcessEnv};
-pub use schema::webhook_key;
+pub(crate) use yaml::Node;
 
+use crate::deliver::sinks::SinkSettings;
 use crate::event::EventType;
+use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -34,7 +38,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
     pub routes: Vec<RouteConfig>,
-    pub delivery: DeliveryConfig,
+    /// The retry policy of every sink without its own `delivery:`.
+    pub delivery: RetryPolicy,
     /// On SIGTERM/SIGINT, how long deliveries in flight may still finish
     /// before they are abandoned (their entries stay queued).
     pub shutdown_grace: Duration,
@@ -112,78 +117,14 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub name: String,
-    pub kind: SinkKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    Webhook(WebhookConfig),
-    Slack(SlackConfig),
-    Email(EmailConfig),
-    Console(ConsoleConfig),
-}
-
-impl SinkKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::Webhook(_) => "webhook",
-            SinkKind::Slack(_) => "slack",
-            SinkKind::Email(_) => "email",
-            SinkKind::Console(_) => "console",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    pub url: Url,
-    /// `whsec_<base64>`, checked to decode at load time.
-    pub secret: Option<Secret>,
-    pub headers: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct SlackConfig {
-    /// The whole URL is the credential: kept as a secret, logged as scheme and host.
-    pub url: Secret,
-    pub template: Option<String>,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    pub smtp: SmtpConfig,
-    pub from: String,
-    pub to: Vec<String>,
-    pub subject: Option<String>,
-    pub body: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SmtpConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// A PEM file of CA certificates trusted besides the system's (a
-    /// private mail relay's CA).
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    None,
-    Starttls,
-    Tls,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConsoleConfig {
-    pub template: Option<String>,
+    /// Its `type:`.
+    pub type_name: &'static str,
+    /// Its own section, decoded and parsed by the module of its `type`.
+    pub settings: Arc<dyn SinkSettings>,
+    /// The top-level `delivery:`, with what its own `delivery:` overrides.
+    pub retry: RetryPolicy,
+    /// At most this many deliveries start in a minute; `None`: no cap.
+    pub max_per_minute: Option<u32>,
 }
 
 /// Which events go to which sinks. Empty filter lists match everything.
@@ -196,25 +137,6 @@ pub struct RouteConfig {
     pub to: Vec<String>,
     /// JSON pointer into the order → expected value.
     pub matches: Vec<(String, serde_json::Value)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    pub max_attempts: u32,
-    pub max_age: Duration,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            max_attempts: 30,
-            max_age: Duration::from_secs(24 * 3600),
-            backoff_initial: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(3600),
-        }
-    }
 }
 
 /// A config that cannot be used, with every problem found.

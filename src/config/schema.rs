@@ -2,11 +2,11 @@
 //! reading its keys through the decoder, with defaults, then the checks that
 //! span sections (unique names, routes naming known sinks).
 
-use super::decode::{Decoder, Fields, index, suggestion};
+use super::decode::{Decoder, Fields, MILLI, index, opt, suggestion};
 use super::yaml::{Node, NodeValue};
 use super::*;
-use crate::deliver::template::TemplateKind;
-use base64::Engine;
+use crate::deliver::sinks::{SINK_TYPES, sink_type};
+use crate::retry::{Backoff, RetryPolicy};
 
 const TOP: &[&str] = &[
     "state_dir",
@@ -42,21 +42,8 @@ const SOURCE: &[&str] = &[
     "watch",
     "closed_statuses",
 ];
-const WEBHOOK: &[&str] = &[
-    "name",
-    "type",
-    "url",
-    "secret",
-    "headers",
-    "timeout",
-    "connect_timeout",
-];
-const SLACK: &[&str] = &["name", "type", "url", "template", "timeout"];
-const EMAIL: &[&str] = &["name", "type", "smtp", "from", "to", "subject", "body"];
-const CONSOLE: &[&str] = &["name", "type", "template"];
-const SMTP: &[&str] = &[
-    "host", "port", "tls", "username", "password", "ca_file", "timeout",
-];
+/// Keys every sink has, whatever its type.
+const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery"];
 const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
 const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
@@ -65,7 +52,6 @@ const LOG: &[&str] = &["format", "level"];
 /// How long deliveries in flight may finish after SIGTERM (README "Commands").
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const SECOND: Duration = Duration::from_secs(1);
-const MILLI: Duration = Duration::from_millis(1);
 
 pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let top = d.map(root, "", TOP)?;
@@ -100,8 +86,24 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let sinks = list_of(d, &top, "sinks", false, sink);
     let routes = list_of(d, &top, "routes", false, route);
     let delivery = match top.get("delivery") {
-        Some(n) => delivery(d, n),
-        None => Some(DeliveryConfig::default()),
+        Some(n) => delivery(d, n, "delivery")
+            .and_then(|o| o.over(d, RetryPolicy::default(), "delivery", n.line)),
+        None => Some(RetryPolicy::default()),
+    };
+    // A sink's own `delivery:` keys replace the top-level ones, key by key.
+    let sinks = match (sinks, delivery) {
+        (Some(sinks), Some(top)) => {
+            let mut out = Vec::with_capacity(sinks.len());
+            for (i, (mut sink, own)) in sinks.into_iter().enumerate() {
+                let path = format!("sinks[{i}].delivery");
+                if let Some(retry) = own.over(d, top, &path, own.backoff_line) {
+                    sink.retry = retry;
+                }
+                out.push(sink);
+            }
+            Some(out)
+        }
+        (sinks, _) => sinks.map(|s| s.into_iter().map(|(sink, _)| sink).collect()),
     };
     let shutdown_grace = match top.get("shutdown_grace") {
         Some(n) => d.duration(n, "shutdown_grace", Duration::ZERO),
@@ -174,19 +176,6 @@ fn log(d: &mut Decoder, node: &Node) -> Option<LogConfig> {
         format: format?,
         level: level?,
     })
-}
-
-/// Read an optional field with `read`, or use `default` when absent.
-macro_rules! opt {
-    ($d:expr, $f:expr, $key:literal, $default:expr, |$n:ident, $p:ident| $read:expr) => {
-        match $f.get($key) {
-            Some($n) => {
-                let $p = $f.path($key);
-                $read
-            }
-            None => Some($default),
-        }
-    };
 }
 
 fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
@@ -354,255 +343,60 @@ fn name_value(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
     Some(name)
 }
 
-fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<SinkConfig> {
+fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<(SinkConfig, RetryOverrides)> {
     // `type` decides which keys are allowed, so it is read before the check.
     let type_node = match &node.value {
         NodeValue::Map(entries) => entries.iter().find(|(k, _)| k == "type").map(|(_, v)| v),
         _ => None,
     };
-    let kind_name = match type_node {
-        Some(n) => d.choice(
-            n,
-            &format!("{path}.type"),
-            &[
-                ("webhook", "webhook"),
-                ("slack", "slack"),
-                ("email", "email"),
-                ("console", "console"),
-            ],
-        ),
+    let names: Vec<(&str, &str)> = SINK_TYPES.iter().map(|t| (t.name, t.name)).collect();
+    let kind = match type_node {
+        Some(n) => d
+            .choice(n, &format!("{path}.type"), &names)
+            .and_then(sink_type),
         None => {
+            let names: Vec<&str> = SINK_TYPES.iter().map(|t| t.name).collect();
             d.problem(
                 format!("{path}.type"),
                 node.line,
-                "missing required key `type` (webhook, slack, email or console)",
+                format!("missing required key `type` ({})", or_list(&names)),
             );
             None
         }
-    };
-    let allowed = match kind_name? {
-        "webhook" => WEBHOOK,
-        "slack" => SLACK,
-        "email" => EMAIL,
-        _ => CONSOLE,
-    };
-    let f = d.map(node, path, allowed)?;
+    }?;
+    let allowed: Vec<&str> = SINK.iter().chain(kind.keys).copied().collect();
+    let f = d.map(node, path, &allowed)?;
     let name = d
         .required(&f, "name")
         .and_then(|n| name_value(d, n, &f.path("name")));
-    let kind = match kind_name? {
-        "webhook" => webhook(d, &f).map(SinkKind::Webhook),
-        "slack" => slack(d, &f).map(SinkKind::Slack),
-        "email" => email(d, &f).map(SinkKind::Email),
-        _ => Some(SinkKind::Console(ConsoleConfig {
-            template: opt!(d, f, "template", None, |n, p| d
-                .template(n, &p, TemplateKind::Console)
-                .map(Some))?,
-        })),
-    };
-    Some(SinkConfig {
+    let max_per_minute = opt!(d, f, "max_per_minute", None, |n, p| d
+        .uint(n, &p, 1, 60_000)
+        .map(|v| Some(v as u32)));
+    let retry = opt!(
+        d,
+        f,
+        "delivery",
+        RetryOverrides::default(),
+        |n, p| delivery(d, n, &p)
+    );
+    let settings = (kind.decode)(d, &f);
+    let sink = SinkConfig {
         name: name?,
-        kind: kind?,
-    })
-}
-
-fn webhook(d: &mut Decoder, f: &Fields) -> Option<WebhookConfig> {
-    let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
-    let secret = match f.get("secret") {
-        Some(n) => d.secret(n, &f.path("secret")).and_then(|s| {
-            if webhook_key(&s).is_some() {
-                Some(Some(s))
-            } else {
-                d.problem(
-                    f.path("secret"),
-                    n.line,
-                    "must be `whsec_` followed by base64 (Standard Webhooks), e.g. whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                );
-                None
-            }
-        }),
-        None => Some(None),
+        type_name: kind.name,
+        settings: settings?,
+        retry: RetryPolicy::default(),
+        max_per_minute: max_per_minute?,
     };
-    let headers = opt!(d, f, "headers", Vec::new(), |n, p| d.string_map(n, &p));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
-        .duration(n, &p, MILLI));
-    let connect = opt!(d, f, "connect_timeout", Duration::from_secs(5), |n, p| d
-        .duration(n, &p, MILLI));
-    if let (Some(headers), Some(node)) = (&headers, f.get("headers")) {
-        for (name, _) in headers {
-            let reserved = [
-                "content-type",
-                "webhook-id",
-                "webhook-timestamp",
-                "webhook-signature",
-            ];
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                d.problem(
-                    f.path("headers"),
-                    node.line,
-                    format!("`{name}` is not a valid header name"),
-                );
-            } else if reserved.contains(&name.to_ascii_lowercase().as_str()) {
-                d.problem(
-                    f.path("headers"),
-                    node.line,
-                    format!("`{name}` is set by orderwatch and cannot be overridden"),
-                );
-            }
-        }
+    Some((sink, retry?))
+}
+
+/// `a, b, c or d`.
+fn or_list(words: &[&str]) -> String {
+    match words.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
-    Some(WebhookConfig {
-        url: url?,
-        secret: secret?,
-        headers: headers?,
-        timeout: timeout?,
-        connect_timeout: connect?,
-    })
-}
-
-/// The HMAC key of a `whsec_` secret (Standard Webhooks), if it decodes.
-pub fn webhook_key(secret: &Secret) -> Option<Vec<u8>> {
-    let encoded = secret.expose().strip_prefix("whsec_")?;
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
-        .filter(|k| !k.is_empty())
-}
-
-fn slack(d: &mut Decoder, f: &Fields) -> Option<SlackConfig> {
-    // Checked as a URL, kept as a secret: the path is the credential.
-    let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
-    let template = opt!(d, f, "template", None, |n, p| d
-        .template(n, &p, TemplateKind::Slack)
-        .map(Some));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
-        .duration(n, &p, MILLI));
-    Some(SlackConfig {
-        url: Secret::new(url?.to_string()),
-        template: template?,
-        timeout: timeout?,
-    })
-}
-
-fn email(d: &mut Decoder, f: &Fields) -> Option<EmailConfig> {
-    let smtp = d
-        .required(f, "smtp")
-        .and_then(|n| smtp(d, n, &f.path("smtp")));
-    let from = d
-        .required(f, "from")
-        .and_then(|n| address(d, n, &f.path("from")));
-    let to = d.required(f, "to").and_then(|n| {
-        let path = f.path("to");
-        let list = d.strings(n, &path)?;
-        if list.is_empty() {
-            d.problem(&path, n.line, "needs at least one address");
-            return None;
-        }
-        let bad: Vec<usize> = (0..list.len())
-            .filter(|i| !looks_like_address(&list[*i]))
-            .collect();
-        for i in &bad {
-            d.problem(index(&path, *i), n.line, "not an email address");
-        }
-        bad.is_empty().then_some(list)
-    });
-    let subject = opt!(d, f, "subject", None, |n, p| d
-        .template(n, &p, TemplateKind::EmailSubject)
-        .map(Some));
-    let body = opt!(d, f, "body", None, |n, p| d
-        .template(n, &p, TemplateKind::EmailBody)
-        .map(Some));
-    Some(EmailConfig {
-        smtp: smtp?,
-        from: from?,
-        to: to?,
-        subject: subject?,
-        body: body?,
-    })
-}
-
-fn looks_like_address(text: &str) -> bool {
-    let addr = match (text.find('<'), text.rfind('>')) {
-        (Some(a), Some(b)) if a < b => &text[a + 1..b],
-        _ => text,
-    };
-    match addr.trim().split_once('@') {
-        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains(' '),
-        None => false,
-    }
-}
-
-fn address(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
-    let text = d.nonempty_string(node, path)?;
-    if !looks_like_address(&text) {
-        d.problem(path, node.line, "not an email address");
-        return None;
-    }
-    Some(text)
-}
-
-fn smtp(d: &mut Decoder, node: &Node, path: &str) -> Option<SmtpConfig> {
-    let f = d.map(node, path, SMTP)?;
-    let host = d
-        .required(&f, "host")
-        .and_then(|n| d.nonempty_string(n, &f.path("host")));
-    let tls = opt!(d, f, "tls", SmtpTls::Starttls, |n, p| d.choice(
-        n,
-        &p,
-        &[
-            ("none", SmtpTls::None),
-            ("starttls", SmtpTls::Starttls),
-            ("tls", SmtpTls::Tls)
-        ]
-    ));
-    let default_port = match tls {
-        Some(SmtpTls::Tls) => 465,
-        Some(SmtpTls::None) => 25,
-        _ => 587,
-    };
-    let port = opt!(d, f, "port", default_port, |n, p| d.uint(n, &p, 1, 65535));
-    let username = opt!(d, f, "username", None, |n, p| d
-        .nonempty_string(n, &p)
-        .map(Some));
-    let password = opt!(d, f, "password", None, |n, p| d.secret(n, &p).map(Some));
-    let timeout = opt!(d, f, "timeout", Duration::from_secs(30), |n, p| d
-        .duration(n, &p, MILLI));
-    let ca_file = opt!(d, f, "ca_file", None, |n, p| {
-        let path = PathBuf::from(d.nonempty_string(n, &p)?);
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            Some(Some(path))
-        } else {
-            d.problem(
-                &p,
-                n.line,
-                format!("{} is not a readable file", path.display()),
-            );
-            None
-        }
-    });
-    if let (Some(SmtpTls::None), true) = (tls, f.has("username") || f.has("password")) {
-        d.problem(
-            f.path("tls"),
-            f.get("tls").and_then(|n| n.line).or(f.line),
-            "credentials are never sent in clear: use `starttls` or `tls` with a username and password",
-        );
-        return None;
-    }
-    let username = username?;
-    let password = password?;
-    if username.is_some() != password.is_some() {
-        d.problem(path, f.line, "`username` and `password` go together");
-        return None;
-    }
-    Some(SmtpConfig {
-        host: host?,
-        port: port? as u16,
-        tls: tls?,
-        username,
-        password,
-        ca_file: ca_file?,
-        timeout: timeout?,
-    })
 }
 
 fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
@@ -668,43 +462,73 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     })
 }
 
-fn delivery(d: &mut Decoder, node: &Node) -> Option<DeliveryConfig> {
-    let f = d.map(node, "delivery", DELIVERY)?;
-    let defaults = DeliveryConfig::default();
-    let max_attempts = opt!(
-        d,
-        f,
-        "max_attempts",
-        u64::from(defaults.max_attempts),
-        |n, p| d.uint(n, &p, 1, 1000)
-    );
-    let max_age = opt!(d, f, "max_age", defaults.max_age, |n, p| d
-        .duration(n, &p, SECOND));
+/// The keys of a `delivery:` section that were given.
+#[derive(Debug, Default, Clone, Copy)]
+struct RetryOverrides {
+    max_attempts: Option<u32>,
+    max_age: Option<Duration>,
+    initial: Option<Duration>,
+    max: Option<Duration>,
+    /// Where `backoff:` is, for its problem.
+    backoff_line: Option<u64>,
+}
+
+impl RetryOverrides {
+    /// `base` with these keys replaced; a backoff whose `max` ends up
+    /// shorter than its `initial` is a problem at `path`.
+    fn over(
+        self,
+        d: &mut Decoder,
+        base: RetryPolicy,
+        path: &str,
+        line: Option<u64>,
+    ) -> Option<RetryPolicy> {
+        let policy = RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            max_age: self.max_age.unwrap_or(base.max_age),
+            backoff: Backoff {
+                initial: self.initial.unwrap_or(base.backoff.initial),
+                max: self.max.unwrap_or(base.backoff.max),
+                ..base.backoff
+            },
+        };
+        if policy.backoff.max < policy.backoff.initial {
+            d.problem(
+                format!("{path}.backoff.max"),
+                self.backoff_line.or(line),
+                "must not be shorter than `initial`",
+            );
+            return None;
+        }
+        Some(policy)
+    }
+}
+
+fn delivery(d: &mut Decoder, node: &Node, path: &str) -> Option<RetryOverrides> {
+    let f = d.map(node, path, DELIVERY)?;
+    let max_attempts = opt!(d, f, "max_attempts", None, |n, p| d
+        .uint(n, &p, 1, 1000)
+        .map(|v| Some(v as u32)));
+    let max_age = opt!(d, f, "max_age", None, |n, p| d
+        .duration(n, &p, SECOND)
+        .map(Some));
     let (initial, max) = match f.get("backoff") {
         Some(n) => {
-            let b = d.map(n, "delivery.backoff", BACKOFF)?;
-            let initial = opt!(d, b, "initial", defaults.backoff_initial, |n, p| d
-                .duration(n, &p, MILLI));
-            let max = opt!(d, b, "max", defaults.backoff_max, |n, p| d
-                .duration(n, &p, MILLI));
-            if let (Some(i), Some(m)) = (initial, max)
-                && m < i
-            {
-                d.problem(
-                    "delivery.backoff.max",
-                    n.line,
-                    "must not be shorter than `initial`",
-                );
-            }
+            let b = d.map(n, &f.path("backoff"), BACKOFF)?;
+            let initial = opt!(d, b, "initial", None, |n, p| d
+                .duration(n, &p, MILLI)
+                .map(Some));
+            let max = opt!(d, b, "max", None, |n, p| d.duration(n, &p, MILLI).map(Some));
             (initial, max)
         }
-        None => (Some(defaults.backoff_initial), Some(defaults.backoff_max)),
+        None => (Some(None), Some(None)),
     };
-    Some(DeliveryConfig {
-        max_attempts: max_attempts? as u32,
+    Some(RetryOverrides {
+        backoff_line: f.get("backoff").and_then(|n| n.line),
+        max_attempts: max_attempts?,
         max_age: max_age?,
-        backoff_initial: initial?,
-        backoff_max: max?,
+        initial: initial?,
+        max: max?,
     })
 }
 

@@ -1,24 +1,23 @@
-//! Delivery: the worker that drains the outbox, and one file per sink.
+//! Delivery: the worker that drains the outbox, and the sinks.
 //!
 //! - `worker`: claims due entries, per-order order, backoff, dead letters
-//! - `sink`: the closed enum of sinks
-//! - `webhook` (+ `signature`), `slack`, `email`, `console`: one file per sink
+//! - `sink`: a configured sink, behind the [`sinks::Deliver`] trait
+//! - `sinks`: one module per kind of sink (webhook, slack, email, console)
+//!   and the registry of them
 //! - `template`: minijinja templates, checked at start-up, escaping per target
+//! - `answer`: what HTTP sinks keep of a receiver's answer
+//! - `gate`: spacing between one sink's messages
 
 mod answer;
-pub mod console;
-pub mod email;
 mod error;
-mod signature;
+mod gate;
 mod sink;
-pub mod slack;
+pub mod sinks;
 pub mod template;
-mod webhook;
 mod worker;
 
 pub use error::DeliveryError;
-pub use signature::sign;
 pub use sink::Sink;
+pub use sinks::{console, email, sign, slack, webhook};
 pub use template::{Templates, sample_event};
-pub use webhook::WebhookSink;
 pub use worker::{Dispatcher, DrainReport, NamedSink, PassReport};

@@ -19,22 +19,31 @@
 //! check (and `check`) with a plain message instead of spinning, and no
 //! event can make a message without bound.
 
-use crate::config::{Config, Problem, SinkKind};
+use super::sinks::SINK_TYPES;
+use crate::config::{Config, Problem};
 use crate::event::{Change, Event, EventData, EventType};
 use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, Error, Output, State, escape_formatter};
+use minijinja::{AutoEscape, Environment, Error, HtmlEscape, Output, State, escape_formatter};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// What each kind of template is for; the prefix of its name in the
-/// environment decides how values are escaped.
+/// What a template is for; the prefix of its name in the environment
+/// decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
+    /// A slack message (mrkdwn).
     Slack,
+    /// A console line.
     Console,
+    /// A mail's subject.
     EmailSubject,
+    /// A mail's text part (an email sink's `body`).
     EmailText,
+    /// A mail's HTML part (built in only).
     EmailHtml,
+    /// A request body (the http sink's `body`): values as they are, or
+    /// quoted as JSON with the `tojson` filter.
+    Body,
 }
 
 impl Role {
@@ -45,6 +54,7 @@ impl Role {
             Role::EmailSubject => "email.subject",
             Role::EmailText => "email.text",
             Role::EmailHtml => "email.html",
+            Role::Body => "body",
         }
     }
 
@@ -107,23 +117,15 @@ impl Templates {
             });
         }
         let mut custom = HashMap::new();
+        let mut keys = Vec::new();
         for (i, sink) in config.sinks.iter().enumerate() {
-            let own: Vec<(Role, &str, &Option<String>)> = match &sink.kind {
-                SinkKind::Slack(c) => vec![(Role::Slack, "template", &c.template)],
-                SinkKind::Console(c) => vec![(Role::Console, "template", &c.template)],
-                SinkKind::Email(c) => vec![
-                    (Role::EmailSubject, "subject", &c.subject),
-                    (Role::EmailText, "body", &c.body),
-                ],
-                SinkKind::Webhook(_) => continue,
-            };
             let mut roles = HashMap::new();
-            for (role, key, source) in own {
-                let Some(source) = source else { continue };
+            for (role, key, source) in sink.settings.templates() {
                 let name = format!("{}:sink:{}", role.prefix(), sink.name);
                 match add_checked(&mut env, &name, source) {
                     Ok(()) => {
-                        roles.insert(role.prefix(), name);
+                        roles.insert(role.prefix(), name.clone());
+                        keys.push((format!("sinks[{i}].{key}"), name));
                     }
                     Err(message) => problems.push(Problem {
                         path: format!("sinks[{i}].{key}"),
@@ -135,23 +137,13 @@ impl Templates {
             custom.insert(sink.name.clone(), roles);
         }
         // Test-render only once everything is added: a render needs `&env`.
-        for (i, sink) in config.sinks.iter().enumerate() {
-            let Some(roles) = custom.get(&sink.name) else {
-                continue;
-            };
-            for (prefix, name) in roles {
-                let key = match *prefix {
-                    "email.subject" => "subject",
-                    "email.text" => "body",
-                    _ => "template",
-                };
-                if let Err(message) = render_samples(&env, name) {
-                    problems.push(Problem {
-                        path: format!("sinks[{i}].{key}"),
-                        line: None,
-                        message,
-                    });
-                }
+        for (path, name) in keys {
+            if let Err(message) = render_samples(&env, &name).map(drop) {
+                problems.push(Problem {
+                    path,
+                    line: None,
+                    message,
+                });
             }
         }
         if problems.is_empty() {
@@ -194,7 +186,7 @@ impl Templates {
             let mut html = String::from(
                 "<!DOCTYPE html>\n<html><body><div style=\"white-space: pre-wrap; font-family: sans-serif\">",
             );
-            html.push_str(&html_escape(&text));
+            let _ = write!(html, "{}", HtmlEscape(&text));
             html.push_str("</div></body></html>\n");
             html
         } else {
@@ -213,7 +205,8 @@ impl Templates {
             .is_some_and(|roles| roles.contains_key(role.prefix()))
     }
 
-    fn render(&self, sink: &str, role: Role, event: &Event) -> Result<String, String> {
+    /// The output of `sink`'s template for `role`, or the built-in one.
+    pub(crate) fn render(&self, sink: &str, role: Role, event: &Event) -> Result<String, String> {
         let roles = self.custom.get(sink).ok_or_else(|| {
             format!("sink `{sink}` has no templates (not a slack, email or console sink)")
         })?;
@@ -231,30 +224,16 @@ impl Templates {
     }
 }
 
-/// What a template of the config writes, which decides how values are
-/// escaped in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TemplateKind {
-    /// A slack sink's `template` (mrkdwn).
-    Slack,
-    /// A console sink's `template`.
-    Console,
-    /// An email sink's `subject`.
-    EmailSubject,
-    /// An email sink's `body` (text).
-    EmailBody,
-}
-
 /// Compile one template of the config on its own and render it against a
 /// sample event of every type: the config reader calls this for each
 /// template key, so its problem is listed with the others, with its line.
-pub fn check_template(kind: TemplateKind, source: &str) -> Result<(), String> {
-    let role = match kind {
-        TemplateKind::Slack => Role::Slack,
-        TemplateKind::Console => Role::Console,
-        TemplateKind::EmailSubject => Role::EmailSubject,
-        TemplateKind::EmailBody => Role::EmailText,
-    };
+pub fn check_template(role: Role, source: &str) -> Result<(), String> {
+    sample_outputs(role, source).map(drop)
+}
+
+/// What the template writes for a sample event of every type, or its
+/// first problem.
+pub(crate) fn sample_outputs(role: Role, source: &str) -> Result<Vec<(EventType, String)>, String> {
     let mut env = environment();
     let name = format!("{}:check", role.prefix());
     add_checked(&mut env, &name, source)?;
@@ -268,12 +247,18 @@ fn add_checked(env: &mut Environment<'static>, name: &str, source: &str) -> Resu
 
 /// Render the template against a sample of every event type; the first
 /// failure is the problem.
-fn render_samples(env: &Environment<'static>, name: &str) -> Result<(), String> {
-    for kind in EventType::ALL {
-        render_named(env, name, &sample_event(kind))
-            .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))?;
-    }
-    Ok(())
+fn render_samples(
+    env: &Environment<'static>,
+    name: &str,
+) -> Result<Vec<(EventType, String)>, String> {
+    EventType::ALL
+        .into_iter()
+        .map(|kind| {
+            render_named(env, name, &sample_event(kind))
+                .map(|out| (kind, out))
+                .map_err(|e| format!("fails on a sample {kind} event: {}", describe(&e)))
+        })
+        .collect()
 }
 
 fn environment() -> Environment<'static> {
@@ -282,7 +267,19 @@ fn environment() -> Environment<'static> {
     env.set_formatter(format_value);
     env.set_fuel(Some(FUEL));
     env.add_filter("show", show);
+    env.add_filter("tojson", tojson);
     env
+}
+
+/// The `tojson` filter: the value as JSON text, a missing one as `null`, so
+/// a body template makes valid JSON whatever an order holds.
+fn tojson(value: Value) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Ok(Value::from_safe_string("null".to_owned()));
+    }
+    serde_json::to_string(&value)
+        .map(Value::from_safe_string)
+        .map_err(|e| Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
 }
 
 /// Writes one `{{ value }}`: none as nothing, and mrkdwn escaping for slack.
@@ -326,21 +323,6 @@ pub fn mrkdwn_escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
             c => out.push(c),
         }
     }
@@ -428,7 +410,8 @@ fn context(event: &Event) -> Value {
     Value::from_serialize(&vars)
 }
 
-fn default_name(role: Role, kind: EventType) -> String {
+/// The environment's name of the built-in template of `role` for `kind`.
+pub(crate) fn default_name(role: Role, kind: EventType) -> String {
     match role {
         // One text and one HTML body serve every type; they branch inside.
         Role::EmailText | Role::EmailHtml => format!("{}:default", role.prefix()),
@@ -436,69 +419,8 @@ fn default_name(role: Role, kind: EventType) -> String {
     }
 }
 
-/// Renders the changes as mrkdwn bullet lines.
-const SLACK_CHANGES: &str =
-    "{% for c in changes %}\n• `{{ c.path }}`: {{ c.from|show }} → {{ c.to|show }}{% endfor %}";
-
 fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
-    use EventType::*;
-    let slack_status = format!(
-        "{{% if closed %}}:white_check_mark:{{% else %}}:arrows_counterclockwise:{{% endif %}} \
-         Order *{{{{ order_id }}}}* ({{{{ source }}}}) is now *{{{{ to }}}}* (was {{{{ from }}}})\
-         {{% if changes|length > 1 %}}{SLACK_CHANGES}{{% endif %}}"
-    );
-    let slack_updated = format!(
-        "{}{SLACK_CHANGES}",
-        ":pencil2: Order *{{ order_id }}* ({{ source }}) was updated"
-    );
-    let console_prefix = "{{ timestamp }} {{ source }} {{ order_id }} {{ type }}";
-    let defaults: Vec<(String, String)> = vec![
-        (
-            default_name(Role::Slack, Created),
-            ":new: Order *{{ order_id }}* ({{ source }}) is new{% if to %}, status *{{ to }}*{% endif %}".into(),
-        ),
-        (default_name(Role::Slack, StatusChanged), slack_status),
-        (default_name(Role::Slack, Updated), slack_updated),
-        (
-            default_name(Role::Slack, Removed),
-            ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
-        ),
-        (default_name(Role::Console, Created), format!("{console_prefix} → {{{{ to }}}}")),
-        (
-            default_name(Role::Console, StatusChanged),
-            format!("{console_prefix} {{{{ from }}}} → {{{{ to }}}}"),
-        ),
-        (
-            default_name(Role::Console, Updated),
-            format!(
-                "{console_prefix}{{% for c in changes %}} {{{{ c.path }}}}: {{{{ c.from|show }}}} → {{{{ c.to|show }}}}{{% if not loop.last %}};{{% endif %}}{{% endfor %}}"
-            ),
-        ),
-        // A removal has no new status: its line tells the last one seen.
-        (
-            default_name(Role::Console, Removed),
-            format!("{console_prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
-        ),
-        (
-            default_name(Role::EmailSubject, Created),
-            "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, StatusChanged),
-            "[orderwatch] {{ order_id }} is now {{ to }}".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, Updated),
-            "[orderwatch] {{ order_id }} was updated".into(),
-        ),
-        (
-            default_name(Role::EmailSubject, Removed),
-            "[orderwatch] {{ order_id }} is no longer listed".into(),
-        ),
-        (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
-        (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
-    ];
-    for (name, source) in defaults {
+    for (name, source) in SINK_TYPES.iter().flat_map(|t| (t.defaults)()) {
         env.add_template_owned(name.clone(), source).map_err(|e| {
             format!(
                 "built-in template {name} is broken (a bug in orderwatch): {}",
@@ -508,49 +430,6 @@ fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The sentence that opens a mail, shared by the text and HTML bodies.
-const EMAIL_TEXT: &str = "\
-Order {{ order_id }} (source {{ source }})
-{%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
-{%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
-{%- elif type == 'order.updated' %} was updated.
-{%- else %} is no longer listed by the API.
-{%- endif %}
-{% if changes %}
-Changes:
-{%- for c in changes %}
-  {{ c.path }}: {{ c.from|show }} → {{ c.to|show }}
-{%- endfor %}
-{% endif %}
-Event:     {{ type }} {{ id }}
-Revision:  {{ revision }}
-Detected:  {{ timestamp }}
-
--- 
-Sent by orderwatch.
-";
-
-const EMAIL_HTML: &str = "\
-<!DOCTYPE html>
-<html><body style=\"font-family: sans-serif\">
-<p>Order <strong>{{ order_id }}</strong> (source {{ source }})
-{%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
-{%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
-{%- elif type == 'order.updated' %} was updated.
-{%- else %} is no longer listed by the API.
-{%- endif %}</p>
-{%- if changes %}
-<table cellpadding=\"4\" style=\"border-collapse: collapse\">
-<tr><th align=\"left\">Field</th><th align=\"left\">Was</th><th align=\"left\">Now</th></tr>
-{%- for c in changes %}
-<tr><td><code>{{ c.path }}</code></td><td>{{ c.from|show }}</td><td>{{ c.to|show }}</td></tr>
-{%- endfor %}
-</table>
-{%- endif %}
-<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · revision {{ revision }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
-</body></html>
-";
 
 /// A realistic event of the given type, for checking templates at start-up
 /// and for `notify-test`.
@@ -745,6 +624,8 @@ mod tests {
 
     #[test]
     fn endless_work_and_huge_output_are_problems_not_hangs() {
+        // The config reader test-renders each template, so the problems
+        // come from it, before any sink is built.
         let text = "sources: [{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c}]\nsinks:\n  \
                - {name: spin, type: console, template: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"}\n  \
                - {name: big, type: console, template: \"{% for i in range(100000) %}{{ order.product }}{{ order.product }}{% endfor %}\"}\n";

@@ -19,8 +19,9 @@
 //! abandoning one can never cut a write in half).
 
 use super::DeliveryError;
+use super::gate::Gate;
 use super::sink::Sink;
-use crate::config::DeliveryConfig;
+use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
@@ -43,6 +44,19 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 pub struct NamedSink {
     pub name: String,
     pub sink: Sink,
+    /// The sink's `max_per_minute`, as spacing between delivery starts, so
+    /// a backlog leaves as a steady trickle.
+    rate: Option<Gate>,
+}
+
+impl NamedSink {
+    pub fn new(name: &str, sink: Sink, max_per_minute: Option<u32>) -> NamedSink {
+        NamedSink {
+            name: name.to_owned(),
+            sink,
+            rate: max_per_minute.map(Gate::per_minute),
+        }
+    }
 }
 
 /// What one pass did.
@@ -74,7 +88,7 @@ impl PassReport {
 pub struct Dispatcher {
     store: Store,
     sinks: Vec<Arc<NamedSink>>,
-    policy: DeliveryConfig,
+    policy: RetryPolicy,
     wake: Arc<Notify>,
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Delivered, but the store refused to remove the entry: sink and seq.
@@ -85,7 +99,7 @@ impl Dispatcher {
     pub fn new(
         store: Store,
         sinks: Vec<NamedSink>,
-        policy: DeliveryConfig,
+        policy: RetryPolicy,
         wake: Arc<Notify>,
     ) -> Dispatcher {
         Dispatcher {
@@ -172,16 +186,25 @@ impl Dispatcher {
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         // Not started: the entry stays as it is, due now, for the next run.
+        if let Some(rate) = &sink.rate {
+            match rate.turn(shutdown).await {
+                Some(mut turn) => turn.mark(),
+                None => {
+                    report.not_started = 1;
+                    return Ok(report);
+                }
+            }
+        }
         let Some(result) = sink
             .sink
-            .deliver_unless_stopped(&due.entry.event_id, &due.entry.event, shutdown)
+            .deliver_unless_stopped(&due.entry.event, shutdown)
             .await
         else {
             report.not_started = 1;
             return Ok(report);
         };
         let label = |outcome: &'static str| {
-            metrics::counter!("orderwatch_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
         };
         match result {
             Ok(()) => {
@@ -211,7 +234,7 @@ impl Dispatcher {
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.created_ms));
-                if entry.attempts >= self.policy.max_attempts || age >= self.policy.max_age {
+                if self.policy.gives_up(entry.attempts, age) {
                     let why = format!(
                         "gave up after {} attempts over {}: {reason}",
                         entry.attempts,
@@ -222,7 +245,7 @@ impl Dispatcher {
                     error!(sink = %sink.name, id = %entry.event_id, "{why}");
                     report.buried = 1;
                 } else {
-                    let wait = self.backoff(entry.attempts, retry_after);
+                    let wait = self.policy.wait(entry.attempts, retry_after);
                     self.store
                         .reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
                     label("retry");
@@ -255,26 +278,15 @@ impl Dispatcher {
         }
     }
 
-    /// Exponential from `initial`, doubling to `max`, ±20% jitter; a
-    /// receiver's `Retry-After` wins, clamped to `max`.
-    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after.min(self.policy.backoff_max);
-        }
-        let exp = self
-            .policy
-            .backoff_initial
-            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(30)));
-        crate::source::jittered(exp.min(self.policy.backoff_max))
-    }
-
     fn update_gauges(&self) {
         for s in &self.sinks {
             if let Ok(n) = self.store.outbox_depth(&s.name) {
-                metrics::gauge!("orderwatch_outbox_depth", "sink" => s.name.clone()).set(n as f64);
+                metrics::gauge!(crate::metrics::OUTBOX_DEPTH, "sink" => s.name.clone())
+                    .set(n as f64);
             }
             if let Ok(n) = self.store.dead_letter_count(&s.name) {
-                metrics::gauge!("orderwatch_dead_letters", "sink" => s.name.clone()).set(n as f64);
+                metrics::gauge!(crate::metrics::DEAD_LETTERS, "sink" => s.name.clone())
+                    .set(n as f64);
             }
         }
     }

@@ -132,7 +132,7 @@ impl RequestBudget {
         let after = before.saturating_add(nanos);
         let seconds = after / NANOS_PER_SECOND - before / NANOS_PER_SECOND;
         if seconds > 0 {
-            metrics::counter!("orderwatch_api_throttled_seconds_total", "source" => self.source.clone())
+            metrics::counter!(crate::metrics::API_THROTTLED_SECONDS_TOTAL, "source" => self.source.clone())
                 .increment(seconds);
         }
     }

@@ -7,10 +7,10 @@ use super::token::{FreshToken, TokenCache};
 use crate::clamp::{self, MAX_RETRY_AFTER};
 use crate::config::SourceConfig;
 use crate::diff::{self, Rules};
+use crate::retry::Backoff;
 use crate::secret::{self, Secret};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use rand::Rng;
 use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::value::RawValue;
@@ -27,6 +27,8 @@ pub const MAX_ORDER_BYTES: usize = 8 * 1024 * 1024;
 const ORANGE_NOT_FOUND: i64 = 60;
 /// Rate-limit answers tolerated in one call before the cycle gives up.
 const MAX_RATE_LIMITED: u32 = 6;
+/// Waits after a rate-limit answer without `Retry-After`: 2 s, doubling.
+const RATE_LIMITED: Backoff = Backoff::doubling(Duration::from_secs(2), Duration::from_secs(512));
 /// No listing is believed to hold more orders than this: paging past it
 /// ends the cycle with an error, whatever `X-Total-Count` says (or when it
 /// never says anything).
@@ -93,7 +95,8 @@ pub struct SourceClient {
     page_size: u64,
     concurrency: usize,
     retries: u32,
-    retry_backoff: Duration,
+    /// Waits between retries of a 5xx or timed-out call.
+    retry_backoff: Backoff,
     tokens: TokenCache,
     budget: RequestBudget,
 }
@@ -144,7 +147,11 @@ impl SourceClient {
             page_size: u64::from(cfg.page_size),
             concurrency: cfg.concurrency.max(1) as usize,
             retries: cfg.retries,
-            retry_backoff: cfg.retry_backoff,
+            // Doubling, as documented, for at most ten doublings.
+            retry_backoff: Backoff::doubling(
+                cfg.retry_backoff,
+                cfg.retry_backoff.saturating_mul(1 << 10),
+            ),
             tokens: TokenCache::new(),
             budget: RequestBudget::new(&cfg.name, cfg.max_requests_per_minute),
         })
@@ -433,10 +440,8 @@ impl SourceClient {
                     if rate_limited > MAX_RATE_LIMITED {
                         return Err(error(ApiErrorKind::RateLimited));
                     }
-                    let backoff = Duration::from_secs(2)
-                        .saturating_mul(2u32.saturating_pow((rate_limited - 1).min(8)));
                     let wait = clamp::retry_after(&answer.headers)
-                        .unwrap_or_else(|| jittered(backoff))
+                        .unwrap_or_else(|| RATE_LIMITED.delay(rate_limited))
                         .min(MAX_RETRY_AFTER);
                     warn!(
                         source = %self.name,
@@ -493,11 +498,8 @@ impl SourceClient {
                 }
                 return Err(failure);
             }
-            let wait = jittered(
-                self.retry_backoff
-                    .saturating_mul(2u32.saturating_pow(attempt.min(10))),
-            );
             attempt += 1;
+            let wait = self.retry_backoff.delay(attempt);
             warn!(
                 source = %self.name,
                 http = failure.http.unwrap_or(0),
@@ -526,7 +528,7 @@ impl SourceClient {
             .get("x-oapi-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        metrics::counter!("orderwatch_api_requests_total", "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
+        metrics::counter!(crate::metrics::API_REQUESTS_TOTAL, "source" => self.name.clone(), "status" => status.as_u16().to_string()).increment(1);
         let body = read_capped(response, limit).await.map_err(|mut e| {
             e.http = Some(status.as_u16());
             e.request_id = request_id.clone();
@@ -810,13 +812,6 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// ±20% so many clients recovering together do not call in step.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.8..=1.2);
-    // `mul_f64` panics past `Duration::MAX`; a wait that long is `MAX`.
-    Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,24 +825,6 @@ mod tests {
         let (code, text) = orange_error(b"<html>oops</html>");
         assert_eq!(code, None);
         assert_eq!(text, "<html>oops</html>");
-    }
-
-    #[test]
-    fn jitter_of_the_longest_wait_does_not_overflow() {
-        for _ in 0..100 {
-            assert!(jittered(Duration::MAX) >= Duration::MAX.mul_f64(0.79));
-        }
-    }
-
-    #[test]
-    fn jitter_stays_within_twenty_percent() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_secs(10));
-            assert!(
-                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
-                "{d:?}"
-            );
-        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ mod client;
 mod error;
 mod token;
 
-pub(crate) use client::jittered;
 pub use client::{
     Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient,
     join_base,

@@ -29,6 +29,7 @@ mod snapshot;
 pub use handle::{Store, StoreFailure};
 pub use snapshot::Snapshot;
 
+use crate::event::EventType;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -145,7 +146,7 @@ pub struct OutboxEntry {
     pub source: String,
     pub order_id: String,
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     /// Failed attempts so far.
     pub attempts: u32,
     /// When the event was committed (unix ms), for `max_age`.
@@ -174,7 +175,7 @@ pub struct DueEntry {
 /// One event to commit, with the sinks its routes chose.
 pub struct NewEvent {
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub order_id: String,
     pub json: String,
     pub sinks: Vec<String>,
@@ -501,7 +502,7 @@ impl SledStore {
                             source: commit.source.clone(),
                             order_id: event.order_id.clone(),
                             event_id: event.event_id.clone(),
-                            event_type: event.event_type.clone(),
+                            event_type: event.event_type,
                             attempts: 0,
                             created_ms: now,
                             last_error: None,

@@ -459,6 +459,7 @@ fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventType;
     use crate::store::{Commit, NewEvent};
 
     fn store_with_outbox(dir: &Path) -> SledStore {
@@ -486,7 +487,7 @@ mod tests {
                     snapshots: vec![(id.to_string(), Some(snap(id, "Closed")))],
                     events: vec![NewEvent {
                         event_id: format!("evt_{i}"),
-                        event_type: "order.status_changed".into(),
+                        event_type: EventType::StatusChanged,
                         order_id: id.to_string(),
                         json: format!("{{\"n\":{i}}}"),
                         sinks: vec!["hook".into(), "mail".into()],
@@ -538,7 +539,7 @@ mod tests {
             snapshots: Vec::new(),
             events: vec![NewEvent {
                 event_id: "evt_new".into(),
-                event_type: "order.created".into(),
+                event_type: EventType::Created,
                 order_id: "9".into(),
                 json: "{}".into(),
                 sinks: vec!["mail".into()],

@@ -14,7 +14,7 @@ fn snap(rev: u64, status: &str, order: &str) -> Snapshot {
 fn event(id: &str, order: &str, sinks: &[&str]) -> NewEvent {
     NewEvent {
         event_id: id.into(),
-        event_type: "order.status_changed".into(),
+        event_type: EventType::StatusChanged,
         order_id: order.into(),
         json: format!("{{\"id\":\"{id}\"}}"),
         sinks: sinks.iter().map(|s| s.to_string()).collect(),

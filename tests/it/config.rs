@@ -248,7 +248,7 @@ fn the_design_example_parses() {
     let sinks: Vec<(&str, &str)> = config
         .sinks
         .iter()
-        .map(|s| (s.name.as_str(), s.kind.type_name()))
+        .map(|s| (s.name.as_str(), s.type_name))
         .collect();
     assert_eq!(
         sinks,

@@ -62,6 +62,20 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
+    // Every series says what it counts.
+    for name in [
+        "orderwatch_polls_total",
+        "orderwatch_poll_duration_seconds",
+        "orderwatch_orders_tracked",
+        "orderwatch_api_requests_total",
+        "orderwatch_outbox_depth",
+        "orderwatch_dead_letters",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "no description of {name} in\n{metrics}"
+        );
+    }
 
     // The simulator goes away: after 3 intervals without a good poll, not ready.
     sim.shutdown().await;

@@ -7,10 +7,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use orderwatch::config::{Config, SinkKind};
+use orderwatch::config::Config;
 use orderwatch::deliver::DeliveryError;
-use orderwatch::deliver::email::EmailSink;
-use orderwatch::deliver::slack::SlackSink;
+use orderwatch::deliver::Sink;
 use orderwatch::deliver::template::{Templates, sample_event};
 use orderwatch::event::{Event, EventType};
 use std::collections::HashMap;
@@ -99,7 +98,7 @@ async fn receiver() -> (Receiver, String) {
     (state, format!("http://{addr}"))
 }
 
-fn slack_sink(base: &str, template: Option<&str>) -> SlackSink {
+fn slack_sink(base: &str, template: Option<&str>) -> Sink {
     let template = template
         .map(|t| format!(", template: {}", serde_json::to_string(t).unwrap()))
         .unwrap_or_default();
@@ -107,10 +106,7 @@ fn slack_sink(base: &str, template: Option<&str>) -> SlackSink {
         "  - {{name: chat, type: slack, url: \"{base}{SECRET_PATH}\", timeout: 5s{template}}}\n"
     ));
     let templates = Arc::new(Templates::compile(&c).unwrap());
-    let SinkKind::Slack(cfg) = &c.sinks[0].kind else {
-        unreachable!()
-    };
-    SlackSink::new("chat", cfg, templates).unwrap()
+    Sink::build(&c.sinks[0], &templates).unwrap()
 }
 
 fn text_of(r: &Received) -> String {
@@ -322,15 +318,12 @@ fn a_missing_field_renders_empty() {
 
 use crate::helpers::{SmtpRecorder, smtp_server, tls_smtp_server};
 
-fn email_sink(port: u16, tls: &str, extra: &str) -> EmailSink {
+fn email_sink(port: u16, tls: &str, extra: &str) -> Sink {
     let c = config(&format!(
         "  - {{name: mail, type: email, smtp: {{host: 127.0.0.1, port: {port}, tls: {tls}, timeout: 5s}}, from: \"orderwatch <ow@example.com>\", to: [noc@example.com, ops@example.com]{extra}}}\n"
     ));
     let templates = Arc::new(Templates::compile(&c).unwrap());
-    let SinkKind::Email(cfg) = &c.sinks[0].kind else {
-        unreachable!()
-    };
-    EmailSink::new("mail", cfg, templates).unwrap()
+    Sink::build(&c.sinks[0], &templates).unwrap()
 }
 
 /// The header block of a received message, unfolded, names lowercased.
@@ -534,10 +527,7 @@ async fn email_to_a_server_that_goes_silent_is_retried() {
         "  - {{name: mail, type: email, smtp: {{host: 127.0.0.1, port: {port}, tls: none, timeout: 1s}}, from: ow@example.com, to: [noc@example.com]}}\n"
     ));
     let templates = Arc::new(Templates::compile(&c).unwrap());
-    let SinkKind::Email(cfg) = &c.sinks[0].kind else {
-        unreachable!()
-    };
-    let sink = EmailSink::new("mail", cfg, templates).unwrap();
+    let sink = Sink::build(&c.sinks[0], &templates).unwrap();
     let err = sink
         .deliver(&sample_event(EventType::Created))
         .await
@@ -559,10 +549,7 @@ async fn email_over_starttls_with_a_private_ca() {
             "  - {{name: mail, type: email, smtp: {{host: localhost, port: {port}, tls: starttls, username: ops, password: pw-123, timeout: 5s{ca}}}, from: ow@example.com, to: [noc@example.com]}}\n"
         ));
         let templates = Arc::new(Templates::compile(&c).unwrap());
-        let SinkKind::Email(cfg) = &c.sinks[0].kind else {
-            unreachable!()
-        };
-        EmailSink::new("mail", cfg, templates).unwrap()
+        Sink::build(&c.sinks[0], &templates).unwrap()
     };
 
     // Without the CA the certificate is not trusted: a retry, nothing sent.

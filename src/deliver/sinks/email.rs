@@ -25,10 +25,14 @@
 //! lives in a [`Secret`](crate::secret::Secret) until lettre takes it, and no
 //! error or log shows it.
 
-use super::DeliveryError;
-use super::template::Templates;
-use crate::config::{EmailConfig, SmtpTls};
+use super::{Deliver, SinkSettings, SinkType, own_template};
+use crate::config::{Decoder, Fields, MILLI, index, opt};
+use crate::deliver::DeliveryError;
+use crate::deliver::template::{Role, Templates, default_name};
 use crate::event::{Event, EventType};
+use crate::secret::Secret;
+use crate::shutdown::Shutdown;
+use futures::future::BoxFuture;
 use lettre::Message;
 use lettre::address::Envelope;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
@@ -39,6 +43,7 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::extension::ClientId;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,6 +58,266 @@ pub const MAX_SUBJECT_CHARS: usize = 200;
 const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The longest encoded id part of a `Message-ID` kept as it is.
 const MAX_ID_PART: usize = 128;
+
+pub(crate) const TYPE: SinkType = SinkType {
+    name: "email",
+    keys: &["smtp", "from", "to", "subject", "body"],
+    defaults,
+    decode,
+};
+
+const SMTP: &[&str] = &[
+    "host", "port", "tls", "username", "password", "ca_file", "timeout",
+];
+
+/// An email section, parsed: the addresses are mailboxes already.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    smtp: SmtpSettings,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    subject: Option<String>,
+    body: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct SmtpSettings {
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    username: Option<String>,
+    password: Option<Secret>,
+    /// A PEM file of CA certificates trusted besides the system's (a
+    /// private mail relay's CA).
+    ca_file: Option<PathBuf>,
+    timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+fn decode(d: &mut Decoder, f: &Fields) -> Option<Arc<dyn SinkSettings>> {
+    let smtp = d
+        .required(f, "smtp")
+        .and_then(|n| smtp(d, n, &f.path("smtp")));
+    let from = d
+        .required(f, "from")
+        .and_then(|n| address(d, n, &f.path("from")));
+    let to = d.required(f, "to").and_then(|n| {
+        let path = f.path("to");
+        let list = d.strings(n, &path)?;
+        if list.is_empty() {
+            d.problem(&path, n.line, "needs at least one address");
+            return None;
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for (i, text) in list.iter().enumerate() {
+            match mailbox(text) {
+                Ok(mailbox) => out.push(mailbox),
+                Err(message) => d.problem(index(&path, i), n.line, message),
+            }
+        }
+        (out.len() == list.len()).then_some(out)
+    });
+    let subject = opt!(d, f, "subject", None, |n, p| d
+        .template(n, &p, Role::EmailSubject)
+        .map(Some));
+    let body = opt!(d, f, "body", None, |n, p| d
+        .template(n, &p, Role::EmailText)
+        .map(Some));
+    Some(Arc::new(EmailSettings {
+        smtp: smtp?,
+        from: from?,
+        to: to?,
+        subject: subject?,
+        body: body?,
+    }))
+}
+
+fn looks_like_address(text: &str) -> bool {
+    let addr = match (text.find('<'), text.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &text[a + 1..b],
+        _ => text,
+    };
+    match addr.trim().split_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains(' '),
+        None => false,
+    }
+}
+
+/// An address as lettre sends it, parsed once here.
+fn mailbox(text: &str) -> Result<Mailbox, String> {
+    if !looks_like_address(text) {
+        return Err("not an email address".to_owned());
+    }
+    text.parse::<Mailbox>()
+        .map_err(|e| format!("not a usable address: {e}"))
+}
+
+fn address(d: &mut Decoder, node: &crate::config::Node, path: &str) -> Option<Mailbox> {
+    let text = d.nonempty_string(node, path)?;
+    match mailbox(&text) {
+        Ok(mailbox) => Some(mailbox),
+        Err(message) => {
+            d.problem(path, node.line, message);
+            None
+        }
+    }
+}
+
+fn smtp(d: &mut Decoder, node: &crate::config::Node, path: &str) -> Option<SmtpSettings> {
+    let f = d.map(node, path, SMTP)?;
+    let host = d
+        .required(&f, "host")
+        .and_then(|n| d.nonempty_string(n, &f.path("host")));
+    let tls = opt!(d, f, "tls", SmtpTls::Starttls, |n, p| d.choice(
+        n,
+        &p,
+        &[
+            ("none", SmtpTls::None),
+            ("starttls", SmtpTls::Starttls),
+            ("tls", SmtpTls::Tls)
+        ]
+    ));
+    let default_port = match tls {
+        Some(SmtpTls::Tls) => 465,
+        Some(SmtpTls::None) => 25,
+        _ => 587,
+    };
+    let port = opt!(d, f, "port", default_port, |n, p| d.uint(n, &p, 1, 65535));
+    let username = opt!(d, f, "username", None, |n, p| d
+        .nonempty_string(n, &p)
+        .map(Some));
+    let password = opt!(d, f, "password", None, |n, p| d.secret(n, &p).map(Some));
+    let timeout = opt!(
+        d,
+        f,
+        "timeout",
+        std::time::Duration::from_secs(30),
+        |n, p| d.duration(n, &p, MILLI)
+    );
+    let ca_file = opt!(d, f, "ca_file", None, |n, p| {
+        let path = PathBuf::from(d.nonempty_string(n, &p)?);
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            Some(Some(path))
+        } else {
+            d.problem(
+                &p,
+                n.line,
+                format!("{} is not a readable file", path.display()),
+            );
+            None
+        }
+    });
+    if let (Some(SmtpTls::None), true) = (tls, f.has("username") || f.has("password")) {
+        d.problem(
+            f.path("tls"),
+            f.get("tls").and_then(|n| n.line).or(f.line),
+            "credentials are never sent in clear: use `starttls` or `tls` with a username and password",
+        );
+        return None;
+    }
+    let username = username?;
+    let password = password?;
+    if username.is_some() != password.is_some() {
+        d.problem(path, f.line, "`username` and `password` go together");
+        return None;
+    }
+    Some(SmtpSettings {
+        host: host?,
+        port: port? as u16,
+        tls: tls?,
+        username,
+        password,
+        ca_file: ca_file?,
+        timeout: timeout?,
+    })
+}
+
+impl SinkSettings for EmailSettings {
+    fn templates(&self) -> Vec<(Role, &'static str, &str)> {
+        let mut own = own_template(Role::EmailSubject, "subject", &self.subject);
+        own.extend(own_template(Role::EmailText, "body", &self.body));
+        own
+    }
+
+    fn build(&self, name: &str, templates: Arc<Templates>) -> Result<Box<dyn Deliver>, String> {
+        EmailSink::new(name, self, templates).map(|s| Box::new(s) as Box<dyn Deliver>)
+    }
+}
+
+/// The built-in subjects of each event type, and the text and HTML bodies
+/// that serve every type (they branch inside).
+fn defaults() -> Vec<(String, String)> {
+    use EventType::*;
+    vec![
+        (
+            default_name(Role::EmailSubject, Created),
+            "[orderwatch] {{ order_id }} is new{% if to %} ({{ to }}){% endif %}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, StatusChanged),
+            "[orderwatch] {{ order_id }} is now {{ to }}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Updated),
+            "[orderwatch] {{ order_id }} was updated".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Removed),
+            "[orderwatch] {{ order_id }} is no longer listed".into(),
+        ),
+        (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
+        (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
+    ]
+}
+
+/// The sentence that opens a mail, shared by the text and HTML bodies.
+const EMAIL_TEXT: &str = "\
+Order {{ order_id }} (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
+{%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}
+{% if changes %}
+Changes:
+{%- for c in changes %}
+  {{ c.path }}: {{ c.from|show }} → {{ c.to|show }}
+{%- endfor %}
+{% endif %}
+Event:     {{ type }} {{ id }}
+Revision:  {{ revision }}
+Detected:  {{ timestamp }}
+
+-- 
+Sent by orderwatch.
+";
+
+const EMAIL_HTML: &str = "\
+<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif\">
+<p>Order <strong>{{ order_id }}</strong> (source {{ source }})
+{%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
+{%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
+{%- elif type == 'order.updated' %} was updated.
+{%- else %} is no longer listed by the API.
+{%- endif %}</p>
+{%- if changes %}
+<table cellpadding=\"4\" style=\"border-collapse: collapse\">
+<tr><th align=\"left\">Field</th><th align=\"left\">Was</th><th align=\"left\">Now</th></tr>
+{%- for c in changes %}
+<tr><td><code>{{ c.path }}</code></td><td>{{ c.from|show }}</td><td>{{ c.to|show }}</td></tr>
+{%- endfor %}
+</table>
+{%- endif %}
+<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · revision {{ revision }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
+</body></html>
+";
 
 /// TLS that trusts the system's roots and the CAs of `ca_file`.
 fn tls_with_ca(host: &str, ca_file: &std::path::Path) -> Result<TlsParameters, String> {
@@ -107,20 +372,10 @@ impl std::fmt::Debug for EmailSink {
 }
 
 impl EmailSink {
-    pub fn new(name: &str, cfg: &EmailConfig, templates: Arc<Templates>) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &EmailSettings, templates: Arc<Templates>) -> Result<Self, String> {
         let smtp = &cfg.smtp;
         let server = format!("smtp://{}:{}", smtp.host, smtp.port);
         let who = format!("email sink `{name}` ({server})");
-        let from: Mailbox = cfg
-            .from
-            .parse()
-            .map_err(|e| format!("{who}: `from` is not a usable address: {e}"))?;
-        let to = cfg
-            .to
-            .iter()
-            .map(|a| a.parse::<Mailbox>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{who}: a `to` address is not usable: {e}"))?;
         let params = || match &smtp.ca_file {
             Some(ca_file) => tls_with_ca(&smtp.host, ca_file).map_err(|e| format!("{who}: {e}")),
             None => TlsParameters::new(smtp.host.clone())
@@ -145,18 +400,14 @@ impl EmailSink {
             security,
             credentials,
             hello: ClientId::default(),
-            from,
-            to,
+            from: cfg.from.clone(),
+            to: cfg.to.clone(),
             timeout: smtp.timeout,
             templates,
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
+    async fn send(&self, event: &Event) -> Result<(), DeliveryError> {
         let message = self.message(event)?;
         let envelope = message.envelope().clone();
         let bytes = message.formatted();
@@ -266,6 +517,21 @@ impl EmailSink {
 
     fn who(&self) -> String {
         format!("email sink `{}` ({})", self.name, self.server)
+    }
+}
+
+impl Deliver for EmailSink {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        event: &'a Event,
+        _: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.send(event).await) })
     }
 }
 

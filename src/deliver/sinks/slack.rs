@@ -6,18 +6,18 @@
 //! Slack allows about one message per second per webhook: each sink keeps
 //! its own gate so a burst of events is spaced out instead of rejected.
 
-use super::DeliveryError;
-use super::answer;
-use super::template::Templates;
-use crate::config::SlackConfig;
-use crate::event::Event;
+use super::{Deliver, SinkSettings, SinkType, own_template};
+use crate::config::{Decoder, Fields, MILLI, opt};
+use crate::deliver::gate::Gate;
+use crate::deliver::template::{Role, Templates, default_name};
+use crate::deliver::{DeliveryError, answer};
+use crate::event::{Event, EventType};
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 /// Slack's documented rate for incoming webhooks.
 const MIN_SPACING: Duration = Duration::from_secs(1);
@@ -25,6 +25,92 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough of a receiver's answer to explain a failure, never a whole page.
 /// Slack's answers that mean the webhook itself is gone or points nowhere.
 const DEAD_WEBHOOK: [&str; 3] = ["no_service", "channel_not_found", "channel_is_archived"];
+
+pub(crate) const TYPE: SinkType = SinkType {
+    name: "slack",
+    keys: &["url", "template", "timeout"],
+    defaults,
+    decode,
+};
+
+/// A slack section, parsed.
+#[derive(Clone)]
+pub struct SlackSettings {
+    /// The whole URL is the credential: kept as a secret, shown as `host`.
+    url: Secret,
+    /// `scheme://host[:port]`.
+    host: String,
+    /// The URL's path, to scrub from a receiver's answer that echoes it.
+    path: String,
+    template: Option<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSettings")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode(d: &mut Decoder, f: &Fields) -> Option<Arc<dyn SinkSettings>> {
+    // Checked as a URL, kept as a secret: the path is the credential.
+    let url = d.required(f, "url").and_then(|n| d.url(n, &f.path("url")));
+    let template = opt!(d, f, "template", None, |n, p| d
+        .template(n, &p, Role::Slack)
+        .map(Some));
+    let timeout = opt!(d, f, "timeout", Duration::from_secs(15), |n, p| d
+        .duration(n, &p, MILLI));
+    let url = url?;
+    Some(Arc::new(SlackSettings {
+        host: redact_url(&url),
+        path: url.path().to_owned(),
+        url: Secret::new(url.to_string()),
+        template: template?,
+        timeout: timeout?,
+    }))
+}
+
+impl SinkSettings for SlackSettings {
+    fn templates(&self) -> Vec<(Role, &'static str, &str)> {
+        own_template(Role::Slack, "template", &self.template)
+    }
+
+    fn build(&self, name: &str, templates: Arc<Templates>) -> Result<Box<dyn Deliver>, String> {
+        SlackSink::new(name, self, templates).map(|s| Box::new(s) as Box<dyn Deliver>)
+    }
+}
+
+/// Renders the changes as mrkdwn bullet lines.
+const SLACK_CHANGES: &str =
+    "{% for c in changes %}\n• `{{ c.path }}`: {{ c.from|show }} → {{ c.to|show }}{% endfor %}";
+
+/// The built-in message of each event type.
+fn defaults() -> Vec<(String, String)> {
+    use EventType::*;
+    let status = format!(
+        "{{% if closed %}}:white_check_mark:{{% else %}}:arrows_counterclockwise:{{% endif %}} \
+         Order *{{{{ order_id }}}}* ({{{{ source }}}}) is now *{{{{ to }}}}* (was {{{{ from }}}})\
+         {{% if changes|length > 1 %}}{SLACK_CHANGES}{{% endif %}}"
+    );
+    let updated = format!(
+        "{}{SLACK_CHANGES}",
+        ":pencil2: Order *{{ order_id }}* ({{ source }}) was updated"
+    );
+    vec![
+        (
+            default_name(Role::Slack, Created),
+            ":new: Order *{{ order_id }}* ({{ source }}) is new{% if to %}, status *{{ to }}*{% endif %}".into(),
+        ),
+        (default_name(Role::Slack, StatusChanged), status),
+        (default_name(Role::Slack, Updated), updated),
+        (
+            default_name(Role::Slack, Removed),
+            ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
+        ),
+    ]
+}
 
 pub struct SlackSink {
     name: String,
@@ -35,9 +121,9 @@ pub struct SlackSink {
     path: String,
     client: reqwest::Client,
     templates: Arc<Templates>,
-    /// When the last message to this webhook finished; held across a send so
-    /// concurrent deliveries to one webhook queue up behind each other.
-    last_send: Mutex<Option<Instant>>,
+    /// Held across a send, so concurrent deliveries to one webhook queue up
+    /// behind each other.
+    gate: Gate,
 }
 
 impl std::fmt::Debug for SlackSink {
@@ -50,11 +136,8 @@ impl std::fmt::Debug for SlackSink {
 }
 
 impl SlackSink {
-    pub fn new(name: &str, cfg: &SlackConfig, templates: Arc<Templates>) -> Result<Self, String> {
-        // Never echo the parse error's input: it would be the credential.
-        let url = url::Url::parse(cfg.url.expose())
-            .map_err(|_| format!("slack sink `{name}`: the url is not a valid URL"))?;
-        let host = redact_url(&url);
+    pub fn new(name: &str, cfg: &SlackSettings, templates: Arc<Templates>) -> Result<Self, String> {
+        let host = cfg.host.clone();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT.min(cfg.timeout))
@@ -68,55 +151,26 @@ impl SlackSink {
             name: name.to_owned(),
             url: cfg.url.clone(),
             host,
-            path: url.path().to_owned(),
+            path: cfg.path.clone(),
             client,
             templates,
-            last_send: Mutex::new(None),
+            gate: Gate::new(MIN_SPACING),
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Post the event's message, at least a second after the previous one.
-    pub async fn deliver(&self, event: &Event) -> Result<(), DeliveryError> {
-        match self.deliver_unless_stopped(event, &Shutdown::never()).await {
-            Some(outcome) => outcome,
-            None => Err(DeliveryError::retry(format!(
-                "{}: not sent: orderwatch is stopping",
-                self.who()
-            ))),
-        }
-    }
-
-    /// [`Self::deliver`], unless `shutdown` fires while the message waits for
-    /// its turn: then it is not sent at all (`None`).
-    pub async fn deliver_unless_stopped(
-        &self,
-        event: &Event,
-        shutdown: &Shutdown,
-    ) -> Option<Result<(), DeliveryError>> {
+    /// Post the event's message, at least a second after the previous one,
+    /// unless `shutdown` fires while the message waits for its turn: then it
+    /// is not sent at all (`None`).
+    async fn send(&self, event: &Event, shutdown: &Shutdown) -> Option<Result<(), DeliveryError>> {
         let body = match self.payload(event) {
             Ok(body) => body,
             Err(e) => return Some(Err(e)),
         };
-        let mut last = tokio::select! {
-            biased;
-            _ = shutdown.stopped() => return None,
-            last = self.last_send.lock() => last,
-        };
-        if let Some(previous) = *last {
-            tokio::select! {
-                biased;
-                _ = shutdown.stopped() => return None,
-                _ = tokio::time::sleep_until(previous + MIN_SPACING) => {}
-            }
-        }
+        let mut turn = self.gate.turn(shutdown).await?;
         let outcome = self.post(body).await;
         // Counted from the end of the exchange, so the receiver too sees the
         // messages at least a second apart, whatever the latency.
-        *last = Some(Instant::now());
+        turn.mark();
         Some(outcome)
     }
 
@@ -143,7 +197,9 @@ impl SlackSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::retry(format!("{}: {}", self.who(), describe(e))))?;
+            .map_err(|e| {
+                DeliveryError::retry(format!("{}: {}", self.who(), answer::transport_error(e)))
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -172,7 +228,7 @@ impl SlackSink {
                 retry_after,
             });
         }
-        if code == 408 || status.is_server_error() {
+        if answer::worth_retrying(status) {
             return Err(DeliveryError::Retry {
                 reason: format!("{who}: HTTP {code}{said}"),
                 retry_after,
@@ -222,22 +278,17 @@ impl SlackSink {
     }
 }
 
-/// A transport error without the URL reqwest would put in its message.
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let e = e.without_url();
-    let mut text = kind.to_owned();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl Deliver for SlackSink {
+    fn describe(&self) -> String {
+        self.name.clone()
     }
-    text
+
+    fn deliver<'a>(
+        &'a self,
+        event: &'a Event,
+        _: &'a str,
+        shutdown: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(self.send(event, shutdown))
+    }
 }
