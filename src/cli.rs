@@ -256,7 +256,8 @@ fn open_store(config: &Config) -> Result<Store, ExitCode> {
     })
 }
 
-pub async fn main(cli: Cli) -> ExitCode {
+/// Run the command `cli` names, to its exit code.
+pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         // `orderwatch events | head` closing the pipe is not a failure.
@@ -280,7 +281,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return simulate(args.clone()).await;
         }
         Command::Demo(args) => {
-            return crate::demo::run(args.clone()).await;
+            let opts = SimOptions {
+                orders: args.orders,
+                churn: args.churn,
+                ..SimOptions::default()
+            };
+            return crate::demo::run(args.listen, opts).await;
         }
         // With --from, salvage needs no config (it may be what is broken).
         Command::Store(StoreCommand::Salvage {
@@ -297,13 +303,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run => {
             let stop = shutdown_signal();
-            let app = match App::build(config, templates) {
+            // Bound before anything runs: a port that is taken fails the
+            // start, and the log names the address (the port `listen: ...:0`
+            // was given).
+            let mut app = match App::build(config, templates) {
                 Ok(app) => app,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return Ok(exit(1));
                 }
             };
+            if let Err(e) = app.bind().await {
+                eprintln!("error: {e:#}");
+                return Ok(exit(1));
+            }
             app.run(stop).await?;
             Ok(exit(0))
         }

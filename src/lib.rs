@@ -26,20 +26,32 @@
 //! - [`secret`]: a string that never prints itself, and the redactor of outside text
 //! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
 
-pub mod app;
-pub mod clamp;
-pub mod cli;
-pub mod config;
-pub mod deliver;
-pub mod demo;
+mod app;
+mod clamp;
+mod cli;
+mod config;
+mod deliver;
+mod demo;
 pub mod diff;
-pub mod event;
-pub mod http;
-pub mod poll;
-pub mod route;
-pub mod secret;
-pub mod shutdown;
-pub mod source;
-pub mod store;
-pub mod supervise;
-pub mod telemetry;
+mod event;
+mod http;
+mod poll;
+mod route;
+mod secret;
+mod shutdown;
+mod source;
+mod store;
+mod supervise;
+mod telemetry;
+
+pub use app::App;
+pub use cli::{Cli, run};
+pub use config::{Config, SinkKind, SourceConfig};
+pub use deliver::email::EmailSink;
+pub use deliver::slack::SlackSink;
+pub use deliver::{DeliveryError, Templates, sample_event};
+pub use event::{Event, EventType};
+pub use source::{
+    ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
+};
+pub use store::{SCHEMA_VERSION, Snapshot};

@@ -17,8 +17,6 @@ mod webhook;
 mod worker;
 
 pub use error::DeliveryError;
-pub use signature::sign;
 pub use sink::Sink;
 pub use template::{Templates, sample_event};
-pub use webhook::WebhookSink;
-pub use worker::{Dispatcher, DrainReport, NamedSink, PassReport};
+pub use worker::{Dispatcher, NamedSink, PassReport};

@@ -4,7 +4,7 @@
 //! --connect` against the simulator, and the contract's own example config.
 
 use crate::helpers::*;
-use orderwatch::config::Config;
+use orderwatch::Config;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;

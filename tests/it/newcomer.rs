@@ -360,7 +360,7 @@ fn leaf_commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap:
 #[test]
 fn every_command_and_option_has_help_and_a_readme_row() {
     use clap::CommandFactory;
-    let mut root = orderwatch::cli::Cli::command();
+    let mut root = orderwatch::Cli::command();
     root.build();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
