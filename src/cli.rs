@@ -684,6 +684,14 @@ fn salvage(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
 async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
     let url = match (url, config.listen) {
         (Some(u), _) => u,
+        (None, Some(addr)) if addr.port() == 0 => {
+            // The port is the system's choice at each start: only the
+            // daemon's log knows it.
+            eprintln!(
+                "the config's `listen` ({addr}) lets the system choose the port at start: pass --url with the address `orderwatch run` logged (\"health and metrics on http://...\")"
+            );
+            return Ok(exit(2));
+        }
         (None, Some(mut addr)) => {
             // A daemon listening on 0.0.0.0 is reached on loopback.
             if addr.ip().is_unspecified() {
