@@ -172,7 +172,7 @@ impl App {
     }
 
     /// Poll every source once (side by side).
-    pub async fn poll_all(&self) -> Vec<CycleReport> {
+    async fn poll_all(&self) -> Vec<CycleReport> {
         let reports = futures::future::join_all(self.pollers.iter().map(|p| p.poll_once())).await;
         for r in &reports {
             self.readiness

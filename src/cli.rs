@@ -157,7 +157,9 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Changes per second across all orders (0: only the admin endpoints change orders)
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    // Negative numbers reach parse_rate, which says what a rate is, instead
+    // of clap taking `-1` for an unknown flag.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub churn: f64,
     /// The OAuth client id the token endpoint accepts
     #[arg(long, default_value_t = SimOptions::default().client_id)]
@@ -187,7 +189,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 200)]
     pub orders: usize,
     /// Changes per second
-    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub churn: f64,
     /// Where the simulator listens (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0")]

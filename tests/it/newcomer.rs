@@ -153,7 +153,19 @@ async fn simulator_with_open_orders() -> (RunningSimulator, Admin, Vec<String>) 
 #[tokio::test]
 async fn empty_results_say_so_instead_of_an_empty_table() {
     let sim = simulator(5).await;
-    let ws = console_workspace(&sim);
+    // A store that exists and holds nothing: a filter no order matches
+    // (without a store these commands say there is none: tests/it/readonly.rs).
+    let ws = Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            &sim.base_url(),
+            "    filters: { status: NoSuchStatus }\n",
+        ),
+        "  - name: screen\n    type: console\n",
+        "",
+    );
+    ws.once_ok().await;
     for (args, expected) in [
         (
             &["orders", "list"][..],
