@@ -157,9 +157,9 @@ impl App {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (the `listen` key)"))?;
-            let bound = listener
-                .local_addr()
-                .with_context(|| format!("the address bound for {addr} (the `listen` key)"))?;
+            let bound = listener.local_addr().with_context(|| {
+                format!("cannot read the address bound for {addr} (the `listen` key)")
+            })?;
             info!("health and metrics on http://{bound}");
             self.listener = Some(listener);
         }
