@@ -5,8 +5,8 @@
 //! `cargo bench --bench diff`
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use orderwatch::Snapshot;
 use orderwatch::diff::{self, Outcome, Rules};
-use orderwatch::store::Snapshot;
 use serde_json::value::RawValue;
 use std::hint::black_box;
 

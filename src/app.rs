@@ -10,22 +10,31 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::supervise::{Liveness, supervise};
 use anyhow::Context;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+/// One orderwatch: built from a config ([`App::build`]), then either one
+/// pass ([`App::once`]) or the daemon ([`App::run`]), which serves the
+/// `listen` port it bound first ([`App::bind`]).
 pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub pollers: Vec<Arc<Poller>>,
+    config: Config,
+    store: Store,
+    pollers: Vec<Arc<Poller>>,
     /// One per sink, each with its own loop: a slow or failing receiver
     /// never holds the other sinks back.
-    pub dispatchers: Vec<Arc<Dispatcher>>,
+    dispatchers: Vec<Arc<Dispatcher>>,
     /// Pollers signal new outbox entries here; `run` fans it out.
     committed: Arc<Notify>,
     sink_wakers: Vec<Arc<Notify>>,
-    pub readiness: Arc<Readiness>,
+    readiness: Arc<Readiness>,
+    /// The `listen` port, held from [`App::bind`] on: a port that is taken
+    /// fails the start before any poll, and port 0 has its real number
+    /// before anything runs.
+    listener: Option<TcpListener>,
 }
 
 /// What `once` ended with (README "Commands").
@@ -88,17 +97,10 @@ impl std::fmt::Display for OnceReport {
 }
 
 impl App {
-    /// Open the store and build every part; nothing is contacted yet.
+    /// Open the store and build every part; nothing is contacted and no
+    /// port is bound yet.
     pub fn build(config: Config, templates: Arc<Templates>) -> anyhow::Result<App> {
         let store = Store::open(&config.state_dir)?;
-        Self::with_store(config, templates, store)
-    }
-
-    pub fn with_store(
-        config: Config,
-        templates: Arc<Templates>,
-        store: Store,
-    ) -> anyhow::Result<App> {
         let wake = Arc::new(Notify::new());
         let router = Arc::new(Router::new(&config));
         let readiness = Arc::new(Readiness::default());
@@ -138,11 +140,36 @@ impl App {
             committed: wake,
             sink_wakers,
             readiness,
+            listener: None,
         })
     }
 
+    /// Bind the `listen` address, if the config has one, and return the
+    /// address bound (with port 0, the port the system chose). Calling it
+    /// again keeps the first listener.
+    pub async fn bind(&mut self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listener.is_none()
+            && let Some(addr) = self.config.listen
+        {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (the `listen` key)"))?;
+            let bound = listener.local_addr().with_context(|| {
+                format!("cannot read the address bound for {addr} (the `listen` key)")
+            })?;
+            info!("health and metrics on http://{bound}");
+            self.listener = Some(listener);
+        }
+        Ok(self.local_addr())
+    }
+
+    /// Where health and metrics are served, once [`App::bind`] bound it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Poll every source once (side by side).
-    pub async fn poll_all(&self) -> Vec<CycleReport> {
+    async fn poll_all(&self) -> Vec<CycleReport> {
         let reports = futures::future::join_all(self.pollers.iter().map(|p| p.poll_once())).await;
         for r in &reports {
             self.readiness
@@ -195,22 +222,20 @@ impl App {
     }
 
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
-    /// resolves. Then no delivery starts, those in flight get
+    /// resolves, serving the `listen` port (bound here unless
+    /// [`App::bind`] did it). Then no delivery starts, those in flight get
     /// `shutdown_grace`, the loops stop, and the store is flushed: this
     /// returns within the grace and a moment.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        self.bind().await?;
         let (trigger, stop) = Shutdown::new();
         let liveness = Arc::new(Liveness::default());
         let mut tasks = tokio::task::JoinSet::new();
 
-        if let Some(addr) = self.config.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (the `listen` key)"))?;
-            info!(
-                "health and metrics on http://{}",
-                listener.local_addr().unwrap_or(addr)
-            );
+        if let Some(listener) = self.listener.take() {
             let app = http::router(self.readiness.clone(), liveness.clone());
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));

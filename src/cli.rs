@@ -157,7 +157,9 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Changes per second across all orders (0: only the admin endpoints change orders)
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    // Negative numbers reach parse_rate, which says what a rate is, instead
+    // of clap taking `-1` for an unknown flag.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub churn: f64,
     /// The OAuth client id the token endpoint accepts
     #[arg(long, default_value_t = SimOptions::default().client_id)]
@@ -187,7 +189,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 200)]
     pub orders: usize,
     /// Changes per second
-    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub churn: f64,
     /// Where the simulator listens (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -256,7 +258,8 @@ fn open_store(config: &Config) -> Result<Store, ExitCode> {
     })
 }
 
-pub async fn main(cli: Cli) -> ExitCode {
+/// Run the command `cli` names, to its exit code.
+pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         // `orderwatch events | head` closing the pipe is not a failure.
@@ -280,7 +283,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return simulate(args.clone()).await;
         }
         Command::Demo(args) => {
-            return crate::demo::run(args.clone()).await;
+            let opts = SimOptions {
+                orders: args.orders,
+                churn: args.churn,
+                ..SimOptions::default()
+            };
+            return crate::demo::run(args.listen, opts).await;
         }
         // With --from, salvage needs no config (it may be what is broken).
         Command::Store(StoreCommand::Salvage {
@@ -297,13 +305,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run => {
             let stop = shutdown_signal();
-            let app = match App::build(config, templates) {
+            // Bound before anything runs: a port that is taken fails the
+            // start, and the log names the address (the port `listen: ...:0`
+            // was given).
+            let mut app = match App::build(config, templates) {
                 Ok(app) => app,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return Ok(exit(1));
                 }
             };
+            if let Err(e) = app.bind().await {
+                eprintln!("error: {e:#}");
+                return Ok(exit(1));
+            }
             app.run(stop).await?;
             Ok(exit(0))
         }
@@ -671,6 +686,14 @@ fn salvage(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
 async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
     let url = match (url, config.listen) {
         (Some(u), _) => u,
+        (None, Some(addr)) if addr.port() == 0 => {
+            // The port is the system's choice at each start: only the
+            // daemon's log knows it.
+            eprintln!(
+                "the config's `listen` ({addr}) lets the system choose the port at start: pass --url with the address `orderwatch run` logged (\"health and metrics on http://...\")"
+            );
+            return Ok(exit(2));
+        }
         (None, Some(mut addr)) => {
             // A daemon listening on 0.0.0.0 is reached on loopback.
             if addr.ip().is_unspecified() {

@@ -3,31 +3,29 @@
 //! credentials, no files: a newcomer sees real events within seconds.
 
 use crate::app::{App, shutdown_signal};
-use crate::cli::DemoArgs;
 use crate::config::{Config, LogConfig, LogFormat};
 use orderwatch_simulator::{self as simulator, SimOptions};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+/// Serve the simulator on `listen` with `opts` (its credentials are the
+/// generated config's) and watch it until SIGINT or SIGTERM.
+pub async fn run(listen: SocketAddr, opts: SimOptions) -> anyhow::Result<ExitCode> {
     // Quiet logs: the console sink's lines are the show. RUST_LOG still wins.
     crate::telemetry::init(&LogConfig {
         format: LogFormat::Text,
         level: "warn".to_owned(),
     });
     let stop = shutdown_signal();
-    let opts = SimOptions {
-        orders: args.orders,
-        churn: args.churn,
-        ..SimOptions::default()
-    };
+    let (orders, churn) = (opts.orders, opts.churn);
     let (client_id, client_secret, api_key) = (
         opts.client_id.clone(),
         opts.client_secret.clone(),
         opts.api_key.clone(),
     );
-    let sim = simulator::start(args.listen, opts).await?;
+    let sim = simulator::start(listen, opts).await?;
     let state = tempfile::Builder::new()
         .prefix("orderwatch-demo-")
         .tempdir()?;
@@ -71,8 +69,8 @@ sinks:
     println!(
         "  simulated Orange APIs: {}  ({} orders each, {} changes/s)",
         sim.base_url(),
-        args.orders,
-        args.churn
+        orders,
+        churn
     );
     println!("  store: {} (removed on exit)", state.path().display());
     println!(

@@ -1,6 +1,6 @@
 //! An event: one change of one order, as receivers see it.
 //!
-//! The JSON shape is the contract of DESIGN.md "Events". `data.id` is derived
+//! The JSON shape is the contract README.md "Events" documents. `data.id` is derived
 //! from the source, the order id, the revision and what changed, so the same
 //! change detected twice (after a crash, before the commit) has the same id
 //! and receivers can deduplicate.

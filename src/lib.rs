@@ -2,48 +2,83 @@
 //! API v1 and Ordering API v2) and tells people when they change: signed HTTP
 //! webhooks, Slack-style chat, email.
 //!
+//! # Public surface
+//!
+//! The library is what the `orderwatch` binary, the integration tests, the
+//! benchmarks and the fuzz targets need, and nothing more; every module but
+//! [`diff`] is private, so the compiler reports what nothing uses.
+//!
+//! - [`Cli`] and [`run`]: the command line, parsed and run to an exit code
+//!   (all the binary calls)
+//! - [`App`]: one orderwatch built from a [`Config`]: [`App::bind`] binds the
+//!   `listen` port first (port 0 gives its real port, [`App::local_addr`]),
+//!   then [`App::run`] until a shutdown future resolves, or [`App::once`]
+//! - [`Config`], [`SourceConfig`], [`SinkKind`]: the parsed configuration
+//!   ([`Config::parse`] lists every problem)
+//! - [`Templates`], [`sample_event`]: the compiled sink templates, and the
+//!   event `notify-test` sends
+//! - [`SlackSink`], [`EmailSink`], [`DeliveryError`]: two sinks driven
+//!   directly against real servers, and what a delivery attempt ends with
+//! - [`SourceClient`], [`Page`], [`Detail`], [`ApiErrorKind`] and the read
+//!   bounds [`MAX_ORDER_BYTES`], [`MAX_PAGE_BYTES`], [`MAX_LISTED_ORDERS`]:
+//!   one source's client of Orange
+//! - [`Event`], [`EventType`]: the event, as webhooks receive it
+//! - [`diff`], [`Snapshot`]: the pure comparison of an order with its
+//!   snapshot (benchmarked and fuzzed)
+//! - [`SCHEMA_VERSION`]: the store's schema version
+//!
 //! # Layout
 //!
 //! The modules follow the data: orders come in at `source`, are compared in
 //! `diff`, committed by `store` together with their outbox entries, and leave
 //! through `deliver`.
 //!
-//! - [`cli`]: the commands of the command line
-//! - [`config`]: the YAML schema, `${VAR}` substitution, validation listing every problem
-//! - [`telemetry`]: logs as text or JSON
-//! - [`app`]: wires a run: store, pollers, dispatcher, HTTP; the shutdown order
-//! - [`shutdown`]: the handle every loop selects on to stop
-//! - [`supervise`]: restarts a loop that dies, and says so on `/healthz`
-//! - [`source`]: reading Orange: token cache, request budget, paging, typed errors
-//! - [`poll`]: one cycle: pages → diff → commit; vanished orders resolved by id
+//! - `cli`: the commands of the command line
+//! - `config`: the YAML schema, `${VAR}` substitution, validation listing every problem
+//! - `telemetry`: logs as text or JSON
+//! - `app`: wires a run: store, pollers, dispatcher, HTTP; the shutdown order
+//! - `shutdown`: the handle every loop selects on to stop
+//! - `supervise`: restarts a loop that dies, and says so on `/healthz`
+//! - `source`: reading Orange: token cache, request budget, paging, typed errors
+//! - `poll`: one cycle: pages → diff → commit; vanished orders resolved by id
 //! - [`diff`]: pure: (snapshot, order) → events
-//! - [`event`]: the event, its type and deterministic id
-//! - [`store`]: the only module that imports sled
-//! - [`route`]: which sinks an event goes to
-//! - [`deliver`]: the outbox worker and the sinks
-//! - [`demo`]: simulator + daemon + console sink in one process
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`
-//! - [`metrics`]: every metric's name and description
-//! - [`secret`]: a string that never prints itself, and the redactor of outside text
-//! - [`clamp`]: durations from outside (`Retry-After`, `expires_in`), clamped
-//! - [`retry`]: the one retry policy: backoff with jitter, when to give up
+//! - `event`: the event, its type and deterministic id
+//! - `store`: the only module that imports sled
+//! - `route`: which sinks an event goes to
+//! - `deliver`: the outbox worker and the sinks
+//! - `demo`: simulator + daemon + console sink in one process
+//! - `http`: `/healthz`, `/readyz`, `/metrics`
+//! - `secret`: a string that never prints itself, and the redactor of outside text
+//! - `clamp`: durations from outside (`Retry-After`, `expires_in`), clamped
+//! - `metrics`: every metric's name and description
+//! - `retry`: the one retry policy: backoff with jitter, when to give up
 
-pub mod app;
-pub mod clamp;
-pub mod cli;
-pub mod config;
-pub mod deliver;
-pub mod demo;
+mod app;
+mod clamp;
+mod cli;
+mod config;
+mod deliver;
+mod demo;
 pub mod diff;
-pub mod event;
-pub mod http;
-pub mod metrics;
-pub mod poll;
-pub mod retry;
-pub mod route;
-pub mod secret;
-pub mod shutdown;
-pub mod source;
-pub mod store;
-pub mod supervise;
-pub mod telemetry;
+mod event;
+mod http;
+mod metrics;
+mod poll;
+mod retry;
+mod route;
+mod secret;
+mod shutdown;
+mod source;
+mod store;
+mod supervise;
+mod telemetry;
+
+pub use app::App;
+pub use cli::{Cli, run};
+pub use config::{Config, SourceConfig};
+pub use deliver::{DeliveryError, Sink, Templates, sample_event};
+pub use event::{Event, EventType};
+pub use source::{
+    ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
+};
+pub use store::{SCHEMA_VERSION, Snapshot};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let cli = orderwatch::cli::Cli::parse();
+    let cli = orderwatch::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(orderwatch::cli::main(cli));
+    let code = runtime.block_on(orderwatch::run(cli));
     // By now the store is flushed and closed. A blocking task still running
     // (a name lookup that a stop abandoned, a write to a stuck terminal)
     // must not hold the exit: dropping the runtime would wait for it.

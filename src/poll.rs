@@ -185,10 +185,6 @@ impl Poller {
         self.cfg.interval
     }
 
-    pub fn client(&self) -> &SourceClient {
-        &self.client
-    }
-
     /// One cycle; never panics, reports what it did and how it ended.
     pub async fn poll_once(&self) -> CycleReport {
         let started = Instant::now();

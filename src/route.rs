@@ -1,4 +1,4 @@
-//! Which sinks an event goes to (DESIGN.md "routes"): every sink of every
+//! Which sinks an event goes to (README.md "Routes"): every sink of every
 //! route the event matches, once each. With no routes, every sink gets
 //! everything.
 

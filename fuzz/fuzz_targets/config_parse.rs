@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orderwatch::config::Config;
+use orderwatch::Config;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -18,6 +18,5 @@ mod worker;
 
 pub use error::DeliveryError;
 pub use sink::Sink;
-pub use sinks::{console, email, sign, slack, webhook};
 pub use template::{Templates, sample_event};
-pub use worker::{Dispatcher, DrainReport, NamedSink, PassReport};
+pub use worker::{Dispatcher, NamedSink, PassReport};

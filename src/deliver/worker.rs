@@ -112,13 +112,9 @@ impl Dispatcher {
         }
     }
 
-    /// One pass over every sink: deliver what is due now. Sinks run side by
-    /// side, so a slow or failing one never holds the others back.
-    pub async fn deliver_due(&self) -> Result<PassReport, StoreError> {
-        self.deliver_due_until(&Shutdown::never()).await
-    }
-
-    /// [`Self::deliver_due`], starting no delivery once `shutdown` fired.
+    /// One pass over every sink: deliver what is due now, starting no
+    /// delivery once `shutdown` fired. Sinks run side by side, so a slow or
+    /// failing one never holds the others back.
     pub async fn deliver_due_until(&self, shutdown: &Shutdown) -> Result<PassReport, StoreError> {
         let passes = self.sinks.iter().map(|s| self.deliver_due_for(s, shutdown));
         let mut total = PassReport::default();

@@ -157,10 +157,6 @@ impl SourceClient {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The list URL with `segments` appended, each escaped as one path
     /// segment (an id holding `/`, `?` or `#` stays one segment). With no
     /// segments, the list URL itself. The path of `base_url` is kept: behind

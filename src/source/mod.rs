@@ -7,7 +7,6 @@ mod error;
 mod token;
 
 pub use client::{
-    Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, Pager, SourceClient,
-    join_base,
+    Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient, join_base,
 };
 pub use error::{ApiError, ApiErrorKind};

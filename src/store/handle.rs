@@ -94,10 +94,6 @@ impl Store {
         Store::open(dir)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
     /// Why the store cannot be used, while it cannot.
     pub fn failure(&self) -> Option<StoreFailure> {
         self.health().failure.clone()
@@ -236,10 +232,6 @@ impl Store {
         })
     }
 
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.with(|s| s.size_on_disk())
-    }
-
     pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
         self.with(|s| s.has_baseline(source))
     }
@@ -275,6 +267,7 @@ impl Store {
         self.with(|s| s.outbox_sinks())
     }
 
+    #[cfg(test)]
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.listed_ids(source))
     }
@@ -330,6 +323,7 @@ impl Store {
     }
 
     /// Entries waiting for any sink (0 while the store cannot be read).
+    #[cfg(test)]
     pub fn outbox_len(&self) -> u64 {
         self.with(|s| Ok(s.outbox_len())).unwrap_or(0)
     }

@@ -26,7 +26,7 @@ mod leftovers;
 pub mod salvage;
 mod snapshot;
 
-pub use handle::{Store, StoreFailure};
+pub use handle::Store;
 pub use snapshot::Snapshot;
 
 use crate::event::EventType;
@@ -168,7 +168,6 @@ pub struct DeadLetter {
 #[derive(Debug, Clone)]
 pub struct DueEntry {
     key: Vec<u8>,
-    pub due_ms: u64,
     pub entry: OutboxEntry,
 }
 
@@ -357,12 +356,6 @@ impl SledStore {
         Ok(())
     }
 
-    /// Bytes sled has written or holds on disk, for the benchmark's "quiet
-    /// cycle writes nothing" check.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
     // ---- snapshots ----
 
     pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
@@ -418,6 +411,7 @@ impl SledStore {
     }
 
     /// Order ids of a source that are still listed (candidates to vanish).
+    #[cfg(test)]
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
         self.listed_ids_except(source, |_| false)
     }
@@ -555,7 +549,6 @@ impl SledStore {
             let entry: OutboxEntry = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Damaged(format!("outbox entry: {e}")))?;
             out.push(DueEntry {
-                due_ms: keys::outbox_due(&k).unwrap_or(0),
                 key: k.to_vec(),
                 entry,
             });
@@ -644,6 +637,7 @@ impl SledStore {
     }
 
     /// Entries waiting for any sink.
+    #[cfg(test)]
     pub fn outbox_len(&self) -> u64 {
         self.outbox.len() as u64
     }

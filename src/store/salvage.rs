@@ -42,6 +42,7 @@ pub struct SalvageReport {
 }
 
 impl SalvageReport {
+    #[cfg(test)]
     pub fn tree(&self, name: &str) -> Option<&TreeReport> {
         self.trees.iter().find(|t| t.name == name)
     }
@@ -317,34 +318,29 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     Ok(report)
 }
 
-/// sled takes an exclusive lock on `db` while a store is open: try the same
-/// lock (and let go at once) to tell a running orderwatch.
+/// sled takes an exclusive lock on `db` while a store is open (`flock` on
+/// Unix, `LockFileEx` on Windows, as std's): try the same lock (and let go
+/// at once) to tell a running orderwatch.
 fn ensure_not_in_use(dir: &Path) -> Result<(), SalvageError> {
-    use fs2::FileExt;
+    use std::fs::TryLockError;
     let file = std::fs::File::open(dir.join("db")).map_err(|e| SalvageError::CannotRead {
         dir: dir.to_owned(),
         reason: e.to_string(),
     })?;
     // A process that has just stopped may hold the lock a moment longer.
     let deadline = std::time::Instant::now() + super::LOCK_GRACE;
-    let mut result = file.try_lock_exclusive();
-    while result
-        .as_ref()
-        .is_err_and(|e| e.kind() == fs2::lock_contended_error().kind())
-        && std::time::Instant::now() < deadline
-    {
+    let mut result = file.try_lock();
+    while matches!(result, Err(TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        result = file.try_lock_exclusive();
+        result = file.try_lock();
     }
     match result {
         Ok(()) => {
-            let _ = FileExt::unlock(&file);
+            let _ = file.unlock();
             Ok(())
         }
-        Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
-            Err(SalvageError::InUse(dir.to_owned()))
-        }
-        Err(e) => Err(SalvageError::CannotRead {
+        Err(TryLockError::WouldBlock) => Err(SalvageError::InUse(dir.to_owned())),
+        Err(TryLockError::Error(e)) => Err(SalvageError::CannotRead {
             dir: dir.to_owned(),
             reason: format!("cannot check whether it is in use: {e}"),
         }),
@@ -595,8 +591,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let old_dir = tmp.path().join("old");
         let open = store_with_outbox(&old_dir);
-        // The same process: fs2's lock is per open file description, so a
-        // second descriptor conflicts just as another process would.
+        // The same process: the lock (sled's and std's alike) is per open
+        // file description, so a second descriptor conflicts just as
+        // another process would.
         let err = salvage(&old_dir, &tmp.path().join("new")).unwrap_err();
         assert!(matches!(err, SalvageError::InUse(_)), "{err}");
         drop(open);

@@ -4,7 +4,7 @@
 //! next cycle tells its change.
 
 use crate::helpers::*;
-use orderwatch::source::MAX_ORDER_BYTES;
+use orderwatch::MAX_ORDER_BYTES;
 use serde_json::json;
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";

@@ -1,17 +1,17 @@
 //! The configuration through the real binary (`orderwatch --config FILE
 //! check`): every broken config exits 2 and names its key path, all problems
 //! are listed in one run, and no secret reaches the output. Then `check
-//! --connect` against the simulator, and the contract's own example config.
+//! --connect` against the simulator, and README's complete example config.
 
 use crate::helpers::*;
-use orderwatch::config::Config;
+use orderwatch::Config;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;
 
-/// The example config of the contract, copied verbatim: the contract's
-/// own example must stay a valid config.
-const DESIGN_EXAMPLE: &str = include_str!("../fixtures/design-example.yaml");
+/// README's configuration example ("A complete example"), copied verbatim:
+/// the example users start from must stay a valid config.
+const README_EXAMPLE: &str = include_str!("../fixtures/readme-configuration-example.yaml");
 
 /// A valid config; each broken one below changes one thing in it. Nothing is
 /// contacted by `check` without `--connect`, so the URLs need not answer.
@@ -219,7 +219,12 @@ async fn check_connect_with_a_wrong_secret_says_so_plainly() {
 }
 
 #[test]
-fn the_design_example_parses() {
+fn the_readme_configuration_example_parses_and_is_the_one_in_readme() {
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(&format!("```yaml\n{README_EXAMPLE}```")),
+        "README's complete example and tests/fixtures/readme-configuration-example.yaml differ"
+    );
     let env: HashMap<String, String> = [
         ("ORANGE_CLIENT_ID", "client"),
         ("ORANGE_CLIENT_SECRET", "secret"),
@@ -235,8 +240,12 @@ fn the_design_example_parses() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let config = Config::parse(DESIGN_EXAMPLE, Path::new("design-example.yaml"), &env)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse(
+        README_EXAMPLE,
+        Path::new("readme-configuration-example.yaml"),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let source = &config.sources[0];
     assert_eq!(source.name, "tracking");
     assert_eq!(source.client_id, "client");
@@ -259,8 +268,8 @@ fn the_design_example_parses() {
 
     // Each variable is really used: without them, each is named.
     let err = Config::parse(
-        DESIGN_EXAMPLE,
-        Path::new("design-example.yaml"),
+        README_EXAMPLE,
+        Path::new("readme-configuration-example.yaml"),
         &HashMap::new(),
     )
     .expect_err("variables are required");

@@ -5,7 +5,7 @@
 //! change log, exactly:
 //!
 //! - every change is delivered: a poller sees states, not transitions
-//!   (DESIGN.md), so for every order the state the receiver was last told
+//!   (README.md "Events"), so for every order the state the receiver was last told
 //!   (the baseline in the store, then each event by revision) must be the
 //!   order's final state in the simulator (its status, or gone);
 //! - nothing is invented: each `order.created` is for an order the log

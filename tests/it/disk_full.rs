@@ -275,30 +275,20 @@ async fn get(url: &str) -> (u16, String) {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A daemon on `disk` past its first poll, with its health address.
 async fn daemon_on(
     disk: &SmallDisk,
     sim: &orderwatch_simulator::RunningSimulator,
     hook_url: &str,
 ) -> (Workspace, tokio::process::Child, String) {
-    let port = free_port();
-    let ws = workspace_on(
-        disk,
-        &sim.base_url(),
-        hook_url,
-        &format!("listen: 127.0.0.1:{port}\n"),
-    );
+    let ws = workspace_on(disk, &sim.base_url(), hook_url, "listen: 127.0.0.1:0\n");
     let daemon = ws.spawn_run();
+    let addr = health_addr(&ws).await;
     eventually("the first poll", Duration::from_secs(30), || {
         log_count(&ws, "poll cycle done") > 0
     })
     .await;
-    (ws, daemon, format!("http://127.0.0.1:{port}"))
+    (ws, daemon, format!("http://{addr}"))
 }
 
 /// Fill the disk, close `closing` orders, and grow every open order (a

@@ -2,8 +2,9 @@
 //! scenario with its own simulator, store and receiver (run side by side):
 //!
 //! 1. a baseline cycle (exit 0);
-//! 2. the fault, and one cycle under it: the exit code DESIGN.md gives (0 if
-//!    the cycle completes despite the fault, 1 if it fails), a plain message
+//! 2. the fault, and one cycle under it: the exit code README.md gives in
+//!    "What happens when…" (0 if the cycle completes despite the fault, 1
+//!    if it fails), a plain message
 //!    on stderr that carries Orange's request id where Orange answered, no
 //!    secret, no panic, and no event at all (nothing changed), except where
 //!    orders really came or went mid-scan: then only those true changes;

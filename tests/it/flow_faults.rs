@@ -1,7 +1,7 @@
 //! A cycle that fails part-way through the listing, through the real binary:
 //! no vanish events from an incomplete listing (they would be false: the
 //! orders on the unread page did not vanish), but changes seen on the pages
-//! that were read are real and are delivered (DESIGN.md "Data flow", step 2).
+//! that were read are real and are delivered (README.md "Delivery guarantees": no false events).
 
 use crate::helpers::*;
 use serde_json::{Value, json};

@@ -25,7 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use orderwatch::source::{MAX_ORDER_BYTES, MAX_PAGE_BYTES};
+use orderwatch::{MAX_ORDER_BYTES, MAX_PAGE_BYTES};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

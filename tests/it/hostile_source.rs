@@ -10,8 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use orderwatch::config::Config;
-use orderwatch::source::{ApiErrorKind, MAX_LISTED_ORDERS, SourceClient};
+use orderwatch::{ApiErrorKind, Config, MAX_LISTED_ORDERS, SourceClient};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -449,10 +448,6 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
             api.base
         )
     };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let ws = Workspace::new(
         &format!(
             "{}{}{}",
@@ -461,7 +456,7 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
             source("good", &good_api, "notify")
         ),
         "  - { name: chat, type: slack, url: \"${CHAT_URL}\" }\n",
-        &format!("log: {{ level: trace }}\nlisten: 127.0.0.1:{port}\n"),
+        "log: { level: trace }\nlisten: 127.0.0.1:0\n",
     );
     let env = [
         ("ECHO_SECRET", ECHO_SECRET),
@@ -509,7 +504,7 @@ async fn echoed_secrets_stay_out_of_logs_dead_letters_and_readyz() {
     assert_clean("dead letters", &text(&dead));
 
     let mut child = spawn(&ws, &["run"], &env);
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let readyz = format!("http://{}/readyz", health_addr(&ws).await);
     let seen = Arc::new(Mutex::new(String::new()));
     eventually_async(
         "both failing sources on /readyz",

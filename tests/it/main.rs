@@ -29,4 +29,5 @@ mod sim_api;
 mod sinks;
 mod source;
 mod source_ops;
+mod startup;
 mod store_faults;

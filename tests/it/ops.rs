@@ -4,11 +4,6 @@ use crate::helpers::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 async fn get(url: &str) -> Option<(u16, String)> {
     let r = reqwest::get(url).await.ok()?;
     let status = r.status().as_u16();
@@ -19,7 +14,6 @@ async fn get(url: &str) -> Option<(u16, String)> {
 async fn health_readiness_and_metrics() {
     let sim = simulator(50).await;
     let hook = Receiver::start().await;
-    let port = free_port();
     let ws = Workspace::new(
         &source_yaml(
             "tracking",
@@ -28,10 +22,11 @@ async fn health_readiness_and_metrics() {
             "    retries: 0\n",
         ),
         &webhook_sink_yaml("hook", &hook.url),
-        &format!("listen: 127.0.0.1:{port}\n"),
+        "listen: 127.0.0.1:0\n",
     );
     let mut child = ws.spawn_run();
-    let base = format!("http://127.0.0.1:{port}");
+    // Port 0: the daemon binds before it runs and logs the port it got.
+    let base = format!("http://{}", health_addr(&ws).await);
 
     let mut health = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -98,12 +93,17 @@ async fn health_readiness_and_metrics() {
         "still alive"
     );
 
-    // The container's health check command agrees.
+    // The container's health check command agrees. With port 0 in the
+    // config only the log knows the port: it asks for --url.
     let out = ws.run(&["healthcheck"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("pass --url"), "{}", text(&out));
+    let healthz = format!("{base}/healthz");
+    let out = ws.run(&["healthcheck", "--url", &healthz]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    let out = ws.run(&["healthcheck"]).await;
+    let out = ws.run(&["healthcheck", "--url", &healthz]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 

@@ -177,7 +177,7 @@ delivery: {{ backoff: {{ initial: 100ms, max: 200ms }} }}
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     outputs.push(text(&out));
 
-    let parsed = orderwatch::config::Config::parse(
+    let parsed = orderwatch::Config::parse(
         &yaml,
         std::path::Path::new("x.yaml"),
         &env.iter()

@@ -6,8 +6,7 @@
 //! what went over the wire, not what the client believes it did.
 
 use crate::helpers::*;
-use orderwatch::config::{Config, SourceConfig};
-use orderwatch::source::{ApiErrorKind, Detail, Page, SourceClient};
+use orderwatch::{ApiErrorKind, Config, Detail, Page, SourceClient, SourceConfig};
 use orderwatch_simulator::{self as simulator, SimOptions};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};

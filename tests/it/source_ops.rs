@@ -120,15 +120,11 @@ async fn a_throttled_cycle_says_so_once() {
     let sim = simulator(30).await;
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let ws = current_tracking_workspace(
         &sim.base_url(),
         &hook.url,
         "    page_size: 10\n",
-        &format!("listen: 127.0.0.1:{port}\n"),
+        "listen: 127.0.0.1:0\n",
     );
     admin
         .fault(json!({"status": 429, "count": 2, "retry_after": 1, "target": "list"}))
@@ -152,7 +148,8 @@ async fn a_throttled_cycle_says_so_once() {
     assert!(line.contains("max_requests_per_minute=60"), "{line}");
     assert!(line.contains("60 calls a minute"), "{line}");
     assert!(line.contains("for Orange's rate-limit answers"), "{line}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let addr = health_addr(&ws).await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()

@@ -180,7 +180,7 @@ async fn another_schema_version_is_refused_by_every_command_and_salvage() {
     let hook = Receiver::start().await;
     let ws = workspace(&sim.base_url(), &hook.url);
     ws.once_ok().await;
-    for version in [orderwatch::store::SCHEMA_VERSION + 1, 0] {
+    for version in [orderwatch::SCHEMA_VERSION + 1, 0] {
         {
             let db = sled::open(data_dir(&ws)).unwrap();
             db.open_tree("meta")
@@ -196,7 +196,7 @@ async fn another_schema_version_is_refused_by_every_command_and_salvage() {
             assert!(
                 all.contains(&format!(
                     "has schema version {version}, this orderwatch reads version {}",
-                    orderwatch::store::SCHEMA_VERSION
+                    orderwatch::SCHEMA_VERSION
                 )) && all.contains("use the orderwatch release that wrote it"),
                 "{all}"
             );

@@ -7,14 +7,13 @@
 //! dispatcher know of sinks. Adding a sink is one new module here and one
 //! line in [`SINK_TYPES`].
 
-pub mod console;
-pub mod email;
-pub mod http;
+mod console;
+mod email;
+mod http;
 mod signature;
-pub mod slack;
-pub mod webhook;
+mod slack;
+mod webhook;
 
-pub use signature::sign;
 
 use super::DeliveryError;
 use super::template::{Role, Templates};
