@@ -14,7 +14,6 @@ mod signature;
 mod slack;
 mod webhook;
 
-
 use super::DeliveryError;
 use super::template::{Role, Templates};
 use crate::config::{Decoder, Fields};
