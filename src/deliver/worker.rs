@@ -242,10 +242,12 @@ impl Dispatcher {
                     report.buried = 1;
                 } else {
                     let wait = self.policy.wait(entry.attempts, retry_after);
+                    // A `backoff.max` of years must not wrap the due time.
+                    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     self.store
-                        .reschedule(&due, &entry, now_ms() + wait.as_millis() as u64)?;
+                        .reschedule(&due, &entry, now_ms().saturating_add(wait_ms))?;
                     label("retry");
-                    warn!(sink = %sink.name, id = %entry.event_id, attempt = entry.attempts, retry_in_ms = wait.as_millis() as u64, "delivery failed, will retry: {reason}");
+                    warn!(sink = %sink.name, id = %entry.event_id, attempt = entry.attempts, retry_in_ms = wait_ms, "delivery failed, will retry: {reason}");
                     report.retried = 1;
                 }
             }
