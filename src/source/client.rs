@@ -91,9 +91,6 @@ pub struct SourceClient {
     filters: Vec<(String, String)>,
     sort: Option<String>,
     page_size: u64,
-    /// Read one page at a time: an incremental listing stops at the mark,
-    /// and pages fetched ahead of that would be calls spent for nothing.
-    sequential: bool,
     concurrency: usize,
     retries: u32,
     retry_backoff: Duration,
@@ -156,7 +153,6 @@ impl SourceClient {
                 .clone()
                 .or_else(|| cfg.incremental.as_ref().map(|i| i.sort())),
             page_size: u64::from(cfg.page_size),
-            sequential: cfg.incremental.is_some(),
             concurrency: cfg.concurrency.max(1) as usize,
             retries: cfg.retries,
             retry_backoff: cfg.retry_backoff,
@@ -207,10 +203,21 @@ impl SourceClient {
     /// now: the time the request budget holds it back is counted from here
     /// and logged when the pager is dropped.
     pub fn pages(&self) -> Pager<'_> {
+        self.pager(false)
+    }
+
+    /// `pages`, one at a time: an incremental listing stops at its mark,
+    /// and pages fetched ahead of it would be calls spent for nothing.
+    pub fn pages_one_by_one(&self) -> Pager<'_> {
+        self.pager(true)
+    }
+
+    fn pager(&self, sequential: bool) -> Pager<'_> {
         // Waits before this cycle belong to no cycle.
         let _ = self.budget.take_waited();
         Pager {
             client: self,
+            sequential,
             next_offset: 0,
             total: None,
             in_flight: FuturesOrdered::new(),
@@ -564,6 +571,7 @@ impl SourceClient {
 /// total known, the next pages are fetched while the current one is handled.
 pub struct Pager<'a> {
     client: &'a SourceClient,
+    sequential: bool,
     next_offset: u64,
     total: Option<u64>,
     in_flight: FuturesOrdered<futures::future::BoxFuture<'a, Result<Page, ApiError>>>,
@@ -667,7 +675,7 @@ impl Pager<'_> {
     }
 
     fn top_up(&mut self) {
-        let window = if self.total.is_some() && !self.client.sequential {
+        let window = if self.total.is_some() && !self.sequential {
             self.client.concurrency
         } else {
             1

@@ -477,6 +477,7 @@ mod tests {
                 snapshots: vec![("1".into(), Some(snap("1", "Current")))],
                 events: Vec::new(),
                 mark_baseline: true,
+                sync: None,
             })
             .unwrap();
         for (i, id) in ["1", "2", "1"].iter().enumerate() {
@@ -492,6 +493,7 @@ mod tests {
                         sinks: vec!["hook".into(), "mail".into()],
                     }],
                     mark_baseline: false,
+                    sync: None,
                 })
                 .unwrap();
         }
@@ -544,6 +546,7 @@ mod tests {
                 sinks: vec!["mail".into()],
             }],
             mark_baseline: false,
+            sync: None,
         })
         .unwrap();
         let seqs: Vec<u64> = new
