@@ -18,6 +18,7 @@ mod listen_abuse;
 mod newcomer;
 mod once_outcome;
 mod ops;
+mod ordering_orders;
 mod outage;
 mod readonly;
 mod receivers;

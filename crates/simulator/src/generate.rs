@@ -100,6 +100,36 @@ pub(crate) fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// `2026-03-04T05:06:07.123Z`: Ordering's orders carry milliseconds, so
+/// that two changes within a second still get distinct, increasing stamps.
+pub(crate) fn rfc3339_millis(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(CREATED_FROM * 1000)
+}
+
+/// The `updatedAt` of an order changed now, in the format its previous one
+/// had: whole seconds as the guides show, or milliseconds (then always
+/// later than the previous one, even within the same millisecond).
+pub(crate) fn next_stamp(previous: Option<&str>) -> String {
+    match previous {
+        Some(text) if text.contains('.') => {
+            let before = humantime::parse_rfc3339(text)
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(0));
+            let now = now_millis();
+            rfc3339_millis(before.map_or(now, |b| now.max(b + 1)))
+        }
+        _ => rfc3339(now_secs()),
+    }
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -345,8 +375,8 @@ pub(crate) fn ordering_order(
             "address": { "postalCode": postal_code, "city": city, "country": "FR" },
         },
         "primaryContact": { "firstName": first, "lastName": last, "email": email },
-        "createdAt": rfc3339(created),
-        "updatedAt": rfc3339(updated),
+        "createdAt": rfc3339_millis(created * 1000),
+        "updatedAt": rfc3339_millis(updated * 1000),
         "_links": {
             "self": { "href": format!("/ordering/b2b/v2/orders/{id}") },
             "request": { "href": format!("/ordering/b2b/v2/requests/{request_id}") },

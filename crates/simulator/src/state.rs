@@ -178,7 +178,8 @@ impl SimState {
             && after.get(UPDATED_AT) == before.get(UPDATED_AT)
             && let Some(stamp) = after.get_mut(UPDATED_AT)
         {
-            *stamp = Value::String(generate::rfc3339(generate::now_secs()));
+            let previous = before.get(UPDATED_AT).and_then(Value::as_str);
+            *stamp = Value::String(generate::next_stamp(previous));
         }
         let changes = diff::leaf_changes(&before, &after);
         if !changes.is_empty() {
