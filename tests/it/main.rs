@@ -13,6 +13,7 @@ mod flow_faults;
 mod helpers;
 mod hostile_listing;
 mod hostile_source;
+mod incremental;
 mod limits;
 mod listen_abuse;
 mod newcomer;

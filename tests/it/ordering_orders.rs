@@ -58,10 +58,11 @@ pub fn events_of(receiver: &Receiver) -> Vec<Value> {
     receiver.delivered().iter().map(|r| r.json()).collect()
 }
 
-/// A source on Ordering's orders with only what a user must give.
-pub fn orders_source(name: &str, base_url: &str, extra: &str) -> String {
+/// A source on Ordering's orders with only what a user must give (and
+/// `extra` keys).
+pub fn orders_source(name: &str, base_url: &str, interval: &str, extra: &str) -> String {
     format!(
-        "  - name: {name}\n    api: ordering\n    resource: orders\n    base_url: {base_url}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    api_key: {API_KEY}\n    interval: 1m\n{extra}"
+        "  - name: {name}\n    api: ordering\n    resource: orders\n    base_url: {base_url}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    api_key: {API_KEY}\n    interval: {interval}\n{extra}"
     )
 }
 
@@ -204,7 +205,7 @@ async fn a_source_with_only_api_resource_credentials_and_interval_hears_closings
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
     let ws = Workspace::new(
-        &orders_source("orders", &sim.base_url(), ""),
+        &orders_source("orders", &sim.base_url(), "1m", ""),
         &webhook_sink_yaml("hook", &hook.url),
         "",
     );
