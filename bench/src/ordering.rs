@@ -85,11 +85,12 @@ impl SimClient {
         Ok(sum("token") + sum("ordering-orders.list") + sum("ordering-orders.detail"))
     }
 
-    /// An open order, to close.
+    /// An open order to close: the `skip`-th from the end of the listing
+    /// as a full source reads it (by id), so a full listing reaches it last.
     async fn open_order(&self, skip: usize) -> anyhow::Result<String> {
         let page = self
             .list(&format!(
-                "{ORDERS}?status=IN_PROGRESS&sort=id&limit=250&offset={skip}"
+                "{ORDERS}?status=IN_PROGRESS&sort=-id&limit=1&offset={skip}"
             ))
             .await?;
         page.first()
@@ -187,7 +188,7 @@ pub(crate) async fn compare(
             },
             wall: taken,
             extra: format!(
-                "`run`, interval 1m, max_requests_per_minute 60; one closing made 5 s after start{}",
+                "`run`, interval 1m, max_requests_per_minute 60; one closing made 5 s after start, of an order at the end of the listing{}",
                 if taken.is_none() {
                     ": not heard in time"
                 } else {

@@ -3,8 +3,6 @@
 //! across time zones. Pure; no I/O.
 
 use serde_json::value::RawValue;
-use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// An instant, in nanoseconds since the Unix epoch (UTC).
 pub type Instant = i128;
@@ -13,30 +11,12 @@ const NANOS: i128 = 1_000_000_000;
 
 /// The cursor of one order from the list: its text (kept to be stored as
 /// the mark) and the instant it names. `None` when the order has no string
-/// at `pointer`, or it is not an RFC 3339 time.
-///
-/// The order is walked as raw JSON, one level per pointer segment, so an
-/// order whose cursor is all that is needed is never fully parsed.
+/// at `pointer`, or it is not an RFC 3339 time. The order is walked as raw
+/// JSON, so an order whose cursor is all that is needed is never parsed
+/// further.
 pub fn read(order: &RawValue, pointer: &str) -> Option<(String, Instant)> {
-    let mut at: &RawValue = order;
-    let mut owned: Box<RawValue>;
-    for segment in pointer.split('/').skip(1) {
-        let key = segment.replace("~1", "/").replace("~0", "~");
-        let text = at.get().trim_start();
-        let next: Box<RawValue> = if text.starts_with('{') {
-            let map: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_str(at.get()).ok()?;
-            (*map.get(key.as_str())?).to_owned()
-        } else if text.starts_with('[') {
-            let items: Vec<&RawValue> = serde_json::from_str(at.get()).ok()?;
-            let index: usize = key.parse().ok()?;
-            (*items.get(index)?).to_owned()
-        } else {
-            return None;
-        };
-        owned = next;
-        at = &owned;
-    }
-    let text: String = serde_json::from_str(at.get()).ok()?;
+    let text: String =
+        serde_json::from_str(crate::diff::pointer::find(order, pointer)?.get()).ok()?;
     let instant = parse_rfc3339(&text)?;
     Some((text, instant))
 }
