@@ -750,11 +750,15 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "  ordering:       {}/ordering/b2b/v2/requests",
         sim.base_url()
     );
+    println!(
+        "                  {}/ordering/b2b/v2/orders",
+        sim.base_url()
+    );
     println!("  token:          {}/oauth/v3/token", sim.base_url());
     println!(
         "  credentials:    client_id={client_id} client_secret={client_secret} api_key={api_key}"
     );
-    println!("  admin ({{api}} is order-tracking or ordering):");
+    println!("  admin ({{api}} is order-tracking, ordering (requests) or ordering-orders):");
     for (method, path, effect) in simulator::ADMIN_ENDPOINTS {
         println!("    {method:<6} {}{path}  {effect}", sim.base_url());
     }

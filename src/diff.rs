@@ -7,7 +7,7 @@
 //! status did not. Other differences refresh the stored order silently.
 
 mod order_id;
-mod pointer;
+pub(crate) mod pointer;
 
 use crate::event::{Change, Event, EventData, EventType};
 use crate::store::Snapshot;

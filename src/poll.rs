@@ -11,16 +11,26 @@
 //! A vanished order whose check fails is reported and keeps its place as a
 //! candidate: the others are still checked, and it is checked again next
 //! cycle. Only Orange's own "not found" is a removal.
+//!
+//! An incremental source (README "Incremental sync") lists newest first by
+//! its cursor and stops at the first page that reaches back past its
+//! high-water mark minus `overlap`. The mark moves only once every page the
+//! cycle read is committed, in a commit of its own after them, so it is
+//! never ahead of what the store holds. A listing with no full one within
+//! `full_every` (or none yet), or with an order whose cursor cannot be
+//! read, is a full one and looks for vanished orders as any other.
 
 use crate::config::{FirstPoll, SourceConfig};
 use crate::diff::{self, Outcome, Rules};
 use crate::event::{Event, now_rfc3339};
 use crate::route::Router;
+use crate::source::cursor::{self, Instant as CursorInstant};
 use crate::source::{ApiError, ApiErrorKind, Detail, Page, SourceClient};
-use crate::store::{Commit, NewEvent, Store, StoreError};
+use crate::store::{Commit, NewEvent, Store, StoreError, SyncState, SyncUpdate, now_ms};
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -140,6 +150,9 @@ pub struct CycleReport {
     pub baseline: bool,
     /// Orders in the listing, known once a cycle read it completely.
     pub tracked: Option<u64>,
+    /// An incremental source's cycle that read only what changed (no
+    /// vanish step); false for a full listing.
+    pub incremental: bool,
     pub duration: Duration,
     pub error: Option<PollError>,
 }
@@ -158,6 +171,82 @@ pub struct Poller {
     router: Arc<Router>,
     /// Woken after a commit with events, so delivery starts at once.
     outbox_ready: Arc<Notify>,
+    /// An unreadable cursor is warned about once per source, not per cycle.
+    cursor_warned: AtomicBool,
+}
+
+/// What an incremental source's cycle tracks as its pages come in.
+struct Incremental {
+    pointer: String,
+    /// Stop after the page whose last order is older than this; `None` in
+    /// a full listing.
+    stop_before: Option<CursorInstant>,
+    /// The newest cursor read, and the mark the store had.
+    newest: Option<(String, CursorInstant)>,
+    previous: Option<(String, CursorInstant)>,
+    /// An order without a readable cursor: the cycle reads everything.
+    unreadable: Option<String>,
+    /// `X-Total-Count` of the first page, and whether a later page's was
+    /// lower: an order that left the listing mid-scan shifts the later
+    /// orders up one place, so one of them may have been stepped over.
+    first_total: Option<u64>,
+    shrank_or_unknown: bool,
+}
+
+impl Incremental {
+    fn note(&mut self, raw: &serde_json::value::RawValue, order_id: &str) {
+        match cursor::read(raw, &self.pointer) {
+            Some((text, at)) => {
+                if self.newest.as_ref().is_none_or(|(_, newest)| at > *newest) {
+                    self.newest = Some((text, at));
+                }
+            }
+            None => {
+                if self.unreadable.is_none() {
+                    self.unreadable = Some(order_id.to_owned());
+                }
+                // Read on to the end: this listing is a full one now.
+                self.stop_before = None;
+            }
+        }
+    }
+
+    fn note_total(&mut self, page: &Page) {
+        match (self.first_total, page.total) {
+            (_, None) => self.shrank_or_unknown = true,
+            (None, Some(total)) if page.offset == 0 => self.first_total = Some(total),
+            (Some(first), Some(total)) if total < first => self.shrank_or_unknown = true,
+            _ => {}
+        }
+    }
+
+    /// The page reaches back past the mark minus the overlap.
+    fn reached_the_mark(&self, page: &Page) -> bool {
+        let Some(stop) = self.stop_before else {
+            return false;
+        };
+        page.orders
+            .last()
+            .and_then(|raw| cursor::read(raw, &self.pointer))
+            .is_some_and(|(_, at)| at < stop)
+    }
+
+    /// The mark to commit: the newest cursor ever committed. An incremental
+    /// scan of several pages during which the listing shrank (or whose
+    /// size is unknown) keeps the old mark, so the next cycle reads that far
+    /// back again; a full listing moves it, since its vanish step reads any
+    /// order the scan stepped over.
+    fn next_mark(&self, full: bool, pages: u64) -> Option<String> {
+        if !full && pages > 1 && self.shrank_or_unknown {
+            return None;
+        }
+        match (&self.newest, &self.previous) {
+            (Some((text, at)), Some((_, old))) if at > old => Some(text.clone()),
+            (Some(_), Some(_)) => None,
+            (Some((text, _)), None) => Some(text.clone()),
+            (None, _) => None,
+        }
+    }
 }
 
 impl Poller {
@@ -174,6 +263,7 @@ impl Poller {
             store,
             router,
             outbox_ready,
+            cursor_warned: AtomicBool::new(false),
         })
     }
 
@@ -197,6 +287,7 @@ impl Poller {
             skipped: 0,
             baseline: false,
             tracked: None,
+            incremental: false,
             duration: Duration::ZERO,
             error: None,
         };
@@ -209,17 +300,61 @@ impl Poller {
         report
     }
 
+    /// How an incremental source's cycle reads, from what the store holds:
+    /// `None` for a source that is not incremental.
+    fn plan_incremental(&self, baseline: bool) -> Result<Option<Incremental>, StoreError> {
+        let Some(cfg) = &self.cfg.incremental else {
+            return Ok(None);
+        };
+        let state: SyncState = self.store.sync_state(&self.cfg.name)?;
+        let previous = state
+            .high_water
+            .as_deref()
+            .and_then(|text| Some((text.to_owned(), cursor::parse_rfc3339(text)?)));
+        let full_is_due = state.last_full_ms.is_none_or(|at| {
+            now_ms().saturating_sub(at)
+                >= u64::try_from(cfg.full_every.as_millis()).unwrap_or(u64::MAX)
+        });
+        let stop_before = match &previous {
+            Some((_, mark)) if !baseline && !full_is_due => {
+                Some(cursor::before(*mark, cfg.overlap))
+            }
+            _ => None,
+        };
+        Ok(Some(Incremental {
+            pointer: cfg.cursor.clone(),
+            stop_before,
+            newest: None,
+            previous,
+            unreadable: None,
+            first_total: None,
+            shrank_or_unknown: false,
+        }))
+    }
+
     async fn cycle(&self, report: &mut CycleReport) -> Result<(), PollError> {
+        let started_ms = now_ms();
         let baseline = !self.store.has_baseline(&self.cfg.name)?;
         report.baseline = baseline;
         let announce_new = !baseline || self.cfg.first_poll == FirstPoll::Notify;
+        let mut incremental = self.plan_incremental(baseline)?;
+        let reads_changes_only = incremental
+            .as_ref()
+            .is_some_and(|i| i.stop_before.is_some());
         // What the listing held, as 128-bit hashes of the ids: the vanish
         // step needs only "was it seen", and a million ids as strings cost
         // more than the page that brought them.
         let mut seen: HashSet<u128> = HashSet::new();
-        let mut pages = self.client.pages();
+        let mut pages = if reads_changes_only {
+            self.client.pages_one_by_one()
+        } else {
+            self.client.pages()
+        };
         while let Some(page) = pages.next().await? {
             report.pages += 1;
+            if let Some(inc) = incremental.as_mut() {
+                inc.note_total(&page);
+            }
             let timestamp = now_rfc3339();
             let mut pending = self.pending();
             // Room for this page's ids at once: growing the set doubles it,
@@ -236,6 +371,9 @@ impl Poller {
                     }
                 };
                 report.orders_seen += 1;
+                if let Some(inc) = incremental.as_mut() {
+                    inc.note(raw, &order_id);
+                }
                 // The same order twice in one listing (the list shifted
                 // between pages) is compared once.
                 let seen_key = id_key(&order_id);
@@ -268,19 +406,89 @@ impl Poller {
                 seen.insert(seen_key);
             }
             report.events += self.commit(pending.commit)?;
+            if incremental
+                .as_ref()
+                .is_some_and(|inc| inc.reached_the_mark(&page))
+            {
+                pages.finish();
+            }
         }
+        drop(pages);
 
+        let full = incremental
+            .as_ref()
+            .is_none_or(|inc| inc.stop_before.is_none());
+        report.incremental = !full;
+        let mark = match &incremental {
+            Some(inc) => {
+                self.warn_unreadable_cursor(inc);
+                inc.next_mark(full, report.pages)
+            }
+            None => None,
+        };
+        // Every page of this cycle is committed: the mark may move now.
+        if let Some(high_water) = mark.clone()
+            && !baseline
+        {
+            self.commit(Commit {
+                source: self.cfg.name.clone(),
+                sync: Some(SyncUpdate {
+                    high_water: Some(high_water),
+                    last_full_ms: None,
+                }),
+                ..Default::default()
+            })?;
+        }
+        if !full {
+            return Ok(());
+        }
         report.tracked = Some(seen.len() as u64);
+        let full_listing_done = incremental.as_ref().map(|_| SyncUpdate {
+            high_water: mark,
+            last_full_ms: Some(started_ms),
+        });
         if baseline {
             self.commit(Commit {
                 source: self.cfg.name.clone(),
                 mark_baseline: true,
+                sync: full_listing_done,
                 ..Default::default()
             })?;
         } else {
             self.vanished(&seen, report).await?;
+            // Only a full listing whose vanish step ended well counts: an
+            // order it could not check is looked for in the next one.
+            if let Some(update) = full_listing_done {
+                self.commit(Commit {
+                    source: self.cfg.name.clone(),
+                    sync: Some(SyncUpdate {
+                        high_water: None,
+                        ..update
+                    }),
+                    ..Default::default()
+                })?;
+            }
         }
         Ok(())
+    }
+
+    /// An order without a readable cursor made this cycle a full listing:
+    /// said once per source (each such cycle is a full one).
+    fn warn_unreadable_cursor(&self, inc: &Incremental) {
+        let Some(order_id) = &inc.unreadable else {
+            return;
+        };
+        if self.cursor_warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        warn!(
+            source = %self.cfg.name,
+            order_id = %order_id,
+            cursor = %inc.pointer,
+            "order {} has no RFC 3339 time at {}: incremental sync cannot tell what changed, so cycles that meet such an order read the whole listing (said once)",
+            order_id.escape_debug(),
+            inc.pointer
+        );
     }
 
     /// An item of a page that is not an order orderwatch can follow: said,

@@ -28,6 +28,8 @@
 //! list as one document (`?limit=N`, the simulator started with
 //! `--max-page-size N`), with a `format-json` filter.
 
+mod ordering;
+
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::body::Bytes;
@@ -93,6 +95,14 @@ struct Args {
     /// Skip the simulator series (with --tiny-page: that row alone)
     #[arg(long)]
     no_series: bool,
+    /// Also compare, on Ordering's orders at this many, a quiet `once` full
+    /// (page 100, page 250) and incremental (e.g. 100000)
+    #[arg(long)]
+    ordering: Option<usize>,
+    /// Orders for the closing-to-webhook time at 60 calls a minute that
+    /// follows `--ordering`
+    #[arg(long, default_value_t = 10_000)]
+    ordering_latency: usize,
 }
 
 /// The tiny-page row's bound on peak RSS: 64 MB plus this many times the
@@ -320,16 +330,12 @@ impl SimClient {
             .context("no access_token")
     }
 
-    /// Every tracking order: (id, status).
-    async fn orders(&self, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    /// One list call (`path?query`), authenticated as orderwatch would be.
+    async fn list(&self, path_and_query: &str) -> anyhow::Result<Vec<Value>> {
         let token = self.token().await?;
-        let list: Vec<Value> = self
+        Ok(self
             .http
-            .get(format!(
-                "{}{TRACKING}?limit={}&sort=id",
-                self.base,
-                n.max(1)
-            ))
+            .get(format!("{}{path_and_query}", self.base))
             .bearer_auth(token)
             .header("X-API-Key", API_KEY)
             .header("Accept", "application/json")
@@ -337,6 +343,13 @@ impl SimClient {
             .await?
             .error_for_status()?
             .json()
+            .await?)
+    }
+
+    /// Every tracking order: (id, status).
+    async fn orders(&self, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let list = self
+            .list(&format!("{TRACKING}?limit={}&sort=id", n.max(1)))
             .await?;
         Ok(list
             .iter()
@@ -1184,6 +1197,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.tiny_page {
         tiny_page(&binary, &root, n, args.concurrency, &mut rows).await?;
+    }
+    if let Some(n) = args.ordering {
+        ordering::compare(&binary, &root, n, args.ordering_latency, &mut rows).await?;
     }
     println!(
         "orderwatch bench: {}, source concurrency {}, page size 100; {}",

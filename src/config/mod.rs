@@ -65,14 +65,92 @@ pub enum ApiKind {
     Generic,
 }
 
+/// Which collection of the Ordering API a source reads (README
+/// "Sources"): its requests, or the commercial orders they result in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Requests,
+    Orders,
+}
+
+/// What an API (and, for `ordering`, its resource) gives a source that
+/// does not say otherwise.
+pub struct Preset {
+    pub path: &'static str,
+    pub id_field: &'static str,
+    pub status_field: &'static str,
+    pub closed_statuses: &'static [&'static str],
+    pub watch: &'static [&'static str],
+}
+
+/// Ordering answers at most this many items a page (its published limit,
+/// for requests and orders alike), and this many when asked for none.
+pub const ORDERING_MAX_PAGE: u64 = 250;
+/// The page size of the other APIs when the config gives none.
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+
 impl ApiKind {
-    /// The preset `(path, id_field, status_field)`; `generic` has none.
-    pub fn preset(self) -> Option<(&'static str, &'static str, &'static str)> {
-        match self {
-            ApiKind::OrderTracking => Some(("/order-tracking/b2b/v1/orders", "/id", "/status")),
-            ApiKind::Ordering => Some(("/ordering/b2b/v2/requests", "/id", "/step")),
-            ApiKind::Generic => None,
+    /// The preset of this API and resource; `generic` has none.
+    pub fn preset(self, resource: Resource) -> Option<Preset> {
+        match (self, resource) {
+            (ApiKind::OrderTracking, _) => Some(Preset {
+                path: "/order-tracking/b2b/v1/orders",
+                id_field: "/id",
+                status_field: "/status",
+                closed_statuses: &["Closed"],
+                watch: &[],
+            }),
+            (ApiKind::Ordering, Resource::Requests) => Some(Preset {
+                path: "/ordering/b2b/v2/requests",
+                id_field: "/id",
+                status_field: "/step",
+                closed_statuses: &[],
+                watch: &[],
+            }),
+            (ApiKind::Ordering, Resource::Orders) => Some(Preset {
+                path: "/ordering/b2b/v2/orders",
+                id_field: "/id",
+                status_field: "/status",
+                closed_statuses: &["COMPLETED", "CANCELLED", "REJECTED", "EXPIRED"],
+                watch: &["/deliveryStatus", "/isOverdue", "/keyDates/expectedAt"],
+            }),
+            (ApiKind::Generic, _) => None,
         }
+    }
+
+    /// The largest page the API serves, if it publishes one.
+    pub fn max_page_size(self) -> Option<u64> {
+        match self {
+            ApiKind::Ordering => Some(ORDERING_MAX_PAGE),
+            ApiKind::OrderTracking | ApiKind::Generic => None,
+        }
+    }
+}
+
+/// `incremental:` — read only what changed since the last cycle, newest
+/// first by `cursor`, with a full listing every `full_every`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncrementalConfig {
+    /// JSON pointer to the order's last-change time (RFC 3339).
+    pub cursor: String,
+    /// How far before the high-water mark a cycle still reads: changes
+    /// stamped a little before they became visible, clock steps.
+    pub overlap: Duration,
+    pub full_every: Duration,
+}
+
+impl IncrementalConfig {
+    /// The `sort` value: newest first, the pointer's segments joined by `.`
+    /// as Orange names nested fields.
+    pub fn sort(&self) -> String {
+        let field = self
+            .cursor
+            .trim_start_matches('/')
+            .split('/')
+            .map(|segment| segment.replace("~1", "/").replace("~0", "~"))
+            .collect::<Vec<_>>()
+            .join(".");
+        format!("-{field}")
     }
 }
 
@@ -107,6 +185,9 @@ pub struct SourceConfig {
     /// Wait before the first retry; doubles each time.
     pub retry_backoff: Duration,
     pub first_poll: FirstPoll,
+    /// `requests` unless `api: ordering` says `resource: orders`.
+    pub resource: Resource,
+    pub incremental: Option<IncrementalConfig>,
     pub path: String,
     pub id_field: String,
     pub status_field: String,

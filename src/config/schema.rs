@@ -36,6 +36,8 @@ const SOURCE: &[&str] = &[
     "retries",
     "retry_backoff",
     "first_poll",
+    "resource",
+    "incremental",
     "path",
     "id_field",
     "status_field",
@@ -48,6 +50,7 @@ const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
 const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
+const INCREMENTAL: &[&str] = &["cursor", "overlap", "full_every"];
 
 /// How long deliveries in flight may finish after SIGTERM (README "Commands").
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -216,7 +219,10 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let sort = opt!(d, f, "sort", None, |n, p| d
         .nonempty_string(n, &p)
         .map(Some));
-    let page_size = opt!(d, f, "page_size", 100, |n, p| d.uint(n, &p, 1, 10_000));
+    let page_size = match f.get("page_size") {
+        Some(n) => d.uint(n, &f.path("page_size"), 1, 10_000).map(Some),
+        None => Some(None),
+    };
     let budget = opt!(d, f, "max_requests_per_minute", 60, |n, p| d
         .uint(n, &p, 1, 1_000_000));
     let concurrency = opt!(d, f, "concurrency", 1, |n, p| d.uint(n, &p, 1, 64));
@@ -236,6 +242,16 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
             ("notify", FirstPoll::Notify)
         ]
     ));
+    let resource = opt!(d, f, "resource", Resource::Requests, |n, p| d.choice(
+        n,
+        &p,
+        &[
+            ("requests", Resource::Requests),
+            ("orders", Resource::Orders)
+        ]
+    ));
+    let incremental = opt!(d, f, "incremental", None, |n, p| incremental(d, n, &p)
+        .map(Some));
     let path_key = opt!(d, f, "path", None, |n, p| d
         .nonempty_string(n, &p)
         .map(Some));
@@ -243,17 +259,51 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
     let status_field = opt!(d, f, "status_field", None, |n, p| d
         .pointer(n, &p)
         .map(Some));
-    let watch = opt!(d, f, "watch", Vec::new(), |n, p| pointers(d, n, &p));
+    let watch = opt!(d, f, "watch", None, |n, p| pointers(d, n, &p).map(Some));
     let closed = match f.get("closed_statuses") {
         Some(n) => d.strings(n, &f.path("closed_statuses")).map(Some),
         None => Some(None),
     };
 
     let api = api?;
-    let (path_default, id_default, status_default) = match api.preset() {
-        Some((p, i, s)) => (Some(p), Some(i), Some(s)),
+    let resource = resource?;
+    if resource == Resource::Orders && api != ApiKind::Ordering {
+        d.problem(
+            f.path("resource"),
+            f.line,
+            "`resource: orders` is for `api: ordering` only (order-tracking lists orders already)",
+        );
+    }
+    let preset = api.preset(resource);
+    let (path_default, id_default, status_default) = match &preset {
+        Some(p) => (Some(p.path), Some(p.id_field), Some(p.status_field)),
         None => (None, None, None),
     };
+    let page_size = page_size?;
+    let page_size = match (page_size, api.max_page_size()) {
+        (Some(size), Some(max)) if size > max => {
+            d.problem(
+                f.path("page_size"),
+                f.get("page_size").map_or(f.line, |n| n.line),
+                format!(
+                    "Orange's Ordering API answers at most {max} items a page: use at most {max} (the default)"
+                ),
+            );
+            None
+        }
+        (Some(size), _) => Some(size),
+        (None, Some(max)) => Some(max),
+        (None, None) => Some(DEFAULT_PAGE_SIZE),
+    };
+    let sort = sort?;
+    let incremental = incremental?;
+    if incremental.is_some() && sort.is_some() {
+        d.problem(
+            f.path("incremental"),
+            f.get("incremental").map_or(f.line, |n| n.line),
+            "`incremental` sorts the listing by its cursor (newest first): remove `sort`",
+        );
+    }
     let mut resolve = |value: Option<String>, default: Option<&str>, key: &str| {
         let v = value.or(default.map(str::to_owned));
         if v.is_none() {
@@ -282,10 +332,13 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         // Relative to base_url's own path: a gateway prefix is kept.
         None => crate::source::join_base(&base_url, "/oauth/v3/token"),
     };
-    let closed_statuses = closed?.unwrap_or_else(|| match api {
-        ApiKind::OrderTracking => vec!["Closed".to_owned()],
-        _ => Vec::new(),
+    let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let closed_statuses = closed?.unwrap_or_else(|| {
+        preset
+            .as_ref()
+            .map_or_else(Vec::new, |p| owned(p.closed_statuses))
     });
+    let watch = watch?.unwrap_or_else(|| preset.as_ref().map_or_else(Vec::new, |p| owned(p.watch)));
     Some(SourceConfig {
         name: name?,
         api,
@@ -296,7 +349,7 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         api_key: api_key?,
         interval: interval?,
         filters: filters?,
-        sort: sort?,
+        sort,
         page_size: page_size? as u32,
         max_requests_per_minute: budget? as u32,
         concurrency: concurrency? as u32,
@@ -304,11 +357,39 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         retries: retries? as u32,
         retry_backoff: retry_backoff?,
         first_poll: first_poll?,
+        resource,
+        incremental,
         path: path_value?,
         id_field: id_field?,
         status_field: status_field?,
-        watch: watch?,
+        watch,
         closed_statuses,
+    })
+}
+
+/// `incremental: { cursor: /updatedAt, overlap: 2m, full_every: 1h }`, each
+/// key optional (`incremental: {}` is all three defaults).
+fn incremental(d: &mut Decoder, node: &Node, path: &str) -> Option<IncrementalConfig> {
+    let f = d.map(node, path, INCREMENTAL)?;
+    let cursor = opt!(d, f, "cursor", "/updatedAt".to_owned(), |n, p| d
+        .pointer(n, &p));
+    let overlap = opt!(d, f, "overlap", Duration::from_secs(120), |n, p| d
+        .duration(n, &p, Duration::ZERO));
+    let full_every = opt!(d, f, "full_every", Duration::from_secs(3600), |n, p| d
+        .duration(n, &p, SECOND));
+    let cursor = cursor?;
+    if cursor.is_empty() {
+        d.problem(
+            f.path("cursor"),
+            f.line,
+            "must point into the order, not be the whole order",
+        );
+        return None;
+    }
+    Some(IncrementalConfig {
+        cursor,
+        overlap: overlap?,
+        full_every: full_every?,
     })
 }
 

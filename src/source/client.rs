@@ -114,7 +114,15 @@ struct OrangeErrorBody {
     code: Option<i64>,
     message: Option<String>,
     description: Option<String>,
+    /// Orange's published error body may carry `details[]`; each item's
+    /// shape is not documented, so it is read loosely.
+    #[serde(default)]
+    details: Option<serde_json::Value>,
 }
+
+/// Orange's codes for an invalid request (400): 20 to 28, 28 being an
+/// invalid query-string parameter.
+const INVALID_PARAMETER_CODES: std::ops::RangeInclusive<i64> = 20..=28;
 
 impl SourceClient {
     pub fn new(cfg: &SourceConfig) -> Result<Self, ApiError> {
@@ -143,7 +151,10 @@ impl SourceClient {
             client_secret: cfg.client_secret.clone(),
             api_key: cfg.api_key.clone(),
             filters: cfg.filters.clone(),
-            sort: cfg.sort.clone(),
+            sort: cfg
+                .sort
+                .clone()
+                .or_else(|| cfg.incremental.as_ref().map(|i| i.sort())),
             page_size: u64::from(cfg.page_size),
             concurrency: cfg.concurrency.max(1) as usize,
             retries: cfg.retries,
@@ -195,10 +206,21 @@ impl SourceClient {
     /// now: the time the request budget holds it back is counted from here
     /// and logged when the pager is dropped.
     pub fn pages(&self) -> Pager<'_> {
+        self.pager(false)
+    }
+
+    /// `pages`, one at a time: an incremental listing stops at its mark,
+    /// and pages fetched ahead of it would be calls spent for nothing.
+    pub fn pages_one_by_one(&self) -> Pager<'_> {
+        self.pager(true)
+    }
+
+    fn pager(&self, sequential: bool) -> Pager<'_> {
         // Waits before this cycle belong to no cycle.
         let _ = self.budget.take_waited();
         Pager {
             client: self,
+            sequential,
             next_offset: 0,
             total: None,
             in_flight: FuturesOrdered::new(),
@@ -225,7 +247,8 @@ impl SourceClient {
                 },
                 PAGE_LIMIT,
             )
-            .await?;
+            .await
+            .map_err(|e| name_the_parameter(e, &query))?;
         let orders: Vec<Box<RawValue>> = serde_json::from_slice(&answer.body).map_err(|e| {
             self.bad_answer(
                 &answer,
@@ -407,7 +430,10 @@ impl SourceClient {
             if answer.status.is_success() {
                 return Ok(answer);
             }
+            let status = answer.status.as_u16();
             let (code, detail) = orange_error(&answer.body);
+            let invalid_parameter =
+                status == 400 && code.is_some_and(|c| INVALID_PARAMETER_CODES.contains(&c));
             let error = |kind| ApiError {
                 kind,
                 http: Some(answer.status.as_u16()),
@@ -415,7 +441,6 @@ impl SourceClient {
                 request_id: answer.request_id.clone(),
                 detail: detail.clone(),
             };
-            let status = answer.status.as_u16();
             let is_rate_limit = status == 429 || (status == 403 && code == Some(53));
             let request_id = answer.request_id.as_deref().unwrap_or("-");
             match status {
@@ -449,6 +474,7 @@ impl SourceClient {
                     );
                     self.budget.close_for(wait);
                 }
+                _ if invalid_parameter => return Err(error(ApiErrorKind::InvalidParameter)),
                 403 => return Err(error(ApiErrorKind::Forbidden)),
                 404 => return Err(error(ApiErrorKind::NotFound)),
                 406 => return Err(error(ApiErrorKind::NotAcceptable)),
@@ -543,6 +569,7 @@ impl SourceClient {
 /// total known, the next pages are fetched while the current one is handled.
 pub struct Pager<'a> {
     client: &'a SourceClient,
+    sequential: bool,
     next_offset: u64,
     total: Option<u64>,
     in_flight: FuturesOrdered<futures::future::BoxFuture<'a, Result<Page, ApiError>>>,
@@ -603,6 +630,13 @@ impl Pager<'_> {
         Ok(Some(page))
     }
 
+    /// Stop here: the caller has read what it needs (an incremental
+    /// listing that reached its mark). Pages fetched ahead are dropped.
+    pub fn finish(&mut self) {
+        self.finished = true;
+        self.in_flight = FuturesOrdered::new();
+    }
+
     /// Paging must end: a page that repeats the previous one, or paging past
     /// [`MAX_LISTED_ORDERS`], ends the listing with an error (and the cycle
     /// then looks for no vanished order).
@@ -639,7 +673,7 @@ impl Pager<'_> {
     }
 
     fn top_up(&mut self) {
-        let window = if self.total.is_some() {
+        let window = if self.total.is_some() && !self.sequential {
             self.client.concurrency
         } else {
             1
@@ -712,11 +746,41 @@ pub fn join_base(base: &Url, path: &str) -> Url {
     url
 }
 
-/// Orange's `{"code", "message", "description"}`, or a short plain text.
+/// A refused query parameter, named: Orange's `details` may name it;
+/// otherwise the first parameter of the call its description mentions.
+fn name_the_parameter(mut e: ApiError, query: &[(String, String)]) -> ApiError {
+    if e.kind != ApiErrorKind::InvalidParameter {
+        return e;
+    }
+    // A quoted name first: a description may also use a parameter's name
+    // as a plain word ("the status of ...").
+    let names = || query.iter().map(|(name, _)| name.as_str());
+    let named = names()
+        .find(|name| e.detail.contains(&format!("\"{name}\"")))
+        .or_else(|| names().find(|name| mentions(&e.detail, name)));
+    if let Some(name) = named {
+        e.detail = format!("the query parameter `{name}`: {}", e.detail);
+    }
+    e
+}
+
+/// `text` names `word` as a whole word (`limit`, not `unlimited`).
+fn mentions(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        let apart = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        apart(before) && apart(after)
+    })
+}
+
+/// Orange's `{"code", "message", "description", "details"}`, or a short
+/// plain text.
 fn orange_error(body: &[u8]) -> (Option<i64>, String) {
     match serde_json::from_slice::<OrangeErrorBody>(body) {
         Ok(e) => {
-            let text = [e.message, e.description]
+            let details = e.details.as_ref().map(detail_text).unwrap_or_default();
+            let text = [e.message, e.description, Some(details)]
                 .into_iter()
                 .flatten()
                 .filter(|s| !s.is_empty())
@@ -728,6 +792,27 @@ fn orange_error(body: &[u8]) -> (Option<i64>, String) {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             (None, sanitize(&text))
         }
+    }
+}
+
+/// `details[]` as text: strings as they are, objects as `key=value` pairs.
+fn detail_text(details: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let item = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    match details {
+        Value::Array(items) => items.iter().map(item).collect::<Vec<_>>().join("; "),
+        other => item(other),
     }
 }
 
@@ -818,9 +903,36 @@ mod tests {
             orange_error(br#"{"code":53,"message":"Too many requests","description":"slow down"}"#);
         assert_eq!(code, Some(53));
         assert_eq!(text, "Too many requests: slow down");
+        let (code, text) = orange_error(
+            br#"{"code":28,"message":"Invalid query-string parameter value","description":"bad","details":[{"parameter":"limit","reason":"above 250"}]}"#,
+        );
+        assert_eq!(code, Some(28));
+        assert_eq!(
+            text,
+            "Invalid query-string parameter value: bad: parameter=limit reason=above 250"
+        );
         let (code, text) = orange_error(b"<html>oops</html>");
         assert_eq!(code, None);
         assert_eq!(text, "<html>oops</html>");
+    }
+
+    #[test]
+    fn a_refused_parameter_is_named_as_a_whole_word() {
+        assert!(mentions(r#"the parameter "limit" is too large"#, "limit"));
+        assert!(!mentions("unlimited offsets", "limit"));
+        let query = vec![
+            ("status".to_owned(), "x".to_owned()),
+            ("limit".to_owned(), "500".to_owned()),
+        ];
+        let e = ApiError::new(
+            ApiErrorKind::InvalidParameter,
+            r#"The value "500" of the query-string parameter "limit" is greater than 250"#,
+        );
+        assert!(
+            name_the_parameter(e, &query)
+                .detail
+                .starts_with("the query parameter `limit`: ")
+        );
     }
 
     #[test]

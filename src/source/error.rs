@@ -22,6 +22,9 @@ pub enum ApiErrorKind {
     NotFound,
     /// 406 code 62: a request orderwatch built wrong.
     NotAcceptable,
+    /// 400 codes 20–28: Orange refused a query parameter (the detail names
+    /// it). Asking again would get the same answer, so it is never retried.
+    InvalidParameter,
     /// 5xx, after the retries (the detail says how many).
     Server,
     /// No answer in time, after the retries.
@@ -76,6 +79,9 @@ impl ApiError {
             ApiErrorKind::NotFound => "not found",
             ApiErrorKind::NotAcceptable => {
                 "Orange answered 406 Not Acceptable: orderwatch sent a request Orange does not accept (a bug: please report it with the request id)"
+            }
+            ApiErrorKind::InvalidParameter => {
+                "Orange refused a query parameter of the list call (not retried: the same call gets the same answer): check the source's page_size, filters and sort"
             }
             ApiErrorKind::Server => "Orange answered with a server error",
             ApiErrorKind::Timeout => "Orange did not answer in time",

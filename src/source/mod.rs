@@ -1,8 +1,10 @@
 //! Reading Orange: the client of one source (token cache, request budget,
-//! paging, typed errors). Presets of the two APIs live in `config`.
+//! paging, typed errors) and the cursor of an incremental listing. Presets
+//! of the two APIs live in `config`.
 
 mod budget;
 mod client;
+pub mod cursor;
 mod error;
 mod token;
 

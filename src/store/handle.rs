@@ -14,7 +14,7 @@
 
 use super::{
     Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, StoreError,
-    refuse_files_in_the_way,
+    SyncState, refuse_files_in_the_way,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -234,6 +234,10 @@ impl Store {
 
     pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
         self.with(|s| s.has_baseline(source))
+    }
+
+    pub fn sync_state(&self, source: &str) -> Result<SyncState, StoreError> {
+        self.with(|s| s.sync_state(source))
     }
 
     pub fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {

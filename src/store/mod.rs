@@ -18,7 +18,9 @@
 //!   entries of one order, so a later event never overtakes an earlier one
 //! - `dead_letters`: `sink \0 seq` → [`DeadLetter`]
 //! - `events`: `seq` → event JSON, a bounded log for `orderwatch events`
-//! - `meta`: schema version, baseline markers, the event sequence
+//! - `meta`: schema version, baseline markers, the event sequence, and per
+//!   source the incremental listing's high-water mark and the time of its
+//!   last full listing ([`SyncState`])
 
 mod handle;
 mod keys;
@@ -189,12 +191,36 @@ pub struct Commit {
     pub events: Vec<NewEvent>,
     /// Set once the source's first complete poll is recorded.
     pub mark_baseline: bool,
+    /// What an incremental listing moves on, written in the same
+    /// transaction as the snapshots beside it.
+    pub sync: Option<SyncUpdate>,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.snapshots.is_empty() && self.events.is_empty() && !self.mark_baseline
+        self.snapshots.is_empty()
+            && self.events.is_empty()
+            && !self.mark_baseline
+            && self.sync.is_none()
     }
+}
+
+/// Where a source's incremental listing stands: what the next cycle reads
+/// back to, and when the last full listing was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The greatest cursor value (as Orange wrote it) among the orders the
+    /// last completed cycle committed.
+    pub high_water: Option<String>,
+    /// Unix milliseconds of the last full listing that completed.
+    pub last_full_ms: Option<u64>,
+}
+
+/// A change of [`SyncState`]; a field left `None` keeps its stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncUpdate {
+    pub high_water: Option<String>,
+    pub last_full_ms: Option<u64>,
 }
 
 /// One open sled database and its trees. [`Store`] is the handle the rest
@@ -362,6 +388,16 @@ impl SledStore {
         Ok(self.meta.contains_key(baseline_key(source))?)
     }
 
+    /// The source's incremental state; empty when it has none yet (or what
+    /// is stored does not decode: the next cycle is then a full one).
+    pub fn sync_state(&self, source: &str) -> Result<SyncState, StoreError> {
+        Ok(self
+            .meta
+            .get(sync_key(source))?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
+
     pub fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {
         match self.snapshots.get(keys::snapshot(source, order_id))? {
             Some(bytes) => Snapshot::decode(&bytes)
@@ -457,7 +493,7 @@ impl SledStore {
                 )
             })
             .collect();
-        if commit.events.is_empty() && !commit.mark_baseline {
+        if commit.events.is_empty() && !commit.mark_baseline && commit.sync.is_none() {
             // Only snapshots: a transaction over the two trees they touch,
             // much cheaper than over six (a baseline cycle is a thousand of
             // these at 100,000 orders).
@@ -517,6 +553,23 @@ impl SledStore {
                 }
                 if commit.mark_baseline {
                     meta.insert(baseline_key(&commit.source), &now.to_be_bytes())?;
+                }
+                if let Some(update) = &commit.sync {
+                    let key = sync_key(&commit.source);
+                    let mut state = meta
+                        .get(&key)?
+                        .and_then(|v| serde_json::from_slice::<SyncState>(&v).ok())
+                        .unwrap_or_default();
+                    if update.high_water.is_some() {
+                        state.high_water.clone_from(&update.high_water);
+                    }
+                    if update.last_full_ms.is_some() {
+                        state.last_full_ms = update.last_full_ms;
+                    }
+                    let value = serde_json::to_vec(&state).map_err(|e| {
+                        ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
+                    })?;
+                    meta.insert(key, value)?;
                 }
                 Ok(seq)
             })?;
@@ -752,6 +805,12 @@ fn first_components(tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
         next = Some(after);
     }
     Ok(out)
+}
+
+fn sync_key(source: &str) -> Vec<u8> {
+    let mut k = b"sync\0".to_vec();
+    k.extend_from_slice(source.as_bytes());
+    k
 }
 
 fn baseline_key(source: &str) -> Vec<u8> {

@@ -474,6 +474,7 @@ mod tests {
                 snapshots: vec![("1".into(), Some(snap("1", "Current")))],
                 events: Vec::new(),
                 mark_baseline: true,
+                sync: None,
             })
             .unwrap();
         for (i, id) in ["1", "2", "1"].iter().enumerate() {
@@ -489,6 +490,7 @@ mod tests {
                         sinks: vec!["hook".into(), "mail".into()],
                     }],
                     mark_baseline: false,
+                    sync: None,
                 })
                 .unwrap();
         }
@@ -541,6 +543,7 @@ mod tests {
                 sinks: vec!["mail".into()],
             }],
             mark_baseline: false,
+            sync: None,
         })
         .unwrap();
         let seqs: Vec<u64> = new

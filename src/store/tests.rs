@@ -32,6 +32,7 @@ fn commit_writes_snapshots_outbox_and_log_together() {
             snapshots: vec![("1".into(), Some(snap(1, "Current", "{\"id\":\"1\"}")))],
             events: vec![event("evt_a", "1", &["hook", "chat"])],
             mark_baseline: true,
+            sync: None,
         })
         .unwrap();
     assert!(store.has_baseline("t").unwrap());
@@ -280,4 +281,45 @@ fn a_file_in_the_way_of_state_dir_is_named() {
             assert!(!err.to_string().contains("salvage"), "{err}");
         }
     }
+}
+
+#[test]
+fn the_sync_state_moves_with_its_commit_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.sync_state("t").unwrap(), SyncState::default());
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            snapshots: vec![("1".into(), Some(snap(1, "NEW", "{\"id\":\"1\"}")))],
+            sync: Some(SyncUpdate {
+                high_water: Some("2026-11-22T08:00:00Z".into()),
+                last_full_ms: Some(5),
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    // A later update of one field keeps the other.
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            sync: Some(SyncUpdate {
+                high_water: Some("2026-11-22T09:00:00Z".into()),
+                last_full_ms: None,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.sync_state("t").unwrap(),
+        SyncState {
+            high_water: Some("2026-11-22T09:00:00Z".into()),
+            last_full_ms: Some(5),
+        }
+    );
+    assert!(store.snapshot("t", "1").unwrap().is_some());
+    assert_eq!(store.sync_state("other").unwrap(), SyncState::default());
 }

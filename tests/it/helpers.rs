@@ -407,8 +407,8 @@ impl Admin {
             .collect()
     }
 
-    /// The orders (at most 1,000) the API at `path` lists for `query`.
-    pub async fn orders(&self, path: &str, query: &str) -> Vec<Value> {
+    /// A bearer token from the simulator's token endpoint.
+    pub async fn token(&self) -> String {
         let token: Value = self
             .http
             .post(format!("{}/oauth/v3/token", self.base))
@@ -420,10 +420,16 @@ impl Admin {
             .json()
             .await
             .unwrap();
+        token["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The orders (at most 1,000) the API at `path` lists for `query`.
+    pub async fn orders(&self, path: &str, query: &str) -> Vec<Value> {
+        let token = self.token().await;
         let list: Vec<Value> = self
             .http
             .get(format!("{}{path}?{query}&limit=1000&sort=id", self.base))
-            .bearer_auth(token["access_token"].as_str().unwrap())
+            .bearer_auth(token)
             .header("X-API-Key", API_KEY)
             .header("Accept", "application/json")
             .send()

@@ -90,7 +90,7 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             )
             .into_bytes(),
             vec![
-                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, path, id_field, status_field, watch, closed_statuses",
+                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, resource, incremental, path, id_field, status_field, watch, closed_statuses",
                 "orderwatch.yaml:13: sinks[0].template: fails on a sample order.created event: undefined value (line 1 of the template)",
             ],
         ),

@@ -180,7 +180,7 @@ async fn the_example_config_passes_check_with_its_variables_set() {
     let out = run_binary(&example, &["check"], &env).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("2 source(s), 3 sink(s), 2 route(s)"),
+        String::from_utf8_lossy(&out.stdout).contains("3 source(s), 3 sink(s), 2 route(s)"),
         "{}",
         text(&out)
     );

@@ -22,7 +22,7 @@ type Sim = State<Arc<SimState>>;
 fn api_of(name: &str) -> Result<Api, ApiError> {
     Api::from_name(name).ok_or_else(|| {
         ApiError::not_found(format!(
-            "No API {name:?}: use \"order-tracking\" or \"ordering\"."
+            "No API {name:?}: use \"order-tracking\", \"ordering\" or \"ordering-orders\"."
         ))
     })
 }

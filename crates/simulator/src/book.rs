@@ -103,9 +103,20 @@ pub(crate) struct OrderBook {
     keys: KeyInterner,
     views: HashMap<String, View>,
     clock: AtomicU64,
+    /// Index nested fields too (by their dotted path), for sorts such as
+    /// `keyDates.expectedAt`; the other collections keep top-level ones,
+    /// which keeps 100,000 orders' index small.
+    nested: bool,
 }
 
 impl OrderBook {
+    pub(crate) fn with_nested_fields() -> OrderBook {
+        OrderBook {
+            nested: true,
+            ..OrderBook::default()
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.orders.len()
     }
@@ -139,7 +150,11 @@ impl OrderBook {
             id: id.into(),
             // Serializing a `Value` cannot fail: its keys are strings.
             json: serde_json::to_string(value).unwrap_or_default().into(),
-            fields: TopFields::from_object(object, &mut self.keys),
+            fields: if self.nested {
+                TopFields::from_object_nested(object, &mut self.keys)
+            } else {
+                TopFields::from_object(object, &mut self.keys)
+            },
         }))
     }
 

@@ -1,7 +1,10 @@
 //! Orders drifting on their own: `churn` changes per second on average,
 //! across both APIs. Mostly advances (a tracking order's request moves on or
 //! the order closes; a request moves to its next step, and is archived once
-//! completed), some new orders, a few removals.
+//! completed; an Ordering order moves NEW → IN_PROGRESS ⇄
+//! AWAITING_CUSTOMER_ACTION → COMPLETED, some are cancelled, and a delivery
+//! slips from ON_TRACK to DELAYED with its expected date moved), some new
+//! orders, a few removals.
 //!
 //! The sequence of changes comes from the seed alone, so two simulators with
 //! the same seed and no admin calls make the same changes to the same orders
@@ -20,6 +23,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::generate::{self, ORDERING_STEPS, TRACKING_CURRENT_STATES};
 use super::state::{Api, SimState, lock};
+use serde_json::json;
 
 /// Share of changes that advance an order, and that add one; the rest remove.
 const ADVANCE_SHARE: f64 = 0.80;
@@ -43,11 +47,7 @@ impl Churner {
 
     /// Make one change.
     pub(crate) fn step(&mut self, sim: &SimState) {
-        let api = if self.rng.random_bool(0.5) {
-            Api::OrderTracking
-        } else {
-            Api::Ordering
-        };
+        let api = Api::ALL[self.rng.random_range(0..Api::ALL.len())];
         let roll: f64 = self.rng.random();
         let done = if roll < ADVANCE_SHARE {
             self.advance(sim, api)
@@ -81,6 +81,7 @@ impl Churner {
                 advanced = match api {
                     Api::OrderTracking => advance_tracking(order, rng),
                     Api::Ordering => advance_ordering(order),
+                    Api::OrderingOrders => advance_order(order, rng, generate::now_secs()),
                 };
             });
             if advanced {
@@ -100,6 +101,7 @@ impl Churner {
                 let id = match api {
                     Api::OrderTracking => ids.next_tracking(),
                     Api::Ordering => ids.next_ordering(now),
+                    Api::OrderingOrders => ids.next_order(now),
                 };
                 if !book.contains(&id) {
                     break id;
@@ -109,6 +111,9 @@ impl Churner {
                 Api::OrderTracking => generate::tracking_order(&mut self.rng, &id, now, now, true),
                 Api::Ordering => {
                     generate::ordering_request(&mut self.rng, &id, now, now, ORDERING_STEPS[0])
+                }
+                Api::OrderingOrders => {
+                    generate::ordering_order(&mut self.rng, &id, now, now, "NEW")
                 }
             }
         };
@@ -164,6 +169,82 @@ fn advance_ordering(order: &mut Value) -> bool {
     object.insert("step".to_owned(), (*next).into());
     if at + 2 == ORDERING_STEPS.len() {
         object.insert("isArchived".to_owned(), true.into());
+    }
+    true
+}
+
+/// An open Ordering order takes its next step of a realistic lifecycle:
+/// NEW is accepted (or, rarely, cancelled); IN_PROGRESS waits on the
+/// customer, slips (DELAYED, expected date moved later), completes or is
+/// cancelled; AWAITING_CUSTOMER_ACTION goes back to IN_PROGRESS. False if
+/// the order is closed. `updatedAt` is the state's to refresh.
+fn advance_order(order: &mut Value, rng: &mut StdRng, now: u64) -> bool {
+    let status = order.get("status").and_then(Value::as_str).unwrap_or("");
+    let roll: f64 = rng.random();
+    let next = match status {
+        "NEW" if roll < 0.9 => "IN_PROGRESS",
+        "NEW" => "CANCELLED",
+        "IN_PROGRESS" if roll < 0.25 => "AWAITING_CUSTOMER_ACTION",
+        "IN_PROGRESS" if roll < 0.5 => return slip_delivery(order, rng),
+        "IN_PROGRESS" if roll < 0.92 => "COMPLETED",
+        "IN_PROGRESS" => "CANCELLED",
+        "AWAITING_CUSTOMER_ACTION" => "IN_PROGRESS",
+        _ => return false,
+    };
+    let (step, sub_step) = generate::order_stage(next);
+    let Some(object) = order.as_object_mut() else {
+        return false;
+    };
+    object.insert("status".to_owned(), next.into());
+    object.insert("step".to_owned(), step.into());
+    object.insert("subStep".to_owned(), sub_step.into());
+    let delivery = match next {
+        "AWAITING_CUSTOMER_ACTION" => Some("ON_HOLD"),
+        "COMPLETED" => Some("ON_TRACK"),
+        // Back from the customer: on track again, unless it had slipped.
+        "IN_PROGRESS" if object.get("deliveryStatus") == Some(&json!("ON_HOLD")) => {
+            Some("ON_TRACK")
+        }
+        _ => None,
+    };
+    if let Some(delivery) = delivery {
+        object.insert("deliveryStatus".to_owned(), delivery.into());
+    }
+    if next == "COMPLETED" || next == "CANCELLED" {
+        object.insert("isOverdue".to_owned(), false.into());
+        let key = if next == "COMPLETED" {
+            "completedAt"
+        } else {
+            "cancelledAt"
+        };
+        if let Some(dates) = object.get_mut("keyDates").and_then(Value::as_object_mut) {
+            dates.insert(key.to_owned(), generate::rfc3339(now).into());
+        }
+    }
+    true
+}
+
+/// An IN_PROGRESS order's delivery slips: DELAYED, and its expected date
+/// moves one to four weeks later (overdue once the old date had passed).
+fn slip_delivery(order: &mut Value, rng: &mut StdRng) -> bool {
+    let expected = order
+        .pointer("/keyDates/expectedAt")
+        .and_then(Value::as_str)
+        .and_then(|text| humantime::parse_rfc3339(text).ok())
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let Some(expected) = expected else {
+        return false;
+    };
+    let later = expected + rng.random_range(7..29) * 86_400;
+    let overdue = expected < generate::now_secs();
+    let Some(object) = order.as_object_mut() else {
+        return false;
+    };
+    object.insert("deliveryStatus".to_owned(), "DELAYED".into());
+    object.insert("isOverdue".to_owned(), overdue.into());
+    if let Some(dates) = object.get_mut("keyDates").and_then(Value::as_object_mut) {
+        dates.insert("expectedAt".to_owned(), generate::rfc3339(later).into());
     }
     true
 }
@@ -269,5 +350,30 @@ mod tests {
             ["Completed", "Cancelled"].contains(&order["request"]["status"].as_str().unwrap_or(""))
         );
         assert!(!advance_tracking(&mut order, &mut rng));
+    }
+
+    #[test]
+    fn ordering_orders_close_or_slip() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut closed = 0;
+        let mut slipped = 0;
+        for _ in 0..200 {
+            let mut order = serde_json::json!({"status": "NEW", "deliveryStatus": "ON_TRACK",
+                "keyDates": {"expectedAt": "2026-03-01T00:00:00Z"}});
+            let mut steps = 0;
+            while advance_order(&mut order, &mut rng, 1_800_000_000) {
+                steps += 1;
+                if order["deliveryStatus"] == "DELAYED" {
+                    slipped += 1;
+                    assert_ne!(order["keyDates"]["expectedAt"], "2026-03-01T00:00:00Z");
+                }
+                assert!(steps < 1000, "an order's lifecycle ends");
+            }
+            let status = order["status"].as_str().unwrap_or_default();
+            assert!(["COMPLETED", "CANCELLED"].contains(&status), "{status}");
+            closed += 1;
+        }
+        assert_eq!(closed, 200);
+        assert!(slipped > 0);
     }
 }

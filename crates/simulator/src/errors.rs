@@ -112,6 +112,19 @@ impl ApiError {
         )
     }
 
+    /// A `limit` above the largest page: Orange's 400 code 28, naming the
+    /// parameter in `description` and in `details`.
+    pub(crate) fn limit_too_large(name: &str, value: &str, max: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            28,
+            "Invalid query-string parameter value",
+            format!(
+                "The value {value:?} of the query-string parameter {name:?} is greater than {max}, the largest page this API serves."
+            ),
+        )
+    }
+
     /// A request body the admin endpoints cannot use.
     pub(crate) fn bad_body(description: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, 21, "Invalid body", description)

@@ -115,11 +115,46 @@ impl TopFields {
         TopFields { fields }
     }
 
+    /// The scalar fields at every depth, nested ones named by their path
+    /// with `.` (`keyDates.expectedAt`), as Orange's `sort` and filters
+    /// name them. Arrays are not entered.
+    pub(crate) fn from_object_nested(
+        object: &Map<String, Value>,
+        keys: &mut KeyInterner,
+    ) -> TopFields {
+        let mut fields = Vec::new();
+        flatten(object, "", keys, &mut fields);
+        TopFields { fields }
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&Scalar> {
         self.fields
             .iter()
             .find(|(name, _)| &**name == key)
             .map(|(_, value)| value)
+    }
+}
+
+fn flatten(
+    object: &Map<String, Value>,
+    prefix: &str,
+    keys: &mut KeyInterner,
+    out: &mut Vec<(Arc<str>, Scalar)>,
+) {
+    for (key, value) in object {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Object(inner) => flatten(inner, &name, keys, out),
+            other => {
+                if let Some(scalar) = Scalar::from_value(other) {
+                    out.push((keys.intern(&name), scalar));
+                }
+            }
+        }
     }
 }
 
@@ -178,6 +213,22 @@ mod tests {
             Ordering::Less
         );
         assert_eq!(compare(Some(&num(0)), Some(&s(""))), Ordering::Less);
+    }
+
+    #[test]
+    fn nested_fields_are_named_by_their_path() {
+        let mut keys = KeyInterner::default();
+        let value = json!({"id": "1", "keyDates": {"expectedAt": "2026-05-01"}, "a": {"b": {"c": 3}}, "l": [1]});
+        let f = match &value {
+            Value::Object(map) => TopFields::from_object_nested(map, &mut keys),
+            _ => TopFields::default(),
+        };
+        assert!(
+            f.get("keyDates.expectedAt")
+                .is_some_and(|v| v.matches_text("2026-05-01"))
+        );
+        assert!(f.get("a.b.c").is_some_and(|v| v.matches_text("3")));
+        assert!(f.get("keyDates").is_none() && f.get("l").is_none());
     }
 
     #[test]

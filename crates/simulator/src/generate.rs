@@ -24,6 +24,8 @@ pub(crate) const TRACKING_CURRENT_STATES: &[&str] = &[
     "Pending Customer",
 ];
 pub(crate) const ORDERING_STEPS: &[&str] = &["REQUEST", "VALIDATION", "DELIVERY", "COMPLETED"];
+/// The statuses of Ordering's orders an order can leave, and those it ends in.
+pub(crate) const ORDER_OPEN_STATUSES: &[&str] = &["NEW", "IN_PROGRESS", "AWAITING_CUSTOMER_ACTION"];
 
 const CUSTOMERS: &[&str] = &[
     "demo.gcompte",
@@ -98,6 +100,36 @@ pub(crate) fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// `2026-03-04T05:06:07.123Z`: Ordering's orders carry milliseconds, so
+/// that two changes within a second still get distinct, increasing stamps.
+pub(crate) fn rfc3339_millis(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(CREATED_FROM * 1000)
+}
+
+/// The `updatedAt` of an order changed now, in the format its previous one
+/// had: whole seconds as the guides show, or milliseconds (then always
+/// later than the previous one, even within the same millisecond).
+pub(crate) fn next_stamp(previous: Option<&str>) -> String {
+    match previous {
+        Some(text) if text.contains('.') => {
+            let before = humantime::parse_rfc3339(text)
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(0));
+            let now = now_millis();
+            rfc3339_millis(before.map_or(now, |b| now.max(b + 1)))
+        }
+        _ => rfc3339(now_secs()),
+    }
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -132,6 +164,7 @@ pub(crate) struct IdSource {
     tracking_base: u64,
     next_tracking: u64,
     next_ordering: u64,
+    next_order: u64,
 }
 
 impl IdSource {
@@ -146,6 +179,7 @@ impl IdSource {
             tracking_base: base,
             next_tracking: 0,
             next_ordering: 0,
+            next_order: 0,
         }
     }
 
@@ -155,22 +189,34 @@ impl IdSource {
     }
 
     pub(crate) fn next_ordering(&mut self, created_secs: u64) -> String {
-        const SPACE: u64 = 36 * 36 * 36 * 36;
-        const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-        // Multiplying by a number prime to 36^4 permutes 0..36^4, so the first
-        // 1.6 million ids are distinct whatever their dates.
-        let mut code = (self.next_ordering.wrapping_mul(1_000_003) + 611_953) % SPACE;
+        let index = self.next_ordering;
         self.next_ordering += 1;
-        let mut letters = [b'0'; 4];
-        for slot in letters.iter_mut().rev() {
-            *slot = DIGITS[(code % 36) as usize];
-            code /= 36;
-        }
-        let day = rfc3339(created_secs);
-        // YYYY-MM-DD → DDMMYY
-        let ddmmyy = format!("{}{}{}", &day[8..10], &day[5..7], &day[2..4]);
-        format!("W{}{}", String::from_utf8_lossy(&letters), ddmmyy)
+        coded_id('W', index, created_secs)
     }
+
+    /// An Ordering order's id: `O` and the same shape as a request's.
+    pub(crate) fn next_order(&mut self, created_secs: u64) -> String {
+        let index = self.next_order;
+        self.next_order += 1;
+        coded_id('O', index, created_secs)
+    }
+}
+
+fn coded_id(prefix: char, index: u64, created_secs: u64) -> String {
+    const SPACE: u64 = 36 * 36 * 36 * 36;
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    // Multiplying by a number prime to 36^4 permutes 0..36^4, so the first
+    // 1.6 million ids are distinct whatever their dates.
+    let mut code = (index.wrapping_mul(1_000_003) + 611_953) % SPACE;
+    let mut letters = [b'0'; 4];
+    for slot in letters.iter_mut().rev() {
+        *slot = DIGITS[(code % 36) as usize];
+        code /= 36;
+    }
+    let day = rfc3339(created_secs);
+    // YYYY-MM-DD → DDMMYY
+    let ddmmyy = format!("{}{}{}", &day[8..10], &day[5..7], &day[2..4]);
+    format!("{prefix}{}{}", String::from_utf8_lossy(&letters), ddmmyy)
 }
 
 pub(crate) fn tracking_order(
@@ -260,6 +306,84 @@ pub(crate) fn ordering_request(
     })
 }
 
+/// The fields of an Ordering order that follow from its status: its step
+/// and sub-step, and whether it is archived.
+pub(crate) fn order_stage(status: &str) -> (&'static str, &'static str) {
+    match status {
+        "NEW" => ("ORDER_INITIATION", "PENDING_APPROVAL"),
+        "IN_PROGRESS" => ("ORDER_DELIVERY", "IN_PROGRESS"),
+        "AWAITING_CUSTOMER_ACTION" => ("ORDER_DELIVERY", "LOCAL_VALIDATION"),
+        "COMPLETED" => ("ORDER_ACCEPTANCE", "COMPLETED"),
+        _ => ("ORDER_INITIATION", "UNKOWN"),
+    }
+}
+
+/// An Ordering order (the commercial order a request results in), shaped
+/// like Orange's published `Order`: status, step and sub-step, delivery
+/// status, `isOverdue`, nested `keyDates`, `_links`.
+pub(crate) fn ordering_order(
+    rng: &mut StdRng,
+    id: &str,
+    created: u64,
+    updated: u64,
+    status: &str,
+) -> Value {
+    let (first, last, email) = contact(rng);
+    let (city, postal_code) = *pick(rng, CITIES);
+    let request_id = format!(
+        "W{:04}{}",
+        rng.random_range(0..10_000),
+        &id[id.len().saturating_sub(6)..]
+    );
+    let expected = created + rng.random_range(21..120) * 86_400;
+    let (step, sub_step) = order_stage(status);
+    let open = ORDER_OPEN_STATUSES.contains(&status);
+    let delivery_status = match status {
+        "AWAITING_CUSTOMER_ACTION" => "ON_HOLD",
+        _ if open && rng.random_bool(0.2) => "DELAYED",
+        _ => "ON_TRACK",
+    };
+    let mut key_dates = json!({
+        "issuedAt": rfc3339(created),
+        "requestedAt": rfc3339(created + rng.random_range(7..30) * 86_400),
+        "expectedAt": rfc3339(expected),
+    });
+    match status {
+        "COMPLETED" => key_dates["completedAt"] = rfc3339(updated).into(),
+        "CANCELLED" | "REJECTED" | "EXPIRED" => key_dates["cancelledAt"] = rfc3339(updated).into(),
+        _ => {}
+    }
+    json!({
+        "id": id,
+        "customerReference": format!("#ORD-{:06}", rng.random_range(0..1_000_000)),
+        "customerPurchaseOrder": format!("PO-{:07}", rng.random_range(0..10_000_000)),
+        "agreement": { "id": format!("AGR-{:05}", rng.random_range(0..100_000)) },
+        "customer": customer(rng),
+        "request": { "id": request_id, "name": pick(rng, ORDERING_TYPES), "customerReference": format!("#REF-{:06}", rng.random_range(0..1_000_000)) },
+        "type": pick(rng, ORDERING_TYPES),
+        "category": pick(rng, &["NEW", "NEW", "NEW", "CHANGE", "DISCONNECT"]),
+        "status": status,
+        "step": step,
+        "subStep": sub_step,
+        "deliveryStatus": delivery_status,
+        "isOverdue": delivery_status == "DELAYED" && rng.random_bool(0.5),
+        "isArchived": !open && rng.random_bool(0.5),
+        "keyDates": key_dates,
+        "servicePoint": {
+            "id": format!("5-{:010}", rng.random_range(0..10_000_000_000u64)),
+            "name": format!("{} - {city} {}", pick(rng, CUSTOMERS), rng.random_range(1..9)),
+            "address": { "postalCode": postal_code, "city": city, "country": "FR" },
+        },
+        "primaryContact": { "firstName": first, "lastName": last, "email": email },
+        "createdAt": rfc3339_millis(created * 1000),
+        "updatedAt": rfc3339_millis(updated * 1000),
+        "_links": {
+            "self": { "href": format!("/ordering/b2b/v2/orders/{id}") },
+            "request": { "href": format!("/ordering/b2b/v2/requests/{request_id}") },
+        },
+    })
+}
+
 fn created_and_updated(rng: &mut StdRng) -> (u64, u64) {
     let created = CREATED_FROM + rng.random_range(0..CREATED_SPAN);
     let updated = created + rng.random_range(0..20 * 86_400);
@@ -294,6 +418,35 @@ pub(crate) fn ordering_requests_from(rng: &mut StdRng, ids: &mut IdSource, n: us
             let (created, updated) = created_and_updated(rng);
             let step = ORDERING_STEPS[*pick(rng, STEP_WEIGHTS)];
             ordering_request(rng, &ids.next_ordering(created), created, updated, step)
+        })
+        .collect()
+}
+
+pub(crate) fn orders_rng(seed: u64) -> StdRng {
+    rand::SeedableRng::seed_from_u64(seed ^ 0x6f72_6465_7273_7632)
+}
+
+/// The Ordering orders a simulator starts with: most open, a third closed.
+pub(crate) fn ordering_orders_from(rng: &mut StdRng, ids: &mut IdSource, n: usize) -> Vec<Value> {
+    const STATUS_WEIGHTS: &[&str] = &[
+        "NEW",
+        "IN_PROGRESS",
+        "IN_PROGRESS",
+        "IN_PROGRESS",
+        "IN_PROGRESS",
+        "AWAITING_CUSTOMER_ACTION",
+        "COMPLETED",
+        "COMPLETED",
+        "COMPLETED",
+        "CANCELLED",
+        "REJECTED",
+        "EXPIRED",
+    ];
+    (0..n)
+        .map(|_| {
+            let (created, updated) = created_and_updated(rng);
+            let status = *pick(rng, STATUS_WEIGHTS);
+            ordering_order(rng, &ids.next_order(created), created, updated, status)
         })
         .collect()
 }
@@ -340,6 +493,28 @@ mod tests {
             assert_eq!(id.len(), 11, "{id}");
             assert!(id.starts_with('W'));
             assert_eq!(request["isArchived"], request["step"] == "COMPLETED");
+        }
+    }
+
+    const ORDER_CLOSED_STATUSES: &[&str] = &["COMPLETED", "CANCELLED", "REJECTED", "EXPIRED"];
+
+    #[test]
+    fn ordering_orders_are_shaped_like_the_published_schema() {
+        let mut ids = IdSource::new(10);
+        let orders = ordering_orders_from(&mut orders_rng(1), &mut ids, 500);
+        let unique: HashSet<&str> = orders.iter().filter_map(|o| o["id"].as_str()).collect();
+        assert_eq!(unique.len(), 500);
+        for order in &orders {
+            let status = order["status"].as_str().unwrap_or_default();
+            assert!(
+                ORDER_OPEN_STATUSES.contains(&status) || ORDER_CLOSED_STATUSES.contains(&status)
+            );
+            assert!(order.pointer("/keyDates/expectedAt").is_some());
+            assert!(
+                order["updatedAt"].as_str().unwrap_or_default()
+                    >= order["createdAt"].as_str().unwrap_or("~")
+            );
+            assert!(order.pointer("/_links/self/href").is_some());
         }
     }
 

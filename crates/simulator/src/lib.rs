@@ -40,7 +40,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The admin endpoints, as the start-up banner lists them: method, path
-/// (`{api}` is `order-tracking` or `ordering`) and what it does.
+/// (`{api}` is `order-tracking`, `ordering` for Ordering's requests or
+/// `ordering-orders` for its orders) and what it does.
 pub const ADMIN_ENDPOINTS: &[(&str, &str, &str)] = &[
     ("POST", "/_sim/{api}/orders", "add an order (JSON body)"),
     (

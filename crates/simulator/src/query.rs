@@ -1,5 +1,6 @@
-//! The query string of a list call: `offset`, `limit`, `sort`, and every
-//! other parameter as a filter on a top-level field. Pure parsing.
+//! The query string of a list call: `offset`, `limit`, `sort`, `fields`
+//! (a partial answer), and every other parameter as a filter on a field.
+//! Pure parsing.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -12,6 +13,23 @@ pub(crate) const DEFAULT_LIMIT: usize = 100;
 /// A larger `limit` is served as this many, not refused (unless the
 /// simulator was started with a larger `max_page_size`).
 pub(crate) const MAX_LIMIT: usize = 1000;
+/// Ordering's published page limit (and default) for its orders: a larger
+/// `limit` is refused with a 400, as Orange does.
+pub(crate) const ORDERS_LIMIT: usize = 250;
+
+/// How a collection serves `limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageLimits {
+    pub(crate) default: usize,
+    pub(crate) max: usize,
+    /// Refuse a larger `limit` (Orange's published behaviour) rather than
+    /// serve `max` items.
+    pub(crate) refuse_above: bool,
+}
+
+/// Parameters that are neither paging nor filters, and that Orange accepts
+/// without changing which items a page holds.
+const NOT_FILTERS: &[&str] = &["includes"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SortKey {
@@ -29,6 +47,9 @@ pub(crate) struct ListQuery {
     pub(crate) sort: Vec<SortKey>,
     pub(crate) offset: usize,
     pub(crate) limit: usize,
+    /// `fields=id,status`: the fields each item keeps (dotted paths for
+    /// nested ones); `None` for whole items.
+    pub(crate) fields: Option<Vec<String>>,
 }
 
 /// A parameter whose value is not what it must be.
@@ -36,6 +57,8 @@ pub(crate) struct ListQuery {
 pub(crate) struct BadParameter {
     pub(crate) name: String,
     pub(crate) value: String,
+    /// Set when the value is a number above this largest one allowed.
+    pub(crate) max: Option<usize>,
 }
 
 impl ListQuery {
@@ -48,25 +71,58 @@ impl ListQuery {
         raw: Option<&str>,
         max_limit: usize,
     ) -> Result<ListQuery, BadParameter> {
+        Self::parse_with(
+            raw,
+            PageLimits {
+                default: DEFAULT_LIMIT,
+                max: max_limit,
+                refuse_above: false,
+            },
+        )
+    }
+
+    /// `parse`, with the collection's own page limits.
+    pub(crate) fn parse_with(
+        raw: Option<&str>,
+        limits: PageLimits,
+    ) -> Result<ListQuery, BadParameter> {
         let mut query = ListQuery {
             filters: Filters::new(),
             sort: Vec::new(),
             offset: 0,
-            limit: DEFAULT_LIMIT,
+            limit: limits.default,
+            fields: None,
         };
         let pairs = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes());
         for (name, value) in pairs {
             let bad = || BadParameter {
                 name: name.to_string(),
                 value: value.to_string(),
+                max: None,
             };
             match &*name {
                 "offset" => query.offset = value.trim().parse().map_err(|_| bad())?,
                 "limit" => {
                     let limit: usize = value.trim().parse().map_err(|_| bad())?;
-                    query.limit = limit.min(max_limit.max(1));
+                    if limits.refuse_above && limit > limits.max {
+                        return Err(BadParameter {
+                            max: Some(limits.max),
+                            ..bad()
+                        });
+                    }
+                    query.limit = limit.min(limits.max.max(1));
                 }
                 "sort" => query.sort = parse_sort(&value),
+                "fields" => {
+                    let fields: Vec<String> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|f| !f.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    query.fields = (!fields.is_empty()).then_some(fields);
+                }
+                other if NOT_FILTERS.contains(&other) => {}
                 _ => query
                     .filters
                     .entry(name.into_owned())
@@ -232,9 +288,36 @@ mod tests {
             err,
             BadParameter {
                 name: "limit".into(),
-                value: "x".into()
+                value: "x".into(),
+                max: None,
             }
         );
+    }
+
+    #[test]
+    fn orders_refuse_pages_above_their_limit() {
+        let limits = PageLimits {
+            default: ORDERS_LIMIT,
+            max: ORDERS_LIMIT,
+            refuse_above: true,
+        };
+        let q = ListQuery::parse_with(None, limits).unwrap();
+        assert_eq!(q.limit, 250);
+        assert_eq!(
+            ListQuery::parse_with(Some("limit=250"), limits)
+                .unwrap()
+                .limit,
+            250
+        );
+        let err = ListQuery::parse_with(Some("limit=251"), limits).unwrap_err();
+        assert_eq!(err.max, Some(250));
+        let q = ListQuery::parse_with(Some("fields=id,keyDates.expectedAt&includes=notes"), limits)
+            .unwrap();
+        assert_eq!(
+            q.fields,
+            Some(vec!["id".to_owned(), "keyDates.expectedAt".to_owned()])
+        );
+        assert!(q.filters.is_empty());
     }
 
     #[test]

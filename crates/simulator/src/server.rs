@@ -31,6 +31,12 @@ pub(crate) const ORDERING_LISTS: [&str; 3] = [
     "/ordering/fr/b2b/v2/requests",
     "/ordering/b2b/v3/requests",
 ];
+/// The Ordering API's commercial orders, at the same three places.
+pub(crate) const ORDERING_ORDER_LISTS: [&str; 3] = [
+    "/ordering/b2b/v2/orders",
+    "/ordering/fr/b2b/v2/orders",
+    "/ordering/b2b/v3/orders",
+];
 
 /// Unique ids for `X-OAPI-Request-Id`, shaped like a UUID: a random
 /// per-simulator half and a counter half, so two answers never share one.
@@ -69,7 +75,12 @@ fn classify(path: &str) -> Option<Endpoint> {
         return Some(Endpoint::Token);
     }
     let lists = std::iter::once((TRACKING_LIST, Api::OrderTracking))
-        .chain(ORDERING_LISTS.into_iter().map(|p| (p, Api::Ordering)));
+        .chain(ORDERING_LISTS.into_iter().map(|p| (p, Api::Ordering)))
+        .chain(
+            ORDERING_ORDER_LISTS
+                .into_iter()
+                .map(|p| (p, Api::OrderingOrders)),
+        );
     for (list, api) in lists {
         if path == list {
             return Some(Endpoint::List(api));
@@ -153,6 +164,14 @@ async fn ordering_detail(State(sim): Sim, headers: HeaderMap, id: Id) -> Respons
     api::detail(&sim, Api::Ordering, &headers, id)
 }
 
+async fn orders_list(State(sim): Sim, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    api::list(&sim, Api::OrderingOrders, &headers, query.as_deref())
+}
+
+async fn orders_detail(State(sim): Sim, headers: HeaderMap, id: Id) -> Response {
+    api::detail(&sim, Api::OrderingOrders, &headers, id)
+}
+
 async fn no_such_path() -> Response {
     ApiError::not_found("There is no resource at this path.").into_response()
 }
@@ -170,6 +189,11 @@ pub(crate) fn router(sim: Arc<SimState>) -> Router {
         router = router
             .route(list, get(ordering_list))
             .route(&format!("{list}/{{id}}"), get(ordering_detail));
+    }
+    for list in ORDERING_ORDER_LISTS {
+        router = router
+            .route(list, get(orders_list))
+            .route(&format!("{list}/{{id}}"), get(orders_detail));
     }
     router
         .route("/_sim/{api}/orders", post(admin::create))
@@ -214,6 +238,14 @@ mod tests {
         assert_eq!(
             classify("/ordering/b2b/v3/requests"),
             Some(Endpoint::List(Api::Ordering))
+        );
+        assert_eq!(
+            classify("/ordering/b2b/v2/orders"),
+            Some(Endpoint::List(Api::OrderingOrders))
+        );
+        assert_eq!(
+            classify("/ordering/b2b/v2/orders/OR1"),
+            Some(Endpoint::Detail(Api::OrderingOrders))
         );
         assert_eq!(classify("/order-tracking/b2b/v1/orders/"), None);
         assert_eq!(classify("/order-tracking/b2b/v1/orders/1/x"), None);

@@ -23,21 +23,25 @@ use super::stats::Stats;
 /// The field Orange refreshes on every change of an order.
 const UPDATED_AT: &str = "updatedAt";
 
-/// Which of the two Orange APIs.
+/// Which collection of the two Orange APIs: Order Tracking's orders, and
+/// Ordering's requests and its (commercial) orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Api {
     OrderTracking,
     Ordering,
+    OrderingOrders,
 }
 
 impl Api {
-    pub(crate) const ALL: [Api; 2] = [Api::OrderTracking, Api::Ordering];
+    pub(crate) const ALL: [Api; 3] = [Api::OrderTracking, Api::Ordering, Api::OrderingOrders];
 
     /// The name used in admin paths, the change log, faults and stats.
+    /// `ordering` stays the requests (as before the orders were served).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Api::OrderTracking => "order-tracking",
             Api::Ordering => "ordering",
+            Api::OrderingOrders => "ordering-orders",
         }
     }
 
@@ -63,6 +67,7 @@ pub(crate) struct SimState {
     pub(crate) max_page_size: usize,
     tracking: RwLock<OrderBook>,
     ordering: RwLock<OrderBook>,
+    ordering_orders: RwLock<OrderBook>,
     pub(crate) tokens: Mutex<TokenStore>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) rate: Mutex<RateLimiter>,
@@ -91,12 +96,20 @@ impl SimState {
         for request in generate::ordering_requests_from(&mut rng, &mut ids, opts.orders) {
             let _ = ordering.create(&request);
         }
+        // Nested fields are indexed too: Orange sorts orders on
+        // `keyDates.expectedAt` as readily as on `updatedAt`.
+        let mut ordering_orders = OrderBook::with_nested_fields();
+        let mut rng = generate::orders_rng(opts.seed);
+        for order in generate::ordering_orders_from(&mut rng, &mut ids, opts.orders) {
+            let _ = ordering_orders.create(&order);
+        }
         // Build the default view now, so the first list call is as fast as
         // the others.
         let default_query = super::query::ListQuery::parse(None);
         if let Ok(query) = default_query {
             tracking.page(&query);
             ordering.page(&query);
+            ordering_orders.page(&query);
         }
         SimState {
             credentials: Credentials {
@@ -109,6 +122,7 @@ impl SimState {
             max_page_size: opts.max_page_size,
             tracking: RwLock::new(tracking),
             ordering: RwLock::new(ordering),
+            ordering_orders: RwLock::new(ordering_orders),
             tokens: Mutex::new(TokenStore::default()),
             faults: Mutex::new(Faults::default()),
             rate: Mutex::new(RateLimiter::new(opts.rate_limit_per_minute)),
@@ -123,6 +137,7 @@ impl SimState {
         match api {
             Api::OrderTracking => &self.tracking,
             Api::Ordering => &self.ordering,
+            Api::OrderingOrders => &self.ordering_orders,
         }
     }
 
@@ -163,7 +178,8 @@ impl SimState {
             && after.get(UPDATED_AT) == before.get(UPDATED_AT)
             && let Some(stamp) = after.get_mut(UPDATED_AT)
         {
-            *stamp = Value::String(generate::rfc3339(generate::now_secs()));
+            let previous = before.get(UPDATED_AT).and_then(Value::as_str);
+            *stamp = Value::String(generate::next_stamp(previous));
         }
         let changes = diff::leaf_changes(&before, &after);
         if !changes.is_empty() {

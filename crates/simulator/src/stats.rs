@@ -23,6 +23,8 @@ impl Endpoint {
             Endpoint::Detail(Api::OrderTracking) => "order-tracking.detail",
             Endpoint::List(Api::Ordering) => "ordering.list",
             Endpoint::Detail(Api::Ordering) => "ordering.detail",
+            Endpoint::List(Api::OrderingOrders) => "ordering-orders.list",
+            Endpoint::Detail(Api::OrderingOrders) => "ordering-orders.detail",
         }
     }
 
@@ -34,12 +36,14 @@ impl Endpoint {
     }
 }
 
-const ALL_KEYS: [&str; 5] = [
+const ALL_KEYS: [&str; 7] = [
     "token",
     "order-tracking.list",
     "order-tracking.detail",
     "ordering.list",
     "ordering.detail",
+    "ordering-orders.list",
+    "ordering-orders.detail",
 ];
 
 #[derive(Debug, Default)]
