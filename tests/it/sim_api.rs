@@ -937,6 +937,8 @@ async fn stats_count_api_calls() -> TestResult {
                 "order-tracking.detail": {"404": 1},
                 "ordering.list": {},
                 "ordering.detail": {"403": 1},
+                "ordering-orders.list": {},
+                "ordering-orders.detail": {},
             }
         })
     );
@@ -965,13 +967,16 @@ async fn churn_changes_orders_and_logs_them() -> TestResult {
     let kinds: HashSet<&str> = log.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains("changed"), "{kinds:?}");
     let apis: HashSet<&str> = log.iter().filter_map(|e| e["api"].as_str()).collect();
-    assert_eq!(apis.len(), 2);
+    // Tracking orders, Ordering requests and Ordering orders.
+    assert_eq!(apis.len(), 3);
     for entry in log.iter().filter(|e| e["kind"] == "changed") {
         let changes = entry["changes"].as_array().ok_or("changes")?;
         assert!(
             changes.iter().any(|c| c["path"] == "/status"
                 || c["path"] == "/step"
-                || c["path"] == "/request/status"),
+                || c["path"] == "/request/status"
+                // An Ordering order's delivery slipping.
+                || c["path"] == "/deliveryStatus"),
             "{entry}"
         );
     }
