@@ -57,9 +57,15 @@ pub(crate) fn transport_error(e: reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let e = e.without_url();
-    let mut text = kind.to_owned();
-    let mut source = std::error::Error::source(&e);
+    format!("{kind}{}", causes(&e.without_url()))
+}
+
+/// `": cause: its cause…"`, the chain below an error, on one line: reqwest's
+/// own message ("error sending request") says nothing without it. Shared by
+/// the sinks and the Orange client.
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = e.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

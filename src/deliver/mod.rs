@@ -16,6 +16,7 @@ pub mod sinks;
 pub mod template;
 mod worker;
 
+pub(crate) use answer::causes;
 pub use error::DeliveryError;
 pub use sink::Sink;
 pub use template::{Templates, sample_event};

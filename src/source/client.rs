@@ -840,13 +840,7 @@ fn transport_error(e: &reqwest::Error) -> ApiError {
     } else {
         ApiErrorKind::Connect
     };
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
+    let detail = format!("{e}{}", crate::deliver::causes(e));
     ApiError::new(kind, sanitize(&detail))
 }
 

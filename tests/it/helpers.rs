@@ -21,6 +21,18 @@ pub const CLIENT_SECRET: &str = "demo-secret";
 pub const API_KEY: &str = "demo-api-key";
 pub const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
+/// Serve `app` on 127.0.0.1, a port the system picks, until the test ends.
+pub async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 pub async fn simulator(orders: usize) -> RunningSimulator {
     simulator::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -705,13 +717,7 @@ impl ArrivalRecorder {
                 ),
             )
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind arrival recorder");
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = format!("http://{}/hook", serve(app).await);
         ArrivalRecorder {
             url,
             arrivals,

@@ -97,11 +97,7 @@ impl HostileOrange {
             .route(&format!("{TRACKING}/{{id}}"), get(detail))
             .fallback(unknown)
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let base = format!("http://{}", serve(app).await);
         HostileOrange {
             base,
             state,

@@ -78,9 +78,7 @@ impl Hostile {
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let state: Served = (Arc::new(script), calls.clone());
         let app = Router::new().fallback(answer).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve(app).await);
         Hostile { base, calls }
     }
 

@@ -27,9 +27,7 @@ async fn api() -> (Requests, String) {
             ),
         )
         .with_state(requests.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/tickets", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/tickets", serve(app).await);
     (requests, url)
 }
 

@@ -88,10 +88,7 @@ async fn hook(
 async fn receiver() -> (Receiver, String) {
     let state = Receiver::default();
     let app = Router::new().fallback(hook).with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (state, format!("http://{addr}"))
+    (state, format!("http://{}", serve(app).await))
 }
 
 fn slack_sink(base: &str, template: Option<&str>) -> Sink {
@@ -312,7 +309,7 @@ fn a_missing_field_renders_empty() {
 
 // ---------------------------------------------------------------- email
 
-use crate::helpers::{SmtpRecorder, smtp_server, tls_smtp_server};
+use crate::helpers::{SmtpRecorder, serve, smtp_server, tls_smtp_server};
 
 fn email_sink(port: u16, tls: &str, extra: &str) -> Sink {
     let c = config(&format!(

@@ -78,9 +78,7 @@ async fn a_base_url_path_is_kept() {
     };
     let outside = gateway.outside.clone();
     let app = Router::new().fallback(forward).with_state(gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/api", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base_url = format!("http://{}/api", serve(app).await);
 
     let hook = Receiver::start().await;
     let ws = current_tracking_workspace(&base_url, &hook.url, "", "");
