@@ -7,11 +7,14 @@
 //! dispatcher know of sinks. Adding a sink is one new module here and one
 //! line in [`SINK_TYPES`].
 
+mod chat;
 mod console;
 mod email;
+mod google_chat;
 mod http;
 mod signature;
 mod slack;
+mod teams;
 mod webhook;
 
 use super::DeliveryError;
@@ -29,6 +32,8 @@ pub(crate) const SINK_TYPES: &[SinkType] = &[
     email::TYPE,
     console::TYPE,
     http::TYPE,
+    teams::TYPE,
+    google_chat::TYPE,
 ];
 
 /// One kind of sink, as the config reader sees it.
