@@ -124,3 +124,31 @@ pub(crate) fn header_map(
     }
     ok.then_some(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_types_and_their_built_in_templates_have_names_of_their_own() {
+        let mut types: Vec<&str> = SINK_TYPES.iter().map(|t| t.name).collect();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), SINK_TYPES.len(), "two sink types share a name");
+        // A template role's prefix names its defaults: two sinks choosing
+        // the same prefix would silently share (and overwrite) them.
+        let mut names: Vec<String> = SINK_TYPES
+            .iter()
+            .flat_map(|t| (t.defaults)())
+            .map(|(name, _)| name)
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            all,
+            "two sinks' built-in templates share a name"
+        );
+    }
+}

@@ -312,3 +312,26 @@ fn envelope(body: Vec<Value>, actions: Vec<Value>) -> Value {
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::sample_event;
+
+    #[test]
+    fn a_card_of_values_that_escaping_inflates_still_fits() {
+        // A control character takes six bytes escaped (`\u0001`): the usual
+        // bounds would make a card of about 60 KB.
+        let hostile = "\u{1}".repeat(100_000);
+        let mut event = sample_event(EventType::StatusChanged);
+        event.data.order_id = hostile.clone();
+        event.data.source = hostile.clone();
+        let about = order_card(&event);
+        let message = card(&hostile, &hostile, "", &about);
+        let size = encoded_len(&message);
+        assert!(size < MAX_BODY, "{size} bytes");
+        let body = &message["attachments"][0]["content"]["body"];
+        assert!(body[0]["text"].as_str().unwrap().ends_with('…'), "{body}");
+        assert_eq!(body[3]["text"], "Changes", "{body}");
+    }
+}
