@@ -46,6 +46,9 @@ const REPLY_OPTION: (&str, &str) = ("messageReplyOption", "REPLY_MESSAGE_FALLBAC
 const MAX_TEXT: usize = 4000;
 /// The longest one card value may be, in bytes.
 const MAX_VALUE: usize = 500;
+/// The longest thread key sent, in bytes (Google Chat takes up to 4,000
+/// characters).
+const MAX_THREAD_KEY: usize = 1000;
 /// Changed fields listed at most (a card takes 100 widgets); the rest are
 /// counted.
 const MAX_CHANGES: usize = 40;
@@ -247,8 +250,23 @@ fn order_card(event: &Event) -> About {
     });
     About {
         card,
-        thread_key: format!("{}/{}", d.source, d.order_id),
+        thread_key: thread_key(&d.source, &d.order_id),
     }
+}
+
+/// `<source>/<order_id>`; past [`MAX_THREAD_KEY`] bytes its start, `~` and
+/// a 128-bit hash of the whole, so two long ids still get two threads.
+fn thread_key(source: &str, order_id: &str) -> String {
+    let key = format!("{source}/{order_id}");
+    if key.len() <= MAX_THREAD_KEY {
+        return key;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(key.as_bytes());
+    let mut end = MAX_THREAD_KEY - 33;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash:032x}", &key[..end])
 }
 
 /// A card value: cut to [`MAX_VALUE`], and escaped, since card text is
@@ -260,6 +278,17 @@ fn value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_order_id_gets_a_bounded_thread_key_of_its_own() {
+        let long = "é".repeat(2000);
+        let a = thread_key("tracking", &format!("{long}a"));
+        let b = thread_key("tracking", &format!("{long}b"));
+        assert!(a.len() <= MAX_THREAD_KEY, "{}", a.len());
+        assert!(a.starts_with("tracking/é"));
+        assert_ne!(a, b);
+        assert_eq!(thread_key("tracking", "123456"), "tracking/123456");
+    }
 
     #[test]
     fn the_reply_option_is_added_and_the_credentials_kept() {
