@@ -263,6 +263,18 @@ impl Store {
         }
     }
 
+    /// The snapshots of a source after the id `after`, in key order.
+    pub fn snapshots_of_after(
+        &self,
+        source: &str,
+        after: &str,
+    ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.snapshots_of_after(source, after)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.sources())
     }

@@ -436,6 +436,34 @@ impl SledStore {
         })
     }
 
+    /// The snapshots of a source whose ids come after `after` in key
+    /// order, `(order_id, snapshot)`: a page of a listing starts where the
+    /// last one ended without reading what came before.
+    pub fn snapshots_of_after(
+        &self,
+        source: &str,
+        after: &str,
+    ) -> impl Iterator<Item = Result<(String, Snapshot), StoreError>> + use<> {
+        use std::ops::Bound;
+        let prefix = keys::snapshot_prefix(source);
+        let skip = prefix.len();
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let start = keys::snapshot(source, after);
+        let source = source.to_owned();
+        self.snapshots
+            .range::<Vec<u8>, _>((Bound::Excluded(start), Bound::Excluded(end)))
+            .map(move |item| {
+                let (k, v) = item?;
+                let id = String::from_utf8_lossy(&k[skip..]).into_owned();
+                let snap = Snapshot::decode(&v)
+                    .ok_or_else(|| StoreError::Damaged(format!("snapshot of {source}/{id}")))?;
+                Ok((id, snap))
+            })
+    }
+
     /// The sources that have snapshots, in name order.
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         first_components(&self.snapshots)
