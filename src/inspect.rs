@@ -370,16 +370,11 @@ pub async fn orders_show(
                 let Some(snap) = store.snapshot(&src, id)? else {
                     continue;
                 };
-                let mut timeline = Vec::new();
-                for text in store.recent_events() {
-                    let Ok(event) = serde_json::from_str::<Event>(&text?) else {
-                        continue;
-                    };
-                    if event.data.source == src && event.data.order_id == id {
-                        timeline.push(TimelineItem { event });
-                    }
-                }
-                timeline.reverse();
+                let timeline = store
+                    .timeline(&src, id)?
+                    .into_iter()
+                    .map(|entry| TimelineItem { event: entry.event })
+                    .collect();
                 details.push(OrderDetail {
                     source: src,
                     order_id: id.to_owned(),

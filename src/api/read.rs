@@ -243,20 +243,33 @@ pub async fn order(
 }
 
 /// Every logged event of one order, oldest first, each with its delivery
-/// to each sink.
+/// to each sink: queued, retrying (attempts, last error), delivered (when,
+/// after how many attempts) or dead-lettered.
 fn timeline(state: &ApiState, source: &str, id: &str) -> Result<Vec<Value>, ApiError> {
-    let mut entries = Vec::new();
-    for text in state.store.recent_events() {
-        let text = text?;
-        let Ok(event) = serde_json::from_str::<Event>(&text) else {
-            continue;
-        };
-        if event.data.source == source && event.data.order_id == id {
-            entries.push(serde_json::json!({ "event": event, "deliveries": [] }));
-        }
-    }
-    entries.reverse();
-    Ok(entries)
+    let entries = state.store.timeline(source, id)?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let deliveries: Vec<Value> = entry
+                .deliveries
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "sink": d.sink,
+                        "state": d.state,
+                        "attempts": d.attempts,
+                        "last_error": d.last_error,
+                        "at": d.at_ms.map(rfc3339_ms),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "seq": entry.seq,
+                "event": entry.event,
+                "deliveries": deliveries,
+            })
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]

@@ -339,6 +339,20 @@ async fn every_endpoint_answers_its_json_and_a_replay_is_delivered() {
     assert_eq!(event["type"], "order.status_changed");
     assert_eq!(event["data"]["from"], before);
     assert_eq!(event["data"]["changes"][0]["path"], "/status");
+    assert_eq!(timeline[0]["seq"].as_u64().map(|s| s > 0), Some(true));
+    let deliveries = timeline[0]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{one}");
+    assert_eq!(deliveries[0]["sink"], "hook");
+    assert_eq!(deliveries[0]["state"], "dead_lettered");
+    assert_eq!(deliveries[0]["attempts"], 1);
+    assert!(deliveries[0]["at"].is_string());
+    assert!(
+        deliveries[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("410"),
+        "{one}"
+    );
     assert_eq!(api.get("/orders/tracking/nosuch").await.0, 404);
 
     let events = api.ok("/events").await;
@@ -377,6 +391,42 @@ async fn every_endpoint_answers_its_json_and_a_replay_is_delivered() {
     assert_eq!(hook.delivered()[0].json()["data"]["order_id"], id.as_str());
     let after = api.ok("/dead-letters").await;
     assert_eq!(after["dead_letters"], json!([]));
+    let story = api.ok(&format!("/orders/tracking/{id}")).await;
+    let delivery = &story["timeline"][0]["deliveries"][0];
+    assert_eq!(delivery["state"], "delivered", "{story}");
+    assert!(delivery["attempts"].as_u64().unwrap() >= 1);
+    assert!(delivery["last_error"].is_null() && delivery["at"].is_string());
+
+    // A receiver that fails for now: the next change is being retried.
+    hook.script(&[503; 50]);
+    let other = orders
+        .iter()
+        .find(|o| o["status"] != "Closed" && o["id"] != id.as_str())
+        .and_then(|o| o["id"].as_str())
+        .expect("another open order");
+    admin
+        .patch("order-tracking", other, json!({"status": "Closed"}))
+        .await;
+    api.post("/sources/tracking/poll", json!({})).await;
+    let retrying = format!("/orders/tracking/{other}");
+    eventually_async(
+        "a delivery being retried",
+        Duration::from_secs(20),
+        || async {
+            let story = api.ok(&retrying).await;
+            story["timeline"][0]["deliveries"][0]["state"] == "retrying"
+        },
+    )
+    .await;
+    let story = api.ok(&retrying).await;
+    let delivery = &story["timeline"][0]["deliveries"][0];
+    assert!(delivery["attempts"].as_u64().unwrap() >= 1, "{story}");
+    assert!(
+        delivery["last_error"].as_str().unwrap().contains("503"),
+        "{story}"
+    );
+    assert!(delivery["at"].is_string(), "the next attempt's time");
+    hook.clear_script();
 
     assert_eq!(api.post("/sources/nosuch/poll", json!({})).await.0, 404);
     assert_eq!(api.post("/sinks/nosuch/pause", json!({})).await.0, 404);
@@ -490,6 +540,18 @@ async fn a_paused_sink_holds_its_deliveries_and_resume_releases_them_in_order() 
     assert_eq!(sink["paused"], true);
     assert_eq!(sink["depth"], 3, "{outbox}");
     assert!(sink["oldest_due_at"].is_string());
+    let story = api.ok(&format!("/orders/tracking/{}", ids[1])).await;
+    let states: Vec<(&str, &str)> = story["timeline"][0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["sink"].as_str().unwrap(), d["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("free", "delivered"), ("held", "queued")],
+        "{story}"
+    );
 
     let (status, resumed) = api.post("/sinks/held/resume", json!({})).await;
     assert_eq!((status, &resumed["paused"]), (200, &json!(false)));
