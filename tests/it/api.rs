@@ -216,6 +216,43 @@ async fn the_api_needs_its_token_and_is_not_served_without_one() {
 }
 
 #[tokio::test]
+async fn readyz_names_the_failing_source_and_only_the_api_says_why() {
+    let sim = simulator(3).await;
+    let hook = Receiver::start().await;
+    let source = source_yaml("tracking", "order-tracking", &sim.base_url(), "")
+        .replace(CLIENT_SECRET, "not-the-secret");
+    let ws = Workspace::new(&source, &webhook_sink_yaml("hook", &hook.url), &api_rest());
+    // The token from a file, the Docker-secrets way.
+    let token_file = ws.dir.path().join("api_token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut child = ws.spawn_run_with(&[
+        ("ORDERWATCH_API_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("RUST_LOG", "orderwatch=trace,info"),
+    ]);
+    let api = Api::of(&ws).await;
+    api.polled().await;
+    let sources = api.ok("/sources").await;
+    let s = &sources["sources"][0];
+    assert_eq!(s["health"], "failing", "{sources}");
+    assert!(s["consecutive_failures"].as_u64().unwrap() >= 1);
+    let why = s["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("invalid_client") || why.contains("401"),
+        "{why}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", api.base)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("tracking: not ready"), "{body}");
+    assert!(
+        !body.contains("invalid_client") && !body.contains("401"),
+        "{body}"
+    );
+    assert!(!body.contains(why), "{body}");
+    stop_and_check_log(&ws, &mut child).await;
+}
+
+#[tokio::test]
 async fn a_short_token_or_one_without_listen_is_a_config_error() {
     let ws = Workspace::new(
         &source_yaml("tracking", "order-tracking", "http://127.0.0.1:9", ""),
