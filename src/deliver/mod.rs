@@ -16,7 +16,7 @@ pub mod sinks;
 pub mod template;
 mod worker;
 
-pub(crate) use answer::causes;
+pub(crate) use answer::{causes, transport_error};
 pub use error::DeliveryError;
 pub use sink::Sink;
 pub use template::{Templates, sample_event};

@@ -1,6 +1,8 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod api;
+mod api_cli;
 mod bounds;
 mod config;
 mod crash;
