@@ -33,6 +33,7 @@ fn commit_writes_snapshots_outbox_and_log_together() {
             events: vec![event("evt_a", "1", &["hook", "chat"])],
             mark_baseline: true,
             sync: None,
+            health: None,
         })
         .unwrap();
     assert!(store.has_baseline("t").unwrap());
