@@ -58,6 +58,10 @@ pub enum Command {
     NotifyTest {
         /// The sink's name, as in the config
         sink: String,
+        /// The type of the sample event, e.g. source.failing to see how the
+        /// sink tells a failing source
+        #[arg(long, value_name = "TYPE", default_value = "order.status_changed")]
+        event: crate::event::EventType,
     },
     /// The orders the store tracks
     #[command(subcommand)]
@@ -329,7 +333,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit(report.outcome.exit_code()))
         }
         Command::Check { connect } => check(&config, connect).await,
-        Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,
+        Command::NotifyTest { sink, event } => {
+            crate::app::notify_test(&config, templates, &sink, event).await
+        }
         Command::Orders(cmd) => {
             let store = match open_store(&config) {
                 Ok(s) => s,

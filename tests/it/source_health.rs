@@ -3,7 +3,9 @@
 //! id), however many cycles fail and across a restart of `run`; its first
 //! good cycle is told once as `source.recovered`; an API key expiring within
 //! 30 days is told once across runs; `once` alone never tells a failing
-//! source; routes send source events by `events:`, never by order filters.
+//! source; routes send source events by `events:`, never by order filters;
+//! an http sink's JSON body is checked against source events too, and
+//! `notify-test --event` sends a sample of one.
 
 use crate::helpers::*;
 use serde_json::{Value, json};
@@ -235,4 +237,61 @@ async fn routes_send_source_events_by_type_never_by_order_filters() {
         "{all:?}"
     );
     sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_body_must_be_json_for_source_events_too() {
+    let sinks = |body: &str| {
+        format!(
+            "  - name: tickets\n    type: http\n    url: http://127.0.0.1:9/t\n    body: {}\n",
+            serde_json::to_string(body).unwrap()
+        )
+    };
+    let source = source_yaml("tracking", "order-tracking", "http://127.0.0.1:9", "");
+    let bare = Workspace::new(
+        &source,
+        &sinks(r#"{"order": {{ order_id|tojson }}, "revision": {{ revision }}}"#),
+        "",
+    );
+    let out = bare.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "sinks[0].body: the content type is JSON, but the body rendered for a sample source.failing event is not JSON"
+        ),
+        "{}",
+        text(&out)
+    );
+    let quoted = Workspace::new(
+        &source,
+        &sinks(
+            r#"{"order": {{ order_id|tojson }}, "revision": {{ revision|tojson }}, "error": {{ error|tojson }}}"#,
+        ),
+        "",
+    );
+    let out = quoted.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn notify_test_sends_a_sample_source_event() {
+    let hook = Receiver::start().await;
+    let ws = current_tracking_workspace("http://127.0.0.1:9", &hook.url, "", "");
+    let out = ws
+        .run(&["notify-test", "hook", "--event", "source.failing"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = hook.delivered();
+    assert_eq!(got.len(), 1);
+    let event = got[0].json();
+    assert_eq!(event["type"], "source.failing");
+    assert_eq!(event["data"]["source"], "tracking");
+    assert!(event["data"]["error"].is_string(), "{event}");
+    assert!(event["data"].get("order_id").is_none(), "{event}");
+
+    let out = ws
+        .run(&["notify-test", "hook", "--event", "source.down"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("source.failing"), "{}", text(&out));
 }
