@@ -576,6 +576,7 @@ fn write_events(
         } else {
             let d = &event.data;
             let change = match (&d.from, &d.to) {
+                _ if event.order_id().is_none() => source_summary(d),
                 (Some(f), Some(t)) => format!("{f} → {t}"),
                 (None, Some(t)) => format!("→ {t}"),
                 (Some(f), None) => format!("{f} →"),
@@ -594,6 +595,15 @@ fn write_events(
         }
     }
     Ok(shown)
+}
+
+/// The line of `events` for a source event: what it is about.
+fn source_summary(d: &crate::event::EventData) -> String {
+    match (&d.since, d.failures, &d.expires) {
+        (Some(since), Some(failures), _) => format!("since {since}, {failures} failed cycles"),
+        (_, _, Some(expires)) => format!("API key expires {expires}"),
+        _ => String::new(),
+    }
 }
 
 fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {

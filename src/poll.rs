@@ -678,6 +678,10 @@ impl Poller {
         NewEvent {
             event_id: event.data.id.clone(),
             event_type: event.kind,
+            // A source event's lane in the outbox is the empty order id
+            // (no order has it): a source's own events reach each sink in
+            // the order they happened, `source.failing` before its
+            // `source.recovered`.
             order_id: event.order_id().unwrap_or_default().to_owned(),
             // Serialising our own types cannot fail; an empty body would be
             // caught by every receiver, never silently accepted.

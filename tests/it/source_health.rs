@@ -133,6 +133,14 @@ async fn once_alone_never_tells_a_failing_source_but_the_durable_count_does() {
     let failing = delivered_of_type(&hook, "source.failing");
     assert_eq!(failing.len(), 1, "{failing:?}");
     assert_eq!(failing[0]["data"]["failures"], 2);
+    // The event log tells it in a line of its own.
+    let out = ws.run(&["events"]).await;
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = log.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("source.failing") && line.contains(", 2 failed cycles"),
+        "{log}"
+    );
     let out = ws.run(&["once"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(delivered_of_type(&hook, "source.failing").len(), 1);
