@@ -370,6 +370,22 @@ async fn mail_one(event: &Event) -> (HashMap<String, String>, String) {
 }
 
 #[tokio::test]
+async fn a_source_recovery_mail_answers_its_failing_mail() {
+    let failing = sample_event(EventType::SourceFailing);
+    let (f, message) = mail_one(&failing).await;
+    assert_eq!(f["subject"], "[orderwatch] source tracking is failing");
+    assert_eq!(f["message-id"], format!("<{}@orderwatch>", failing.data.id));
+    assert!(!f.contains_key("in-reply-to"), "{f:?}");
+    assert!(message.contains("Last error: Orange answered"), "{message}");
+    let (r, _) = mail_one(&sample_event(EventType::SourceRecovered)).await;
+    assert_eq!(r["subject"], "[orderwatch] source tracking has recovered");
+    assert_eq!(r["in-reply-to"], f["message-id"]);
+    assert_eq!(r["references"], f["message-id"]);
+    let (e, _) = mail_one(&sample_event(EventType::CredentialsExpiring)).await;
+    assert!(!e.contains_key("in-reply-to"), "{e:?}");
+}
+
+#[tokio::test]
 async fn email_is_multipart_with_thread_headers() {
     let event = sample_event(EventType::StatusChanged);
     let (h, message) = mail_one(&event).await;
