@@ -80,11 +80,6 @@ async fn close_orders(admin: &Admin, n: usize) -> Vec<String> {
     ids
 }
 
-async fn stop_daemon(mut child: tokio::process::Child) {
-    let status = terminate(&mut child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{status:?}");
-}
-
 #[tokio::test]
 async fn webhook_receiver_failing_then_down_then_back_gets_everything() {
     let sim = simulator(60).await;
