@@ -35,3 +35,4 @@ mod source;
 mod source_ops;
 mod startup;
 mod store_faults;
+mod ui;
