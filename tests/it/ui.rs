@@ -295,3 +295,267 @@ async fn order_values_from_outside_render_as_text() {
     assert!(missing.body.contains("NO-SUCH-ORDER"), "{}", missing.body);
     stop_and_check_log(&ws, &mut child).await;
 }
+
+/// Debian's chromium and its driver, found on `PATH`.
+fn browser_tools() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let find = |name: &str| {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    };
+    match (find("chromium"), find("chromedriver")) {
+        (Some(browser), Some(driver)) => Ok((browser, driver)),
+        _ => Err("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)".into()),
+    }
+}
+
+/// chromedriver on a free port of 127.0.0.1, ended with the test.
+async fn chromedriver(path: &std::path::Path) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = tokio::process::Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually_async("chromedriver ready", Duration::from_secs(30), || async {
+        match http.get(format!("{url}/status")).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|s| s["value"]["ready"] == true),
+            Err(_) => false,
+        }
+    })
+    .await;
+    (child, url)
+}
+
+/// Saves the page as a PNG under target/ui-screenshots/.
+async fn screenshot(browser: &fantoccini::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).expect("the screenshot folder");
+    let png = browser.screenshot().await.expect("a screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("the screenshot saved");
+}
+
+/// The element `what` once the page shows it (a click's page loads after
+/// the click returns).
+async fn shown(
+    browser: &fantoccini::Client,
+    what: fantoccini::Locator<'_>,
+) -> Result<fantoccini::elements::Element, fantoccini::error::CmdError> {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(what)
+        .await
+}
+
+/// Clicks the button labelled `label`.
+async fn press(browser: &fantoccini::Client, label: &str) {
+    let xpath = format!("//button[normalize-space()='{label}']");
+    let button = shown(browser, fantoccini::Locator::XPath(&xpath)).await;
+    button.expect(label).click().await.expect(label);
+}
+
+/// The notice the last action left on the page.
+async fn notice(browser: &fantoccini::Client) -> String {
+    let notice = shown(browser, fantoccini::Locator::Css(".notice")).await;
+    notice.expect("a notice").text().await.expect("its text")
+}
+
+/// Whether a delivery of an event of order `id` reached the receiver.
+fn delivered_for(hook: &Receiver, id: &str) -> bool {
+    hook.delivered()
+        .iter()
+        .any(|r| r.json()["data"]["order_id"] == id)
+}
+
+#[tokio::test]
+async fn in_a_browser_an_operator_reads_an_order_replays_a_dead_letter_and_pauses_a_sink() {
+    let required = std::env::var("ORDERWATCH_BROWSER_TESTS").as_deref() == Ok("1");
+    let (chromium, driver_path) = match browser_tools() {
+        Ok(tools) => tools,
+        Err(why) if required => panic!("ORDERWATCH_BROWSER_TESTS=1 but {why}"),
+        Err(why) => {
+            skipped(
+                "ui::in_a_browser_an_operator_reads_an_order_replays_a_dead_letter_and_pauses_a_sink",
+                &why,
+            );
+            return;
+        }
+    };
+    let sim = simulator(8).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let source = source_yaml(
+        "tracking",
+        "order-tracking",
+        &sim.base_url(),
+        "    closed_statuses: [Closed]\n",
+    );
+    let ws = Workspace::new(&source, &webhook_sink_yaml("hook", &hook.url), &api_rest());
+    let mut child = spawn_with_token(&ws);
+    let api = Api::of(&ws).await;
+    api.polled().await;
+    let open: Vec<String> = admin
+        .orders(TRACKING, "")
+        .await
+        .iter()
+        .filter(|o| o["status"] != "Closed")
+        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(open.len() >= 3, "open orders: {open:?}");
+    let (read, dead, held) = (&open[0], &open[1], &open[2]);
+
+    let (_driver, driver_url) = chromedriver(&driver_path).await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,860"],
+        }),
+    );
+    let browser =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver_url)
+            .await
+            .expect("a chromium session");
+    use fantoccini::Locator::Css;
+    let base = &api.base;
+
+    // A wrong token is refused; the right one opens the orders.
+    browser.goto(&format!("{base}/ui/")).await.unwrap();
+    let token = shown(&browser, Css("#token")).await.unwrap();
+    token.send_keys("not-the-token").await.unwrap();
+    press(&browser, "Log in").await;
+    let refused = shown(&browser, Css("p.error")).await.unwrap();
+    assert_eq!(refused.text().await.unwrap(), "That token was refused.");
+    screenshot(&browser, "login").await;
+    browser
+        .find(Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    press(&browser, "Log in").await;
+    shown(&browser, Css("input[name=q]")).await.unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.path(), "/ui/orders");
+    screenshot(&browser, "orders").await;
+
+    // A status change, found by search, with its delivery on the timeline.
+    admin
+        .patch("order-tracking", read, json!({"status": "Closed"}))
+        .await;
+    eventually("the change delivered", Duration::from_secs(20), || {
+        delivered_for(&hook, read)
+    })
+    .await;
+    let search = shown(&browser, Css("input[name=q]")).await.unwrap();
+    search.send_keys(read).await.unwrap();
+    press(&browser, "Search").await;
+    // The answer to the search, not the page it was typed in.
+    let answered = format!("input[name=q][value='{read}']");
+    shown(&browser, Css(&answered)).await.unwrap();
+    let links = browser.find_all(Css("a.order-link")).await.unwrap();
+    assert_eq!(links.len(), 1, "{}", browser.source().await.unwrap());
+    assert_eq!(links[0].text().await.unwrap(), *read);
+    links[0].click().await.unwrap();
+    let event = shown(&browser, Css("li.event")).await.unwrap();
+    let told = event.text().await.unwrap();
+    assert!(told.contains("order.status_changed"), "{told}");
+    assert!(told.contains("Closed"), "{told}");
+    assert!(
+        told.contains("hook") && told.contains("delivered"),
+        "{told}"
+    );
+    let badge = event.find(Css(".badge.delivery-delivered")).await.unwrap();
+    assert_eq!(badge.text().await.unwrap(), "delivered");
+    screenshot(&browser, "order").await;
+
+    // A change the receiver refuses for good is a dead letter; replayed
+    // from the page once the receiver takes it again, it arrives.
+    hook.script(&[400]);
+    admin
+        .patch("order-tracking", dead, json!({"status": "Closed"}))
+        .await;
+    eventually_async("the dead letter", Duration::from_secs(20), || async {
+        let letters = api.ok("/dead-letters").await;
+        letters["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    assert!(!delivered_for(&hook, dead));
+    hook.clear_script();
+    browser
+        .goto(&format!("{base}/ui/dead-letters"))
+        .await
+        .unwrap();
+    let row = shown(&browser, Css("table.list tbody tr")).await.unwrap();
+    assert!(row.text().await.unwrap().contains(dead.as_str()));
+    screenshot(&browser, "dead-letters").await;
+    row.find(Css("button.replay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        notice(&browser).await,
+        "1 dead letter was put back in the outbox."
+    );
+    eventually("the replayed delivery", Duration::from_secs(20), || {
+        delivered_for(&hook, dead)
+    })
+    .await;
+
+    // Paused, the sink holds the next change in its outbox; resumed, it
+    // delivers it.
+    browser.goto(&format!("{base}/ui/sinks")).await.unwrap();
+    press(&browser, "Pause").await;
+    let paused = notice(&browser).await;
+    assert!(paused.contains("hook is paused"), "{paused}");
+    admin
+        .patch("order-tracking", held, json!({"status": "Closed"}))
+        .await;
+    eventually_async(
+        "the change held in the outbox",
+        Duration::from_secs(20),
+        || async { api.ok("/outbox").await["sinks"][0]["depth"] == 1 },
+    )
+    .await;
+    assert!(!delivered_for(&hook, held), "a paused sink delivered");
+    browser.refresh().await.unwrap();
+    screenshot(&browser, "sinks").await;
+    press(&browser, "Resume").await;
+    assert_eq!(notice(&browser).await, "hook is resumed.");
+    eventually("the held change delivered", Duration::from_secs(20), || {
+        delivered_for(&hook, held)
+    })
+    .await;
+
+    // Sources, with "poll now".
+    browser.goto(&format!("{base}/ui/sources")).await.unwrap();
+    let health = shown(&browser, Css(".badge.health-ok")).await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+    press(&browser, "Poll now").await;
+    assert_eq!(notice(&browser).await, "A poll of tracking was requested.");
+    screenshot(&browser, "sources").await;
+
+    browser.close().await.unwrap();
+    stop_and_check_log(&ws, &mut child).await;
+}
