@@ -38,3 +38,4 @@ mod source_ops;
 mod startup;
 mod store_faults;
 mod teams;
+mod ui;
