@@ -1,29 +1,35 @@
 //! Wiring a run: the store, a poller per source, the dispatcher, the HTTP
 //! server; and the order things stop in.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Problem, SinkConfig, SourceConfig};
 use crate::control::SourceControl;
 use crate::deliver::{Dispatcher, NamedSink, PassReport, Sink, Templates};
 use crate::http::{self, Readiness};
 use crate::poll::{CycleReport, Poller};
+use crate::reload::{self, Candidate, Changes, Origin, ReloadHandle, ReloadOutcome, Sections};
 use crate::route::Router;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::Store;
 use crate::supervise::{Liveness, supervise};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// One orderwatch: built from a config ([`App::build`]), then either one
 /// pass ([`App::once`]) or the daemon ([`App::run`]), which serves the
-/// `listen` port it bound first ([`App::bind`]).
+/// `listen` port it bound first ([`App::bind`]) and, given its config file
+/// ([`App::reload_from`]), reloads it on SIGHUP or `POST /api/v1/reload`.
 pub struct App {
     config: Config,
     store: Store,
+    /// Shared by every poller, so a reload replaces the routes for all.
+    router: Arc<Router>,
     pollers: Vec<Arc<Poller>>,
     /// One per sink, each with its own loop: a slow or failing receiver
     /// never holds the other sinks back.
@@ -38,6 +44,9 @@ pub struct App {
     /// fails the start before any poll, and port 0 has its real number
     /// before anything runs.
     listener: Option<TcpListener>,
+    /// The file a reload reads, and its sections as `run` started with
+    /// them; `None`: nothing to reload (the demo's generated config).
+    config_file: Option<(PathBuf, Sections)>,
 }
 
 /// What `once` ended with (README "Commands").
@@ -110,21 +119,14 @@ impl App {
         readiness.watch_store(store.clone());
         let mut pollers = Vec::new();
         for source in &config.sources {
-            let poller = Poller::new(
-                Arc::new(source.clone()),
-                store.clone(),
-                router.clone(),
-                wake.clone(),
-            )
-            .with_context(|| format!("source `{}`", source.name))?;
+            let poller = new_poller(source, &store, &router, &wake)?;
             readiness.register(&source.name, source.interval);
             pollers.push(Arc::new(poller));
         }
         let mut dispatchers = Vec::new();
         let mut sink_wakers = Vec::new();
         for sink in &config.sinks {
-            let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
-            let named = NamedSink::new(&sink.name, built, sink.max_per_minute);
+            let named = named_sink(sink, &templates).map_err(anyhow::Error::msg)?;
             let waker = Arc::new(Notify::new());
             dispatchers.push(Arc::new(Dispatcher::new(
                 store.clone(),
@@ -138,6 +140,7 @@ impl App {
         Ok(App {
             config,
             store,
+            router,
             source_controls: pollers
                 .iter()
                 .map(|_| Arc::new(SourceControl::default()))
@@ -148,7 +151,15 @@ impl App {
             sink_wakers,
             readiness,
             listener: None,
+            config_file: None,
         })
+    }
+
+    /// Reload from `path` (the file this config was read from) on SIGHUP
+    /// or `POST /api/v1/reload` while [`App::run`] runs.
+    pub fn reload_from(&mut self, path: PathBuf) {
+        let sections = Sections::of_file(&path);
+        self.config_file = Some((path, sections));
     }
 
     /// Bind the `listen` address, if the config has one, and return the
@@ -234,111 +245,115 @@ impl App {
         })
     }
 
-    /// The API's handles, when `api_token` enables it.
-    fn api_state(&self) -> Option<crate::api::ApiState> {
-        let token = self.config.api_token.clone()?;
-        let sinks = self
-            .config
-            .sinks
-            .iter()
-            .zip(&self.dispatchers)
-            .map(|(sink, d)| (sink.name.clone(), d.control()))
-            .collect();
-        let sources = self
-            .pollers
-            .iter()
-            .zip(&self.source_controls)
-            .map(|(p, c)| (p.name().to_owned(), c.clone()))
-            .collect();
-        Some(crate::api::ApiState {
-            token,
-            store: self.store.clone(),
-            config: Arc::new(self.config.clone()),
-            readiness: self.readiness.clone(),
-            sinks,
-            sources,
-            wake_sinks: self.committed.clone(),
-        })
-    }
-
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
     /// resolves, serving the `listen` port (bound here unless
-    /// [`App::bind`] did it). Then no delivery starts, those in flight get
-    /// `shutdown_grace`, the loops stop, and the store is flushed: this
-    /// returns within the grace and a moment.
+    /// [`App::bind`] did it), and reloading the config when asked. Then no
+    /// delivery starts, those in flight get `shutdown_grace`, the loops
+    /// stop, and the store is flushed: this returns within the grace and a
+    /// moment.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        let mut hangups = hangups();
         self.bind().await?;
         let (trigger, stop) = Shutdown::new();
         let liveness = Arc::new(Liveness::default());
+        let (reload, mut reload_requests) = ReloadHandle::new();
         let mut tasks = tokio::task::JoinSet::new();
+        let wakers = Arc::new(Mutex::new(Vec::new()));
+        let mut running = Running {
+            store: self.store.clone(),
+            router: self.router.clone(),
+            committed: self.committed.clone(),
+            readiness: self.readiness.clone(),
+            liveness: liveness.clone(),
+            stop: stop.clone(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            leaving_sinks: Vec::new(),
+            wakers: wakers.clone(),
+            api: None,
+            reload,
+            config_file: self.config_file.take(),
+            config: self.config.clone(),
+        };
+        for (poller, control) in self.pollers.iter().zip(&self.source_controls) {
+            running.start_source(poller.clone(), control.clone());
+        }
+        for ((dispatcher, waker), sink) in self
+            .dispatchers
+            .iter()
+            .zip(&self.sink_wakers)
+            .zip(&self.config.sinks)
+        {
+            running.start_sink(&sink.name, dispatcher.clone(), waker.clone());
+        }
 
         if let Some(listener) = self.listener.take() {
             let mut app = http::router(self.readiness.clone(), liveness.clone());
-            if let Some(api) = self.api_state() {
-                app = app.merge(crate::api::router(api));
+            if let Some(api) = running.api_state() {
+                let (routes, live) = crate::api::router(api);
+                app = app.merge(routes);
+                running.api = Some(live);
             }
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
 
-        for (poller, control) in self.pollers.iter().zip(&self.source_controls) {
-            let poller = poller.clone();
-            let control = control.clone();
-            let readiness = self.readiness.clone();
-            let stop = stop.clone();
-            let task = format!("poller `{}`", poller.name());
-            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
-                poll_loop(
-                    poller.clone(),
-                    readiness.clone(),
-                    control.clone(),
-                    stop.clone(),
-                )
-            }));
-        }
-
-        let grace = self.config.shutdown_grace;
-        for (dispatcher, sink) in self.dispatchers.iter().zip(&self.config.sinks) {
-            let dispatcher = dispatcher.clone();
-            let task = format!("delivery loop of sink `{}`", sink.name);
-            let stop_for_loop = stop.clone();
-            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
-                let dispatcher = dispatcher.clone();
-                let stop = stop_for_loop.clone();
-                async move { dispatcher.run(stop, grace).await }
-            }));
-        }
         // Fan the pollers' "committed" signal out to every sink's loop. Notify
         // keeps one permit per waker, so a signal is not lost while a loop is
         // busy delivering.
         let committed = self.committed.clone();
-        let wakers = self.sink_wakers.clone();
         let fan_stop = stop.clone();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
                     biased;
                     _ = fan_stop.stopped() => return,
-                    _ = committed.notified() => wakers.iter().for_each(|w| w.notify_one()),
+                    _ = committed.notified() => {
+                        lock(&wakers).iter().for_each(|w: &Arc<Notify>| w.notify_one());
+                    }
                 }
             }
         });
 
         info!(
-            sources = self.pollers.len(),
-            sinks = self.config.sinks.len(),
+            sources = running.sources.len(),
+            sinks = running.sinks.len(),
             state_dir = %self.config.state_dir.display(),
             "orderwatch running"
         );
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            let (origin, reply) = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(request) = reload_requests.recv() => (request.origin, request.reply),
+                Some(()) = hangups.recv() => (Origin::Signal, None),
+            };
+            // A stop asked for during a reload is not held up by it: the
+            // reload is dropped where it stands, and everything stops.
+            let outcome = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                outcome = running.reload(origin) => outcome,
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        let grace = self.config.shutdown_grace;
         info!(
             grace = %humantime::format_duration(grace),
             "stopping: no new deliveries; those in flight get the grace"
         );
         trigger.stop();
+        for task in running.into_tasks() {
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
         // The loops end within the grace on their own; this bound only
         // guards against one that does not.
         let all_stopped = async { while tasks.join_next().await.is_some() {} };
@@ -355,14 +370,336 @@ impl App {
     }
 }
 
+/// The parts of a running orderwatch that a reload replaces, owned by the
+/// loop of [`App::run`] that serves reloads one at a time.
+struct Running {
+    config: Config,
+    config_file: Option<(PathBuf, Sections)>,
+    store: Store,
+    router: Arc<Router>,
+    committed: Arc<Notify>,
+    readiness: Arc<Readiness>,
+    liveness: Arc<Liveness>,
+    stop: Shutdown,
+    sources: Vec<RunningSource>,
+    sinks: Vec<RunningSink>,
+    /// Delivery loops of removed sinks, finishing (or abandoning, after the
+    /// grace) what they had in flight. A sink of the same name added again
+    /// waits for its old loop, so one entry is never sent by two loops.
+    leaving_sinks: Vec<(String, JoinHandle<()>)>,
+    /// The sinks' wakers, for the fan-out of "committed".
+    wakers: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// The API's state, replaced after a reload; `None` without the API.
+    api: Option<crate::api::LiveState>,
+    reload: ReloadHandle,
+}
+
+struct RunningSource {
+    name: String,
+    control: Arc<SourceControl>,
+    /// Stops this poller alone, between two cycles.
+    retire: ShutdownTrigger,
+    task: JoinHandle<()>,
+}
+
+struct RunningSink {
+    name: String,
+    dispatcher: Arc<Dispatcher>,
+    waker: Arc<Notify>,
+    /// Stops this delivery loop alone: nothing new starts, what is in
+    /// flight gets the grace.
+    retire: ShutdownTrigger,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn start_source(&mut self, poller: Arc<Poller>, control: Arc<SourceControl>) {
+        let (retire, retiring) = self.stop.child();
+        let task = format!("poller `{}`", poller.name());
+        let name = poller.name().to_owned();
+        let readiness = self.readiness.clone();
+        let stop = self.stop.clone();
+        let loop_control = control.clone();
+        let supervised = supervise(task, self.liveness.clone(), retiring.clone(), move || {
+            poll_loop(
+                poller.clone(),
+                readiness.clone(),
+                loop_control.clone(),
+                stop.clone(),
+                retiring.clone(),
+            )
+        });
+        self.sources.push(RunningSource {
+            name,
+            control,
+            retire,
+            task: tokio::spawn(supervised),
+        });
+    }
+
+    fn start_sink(&mut self, name: &str, dispatcher: Arc<Dispatcher>, waker: Arc<Notify>) {
+        let (retire, retiring) = self.stop.child();
+        let grace = self.config.shutdown_grace;
+        let task = format!("delivery loop of sink `{name}`");
+        let for_loop = dispatcher.clone();
+        let stop_for_loop = retiring.clone();
+        let supervised = supervise(task, self.liveness.clone(), retiring, move || {
+            let dispatcher = for_loop.clone();
+            let stop = stop_for_loop.clone();
+            async move { dispatcher.run(stop, grace).await }
+        });
+        lock(&self.wakers).push(waker.clone());
+        self.sinks.push(RunningSink {
+            name: name.to_owned(),
+            dispatcher,
+            waker,
+            retire,
+            task: tokio::spawn(supervised),
+        });
+    }
+
+    /// The API's handles, when `api_token` enables it.
+    fn api_state(&self) -> Option<crate::api::ApiState> {
+        let token = self.config.api_token.clone()?;
+        Some(crate::api::ApiState {
+            token,
+            store: self.store.clone(),
+            config: Arc::new(self.config.clone()),
+            readiness: self.readiness.clone(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.dispatcher.control()))
+                .collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.control.clone()))
+                .collect(),
+            wake_sinks: self.committed.clone(),
+            reload: self.reload.clone(),
+        })
+    }
+
+    /// Read the config file again and apply it, or change nothing; logged
+    /// and counted either way.
+    async fn reload(&mut self, origin: Origin) -> ReloadOutcome {
+        let Some((path, _)) = &self.config_file else {
+            let outcome = Err(ConfigError {
+                file: PathBuf::from("(generated)"),
+                problems: vec![Problem {
+                    path: String::new(),
+                    line: None,
+                    message: "this orderwatch runs a generated config: there is no file to reload"
+                        .to_owned(),
+                }],
+            });
+            reload::report(origin, Path::new("(generated)"), &outcome);
+            return outcome;
+        };
+        let path = path.clone();
+        // Parsing registers the new secrets with the redactor, before any
+        // of them can be logged.
+        let outcome = match Candidate::read(&path) {
+            Ok(candidate) => self.apply(candidate).await,
+            Err(e) => Err(e),
+        };
+        reload::report(origin, &path, &outcome);
+        outcome
+    }
+
+    /// Replace the running parts by `candidate`'s. Everything new is built
+    /// first: a source or sink that cannot be built changes nothing.
+    async fn apply(&mut self, candidate: Candidate) -> ReloadOutcome {
+        let Some((path, sections)) = &self.config_file else {
+            return Ok(Changes::default());
+        };
+        let path = path.clone();
+        let changes = Changes::between(&self.config, sections, &candidate);
+        let config = Changes::keep_fixed(&self.config, candidate.config);
+        let mut problems = Vec::new();
+
+        let mut new_pollers = Vec::new();
+        for (i, source) in config.sources.iter().enumerate() {
+            let name = &source.name;
+            if changes.sources.added.contains(name) || changes.sources.changed.contains(name) {
+                match new_poller(source, &self.store, &self.router, &self.committed) {
+                    Ok(poller) => new_pollers.push(Arc::new(poller)),
+                    Err(e) => problems.push(Problem {
+                        path: format!("sources[{i}]"),
+                        line: None,
+                        message: format!("{e:#}"),
+                    }),
+                }
+            }
+        }
+        let mut new_sinks = Vec::new();
+        for (i, sink) in config.sinks.iter().enumerate() {
+            let name = &sink.name;
+            if changes.sinks.added.contains(name) || changes.sinks.changed.contains(name) {
+                match named_sink(sink, &candidate.templates) {
+                    Ok(named) => new_sinks.push((named, sink.retry)),
+                    Err(message) => problems.push(Problem {
+                        path: format!("sinks[{i}]"),
+                        line: None,
+                        message,
+                    }),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                file: path,
+                problems,
+            });
+        }
+
+        // Sinks first, then the routes: an event routed to a new sink
+        // finds its loop running.
+        for (named, retry) in new_sinks {
+            let name = named.name.clone();
+            if let Some(running) = self.sinks.iter().find(|s| s.name == name) {
+                // In place: deliveries in flight finish with the old sink,
+                // the next pass uses the new one; the pause stays.
+                running.dispatcher.replace(vec![named], retry);
+                continue;
+            }
+            while let Some(at) = self.leaving_sinks.iter().position(|(n, _)| *n == name) {
+                let (_, old_loop) = self.leaving_sinks.swap_remove(at);
+                let _ = old_loop.await;
+            }
+            let waker = Arc::new(Notify::new());
+            let dispatcher = Arc::new(Dispatcher::new(
+                self.store.clone(),
+                vec![named],
+                retry,
+                waker.clone(),
+            ));
+            self.start_sink(&name, dispatcher, waker);
+        }
+        self.router.replace(&config);
+        for name in &changes.sinks.removed {
+            if let Some(at) = self.sinks.iter().position(|s| s.name == *name) {
+                let sink = self.sinks.remove(at);
+                sink.retire.stop();
+                lock(&self.wakers).retain(|w| !Arc::ptr_eq(w, &sink.waker));
+                self.leaving_sinks.push((sink.name, sink.task));
+            }
+        }
+        self.leaving_sinks.retain(|(_, task)| !task.is_finished());
+        warn_about_orphaned_entries(&config, &self.store);
+
+        // A poller is replaced between two cycles, and only once the old
+        // one has stopped: never two pollers of one source at once.
+        let leaving = changes
+            .sources
+            .removed
+            .iter()
+            .chain(&changes.sources.changed);
+        let mut controls = std::collections::HashMap::new();
+        for name in leaving {
+            if let Some(at) = self.sources.iter().position(|s| s.name == *name) {
+                let source = self.sources.remove(at);
+                source.retire.stop();
+                let _ = source.task.await;
+                controls.insert(source.name, source.control);
+            }
+        }
+        for name in &changes.sources.removed {
+            self.readiness.unregister(name);
+        }
+        for poller in new_pollers {
+            if let Some(source) = config.source(poller.name()) {
+                self.readiness.register(&source.name, source.interval);
+            }
+            // A changed source keeps its "poll now", asked or not.
+            let control = controls.remove(poller.name()).unwrap_or_default();
+            self.start_source(poller, control);
+        }
+        // Config order, as `sources:` lists them.
+        self.sources.sort_by_key(|s| {
+            config
+                .sources
+                .iter()
+                .position(|c| c.name == s.name)
+                .unwrap_or(usize::MAX)
+        });
+
+        self.config = config;
+        self.config_file = Some((path, candidate.sections));
+        if let (Some(live), Some(state)) = (&self.api, self.api_state()) {
+            live.replace(state);
+        }
+        Ok(changes)
+    }
+
+    /// Every loop's task, for the shutdown to wait on.
+    fn into_tasks(self) -> Vec<JoinHandle<()>> {
+        let sources = self.sources.into_iter().map(|s| s.task);
+        let sinks = self.sinks.into_iter().map(|s| s.task);
+        let leaving = self.leaving_sinks.into_iter().map(|(_, t)| t);
+        sources.chain(sinks).chain(leaving).collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn new_poller(
+    source: &SourceConfig,
+    store: &Store,
+    router: &Arc<Router>,
+    wake: &Arc<Notify>,
+) -> anyhow::Result<Poller> {
+    Poller::new(
+        Arc::new(source.clone()),
+        store.clone(),
+        router.clone(),
+        wake.clone(),
+    )
+    .with_context(|| format!("source `{}`", source.name))
+}
+
+fn named_sink(sink: &SinkConfig, templates: &Arc<Templates>) -> Result<NamedSink, String> {
+    let built = Sink::build(sink, templates)?;
+    Ok(NamedSink::new(&sink.name, built, sink.max_per_minute))
+}
+
+/// SIGHUPs, as they come; without signals (not unix, or the handler
+/// cannot be installed) nothing ever comes.
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // One waiting is enough: it reads the file as it is then.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => warn!("cannot listen for SIGHUP ({e}): reload through the API instead"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
 /// A poller's loop: a cycle on every tick of its interval (the first at
 /// once), and one whenever the API asks (the interval then counts from
-/// it), until shutdown.
+/// it), until shutdown, or until `retire` (a reload replaced or removed
+/// the source), which ends it between two cycles, never during one.
 async fn poll_loop(
     poller: Arc<Poller>,
     readiness: Arc<Readiness>,
     control: Arc<SourceControl>,
     stop: Shutdown,
+    retire: Shutdown,
 ) {
     if test_panic_requested() {
         panic!("a test asked this poller to die ({TEST_POLLER_PANICS})");
@@ -372,7 +709,7 @@ async fn poll_loop(
     loop {
         tokio::select! {
             biased;
-            _ = stop.stopped() => return,
+            _ = retire.stopped() => return,
             _ = ticks.tick() => {}
             _ = control.poll_requested() => ticks.reset(),
         }

@@ -106,8 +106,14 @@ impl Readiness {
         Some(format!("store: failing for {secs}s: {}\n", failure.error))
     }
 
+    /// Watch `source`; registered again (a reload changed it), it keeps
+    /// what its earlier cycles said and takes the new interval.
     pub fn register(&self, source: &str, interval: Duration) {
         if let Ok(mut s) = self.sources.lock() {
+            if let Some(known) = s.get_mut(source) {
+                known.interval = interval;
+                return;
+            }
             s.insert(
                 source.to_owned(),
                 SourceState {
@@ -123,6 +129,14 @@ impl Readiness {
                     polling: false,
                 },
             );
+        }
+    }
+
+    /// Forget a source the config no longer has (a reload removed it), so
+    /// it no longer holds `/readyz` back.
+    pub fn unregister(&self, source: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.remove(source);
         }
     }
 

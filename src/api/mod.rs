@@ -11,7 +11,7 @@
 //! - `auth`: the bearer check, in constant time
 //! - `page`: the opaque cursors of paginated lists
 //! - `read`: the read endpoints
-//! - `write`: the write endpoints
+//! - `write`: the write endpoints (a config reload among them)
 //! - `client`: the same API from the command line's side
 
 mod auth;
@@ -29,11 +29,12 @@ use crate::secret::Secret;
 use crate::store::Store;
 use axum::Json;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
@@ -47,11 +48,32 @@ pub struct ApiState {
     pub sources: BTreeMap<String, Arc<SourceControl>>,
     /// Wakes every sink's loop (replayed entries are due now).
     pub wake_sinks: Arc<Notify>,
+    /// Reloads the config file `run` was started with.
+    pub reload: crate::reload::ReloadHandle,
 }
 
-/// The routes under `/api/v1/`, each behind the token.
-pub fn router(state: ApiState) -> Router {
-    let state = Arc::new(state);
+/// The state the handlers see, replaced whole when the config is reloaded
+/// (new sources and sinks, their switches); a call in progress keeps the
+/// state it began with.
+#[derive(Clone)]
+pub struct LiveState(Arc<RwLock<Arc<ApiState>>>);
+
+impl LiveState {
+    pub fn replace(&self, state: ApiState) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+    }
+}
+
+impl FromRef<LiveState> for Arc<ApiState> {
+    fn from_ref(live: &LiveState) -> Arc<ApiState> {
+        live.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The routes under `/api/v1/`, each behind the token, and the handle
+/// that replaces their state.
+pub fn router(state: ApiState) -> (Router, LiveState) {
+    let state = LiveState(Arc::new(RwLock::new(Arc::new(state))));
     let api = Router::new()
         .route("/sources", get(read::sources))
         .route("/sources/{name}/poll", post(write::poll_now))
@@ -63,13 +85,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/dead-letters/replay", post(write::replay))
         .route("/sinks/{name}/pause", post(write::pause))
         .route("/sinks/{name}/resume", post(write::resume))
+        .route("/reload", post(write::reload))
         .fallback(|| async { ApiError::not_found("no such endpoint under /api/v1/") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
-        .with_state(state);
-    Router::new().nest("/api/v1", api)
+        .with_state(state.clone());
+    (Router::new().nest("/api/v1", api), state)
 }
 
 /// An answer other than success: its status and a plain `{"error": ...}`.
