@@ -112,7 +112,10 @@ fn daemon_api(config: &Config, remote: &Remote<'_>) -> Option<(String, Secret)> 
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let token = remote.token.map_or_else(|| token.clone(), Secret::new);
+    let token = remote
+        .token
+        .filter(|t| !t.is_empty())
+        .map_or_else(|| token.clone(), Secret::new);
     Some((format!("http://{addr}"), token))
 }
 

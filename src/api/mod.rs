@@ -110,6 +110,13 @@ impl ApiError {
         }
     }
 
+    fn internal() -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error: the request could not be answered".to_owned(),
+        }
+    }
+
     fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,

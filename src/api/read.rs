@@ -24,6 +24,18 @@ pub const LIST_MAX_LIMIT: usize = 1000;
 /// give a `next_cursor`, so no request reads a whole large store.
 pub const ORDERS_SCAN: usize = 10_000;
 
+/// Store reads are synchronous and a page may read thousands of records:
+/// on a blocking thread, so the pollers and sinks sharing the runtime never
+/// wait behind a reader.
+async fn off_the_runtime<T: Send + 'static>(
+    state: Arc<ApiState>,
+    read: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || read(&state))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal()))
+}
+
 pub async fn sources(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let statuses = state.readiness.statuses();
     let list: Vec<Value> = state
@@ -91,6 +103,10 @@ pub async fn orders(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<OrdersQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    off_the_runtime(state, move |state| orders_page(state, query)).await
+}
+
+fn orders_page(state: &ApiState, query: OrdersQuery) -> Result<Json<Value>, ApiError> {
     let limit = page::limit(query.limit.as_deref(), ORDERS_LIMIT, ORDERS_MAX_LIMIT)?;
     let closed = match query.closed.as_deref() {
         None | Some("") => None,
@@ -101,7 +117,7 @@ pub async fn orders(
     let after: Option<(String, String)> = page::decode(query.cursor.as_deref())?;
     let in_store = state.store.sources()?;
     let sources = match query.source.as_deref().filter(|s| !s.is_empty()) {
-        Some(name) => vec![known_source(&state, &in_store, name)?],
+        Some(name) => vec![known_source(state, &in_store, name)?],
         None => in_store,
     };
     let needle = query
@@ -117,7 +133,7 @@ pub async fn orders(
         if status.is_some() && snap.status.as_deref() != status {
             return false;
         }
-        if closed.is_some_and(|c| c != is_closed(&state, source, snap)) {
+        if closed.is_some_and(|c| c != is_closed(state, source, snap)) {
             return false;
         }
         match &needle {
@@ -136,7 +152,7 @@ pub async fn orders(
             if let Some(snap) = state.store.snapshot(source, id)?
                 && wanted(source, id, &snap)
             {
-                items.push(item(&state, source, id, &snap));
+                items.push(item(state, source, id, &snap));
             }
         }
         return Ok(Json(
@@ -161,7 +177,7 @@ pub async fn orders(
             let (order_id, snap) = row?;
             scanned += 1;
             if wanted(source, &order_id, &snap) {
-                items.push(item(&state, source, &order_id, &snap));
+                items.push(item(state, source, &order_id, &snap));
             }
             last = Some((source.clone(), order_id));
         }
@@ -221,14 +237,18 @@ pub async fn order(
     State(state): State<Arc<ApiState>>,
     Path((source, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(snap) = state.store.snapshot(&source, &id)? else {
+    off_the_runtime(state, move |state| order_story(state, &source, &id)).await
+}
+
+fn order_story(state: &ApiState, source: &str, id: &str) -> Result<Json<Value>, ApiError> {
+    let Some(snap) = state.store.snapshot(source, id)? else {
         return Err(ApiError::not_found(format!(
             "no order {id} of source {source} in the store"
         )));
     };
     let order: Value = serde_json::from_str(&snap.order).unwrap_or(Value::Null);
-    let timeline = timeline(&state, &source, &id)?;
-    let summary = item(&state, &source, &id, &snap);
+    let timeline = timeline(state, source, id)?;
+    let summary = item(state, source, id, &snap);
     Ok(Json(serde_json::json!({
         "source": summary.source,
         "order_id": summary.order_id,
@@ -287,6 +307,10 @@ pub async fn events(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    off_the_runtime(state, move |state| events_page(state, query)).await
+}
+
+fn events_page(state: &ApiState, query: EventsQuery) -> Result<Json<Value>, ApiError> {
     let limit = page::limit(query.limit.as_deref(), LIST_LIMIT, LIST_MAX_LIMIT)?;
     let after: Option<String> = page::decode(query.cursor.as_deref())?;
     let kind = match query.kind.as_deref().filter(|k| !k.is_empty()) {
@@ -399,6 +423,10 @@ pub async fn dead_letters(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<DeadLettersQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    off_the_runtime(state, move |state| dead_letters_page(state, query)).await
+}
+
+fn dead_letters_page(state: &ApiState, query: DeadLettersQuery) -> Result<Json<Value>, ApiError> {
     let limit = page::limit(query.limit.as_deref(), LIST_LIMIT, LIST_MAX_LIMIT)?;
     let after: Option<(String, u64)> = page::decode(query.cursor.as_deref())?;
     let sink = query.sink.as_deref().filter(|s| !s.is_empty());

@@ -618,3 +618,29 @@ async fn a_paused_sink_holds_its_deliveries_and_resume_releases_them_in_order() 
     assert!(held_order[first].1 < held_order[second].1);
     stop_and_check_log(&ws, &mut child).await;
 }
+
+#[tokio::test]
+async fn poll_now_runs_a_cycle_long_before_the_interval() {
+    let sim = simulator(4).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let (ws, mut child, api) = running(&sim, "", &webhook_sink_yaml("hook", &hook.url)).await;
+    let id = admin.ids(TRACKING, "").await[0].clone();
+    admin
+        .patch("order-tracking", &id, json!({"status": "Polled-Now"}))
+        .await;
+    let (status, _) = api.post("/sources/tracking/poll", json!({})).await;
+    assert_eq!(status, 202);
+    let path = format!("/orders?id={id}");
+    eventually_async(
+        "the change seen by the asked-for cycle",
+        Duration::from_secs(20),
+        || async { api.ok(&path).await["orders"][0]["status"] == "Polled-Now" },
+    )
+    .await;
+    eventually("the change delivered", Duration::from_secs(20), || {
+        hook.delivered().len() == 1
+    })
+    .await;
+    stop_and_check_log(&ws, &mut child).await;
+}
