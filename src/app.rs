@@ -47,6 +47,9 @@ pub struct App {
     /// The file a reload reads, and its sections as `run` started with
     /// them; `None`: nothing to reload (the demo's generated config).
     config_file: Option<(PathBuf, Sections)>,
+    /// SIGHUPs, listened for from [`App::reload_from`] on, so one that
+    /// comes during start-up reloads instead of killing the process.
+    hangups: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 /// What `once` ended with (README "Commands").
@@ -152,14 +155,17 @@ impl App {
             readiness,
             listener: None,
             config_file: None,
+            hangups: None,
         })
     }
 
     /// Reload from `path` (the file this config was read from) on SIGHUP
-    /// or `POST /api/v1/reload` while [`App::run`] runs.
+    /// or `POST /api/v1/reload` while [`App::run`] runs. Call it from
+    /// within the runtime: SIGHUP is listened for from here on.
     pub fn reload_from(&mut self, path: PathBuf) {
         let sections = Sections::of_file(&path);
         self.config_file = Some((path, sections));
+        self.hangups = Some(hangups());
     }
 
     /// Bind the `listen` address, if the config has one, and return the
@@ -255,7 +261,7 @@ impl App {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let mut hangups = hangups();
+        let mut hangups = self.hangups.take().unwrap_or_else(hangups);
         self.bind().await?;
         let (trigger, stop) = Shutdown::new();
         let liveness = Arc::new(Liveness::default());

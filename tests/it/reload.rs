@@ -62,6 +62,14 @@ async fn reloads(api: &Api, outcome: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// List calls the simulator answered, in all.
+fn lists(stats: &Value) -> u64 {
+    stats["by_endpoint"]["order-tracking.list"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
 async fn reload(api: &Api) -> (u16, Value) {
     api.post("/reload", json!({})).await
 }
@@ -171,12 +179,6 @@ async fn a_removed_source_is_no_longer_polled_nor_awaited_by_readyz() {
     let mut child = spawn_with_token(&ws);
     let api = Api::of(&ws).await;
     api.polled().await;
-    let lists = |stats: &Value| -> u64 {
-        stats["by_endpoint"]["order-tracking.list"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0)
-    };
 
     // The source to be removed fails every cycle: /readyz soon says so.
     let gone_admin = Admin::new(&gone);
@@ -229,6 +231,46 @@ async fn a_removed_source_is_no_longer_polled_nor_awaited_by_readyz() {
     assert_eq!(names, ["kept"], "{sources}");
     let (status, body) = api.post("/sources/gone/poll", json!({})).await;
     assert_eq!(status, 404, "{body}");
+    terminate(&mut child, Duration::from_secs(15)).await;
+}
+
+#[tokio::test]
+async fn a_changed_source_polls_by_its_new_settings_and_fixed_keys_wait_for_a_restart() {
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let hourly = source_yaml("tracking", "order-tracking", &sim.base_url(), "")
+        .replace("interval: 1s", "interval: 1h");
+    let sinks = webhook_sink_yaml("hook", &hook.url);
+    let ws = Workspace::new(&hourly, &sinks, &api_rest());
+    let mut child = spawn_with_token(&ws);
+    let api = Api::of(&ws).await;
+    api.polled().await;
+
+    // Every second instead of every hour; and a key only a restart applies.
+    let every_second = hourly.replace("interval: 1h", "interval: 1s");
+    rewrite(
+        &ws,
+        &every_second,
+        &sinks,
+        &format!("{}shutdown_grace: 3s\n", api_rest()),
+    );
+    let (status, body) = reload(&api).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sources"]["changed"], json!(["tracking"]), "{body}");
+    assert_eq!(body["needs_restart"], json!(["shutdown_grace"]), "{body}");
+    let after = lists(&admin.stats().await);
+    eventually_async("cycles at the new interval", WAIT, || async {
+        lists(&admin.stats().await) >= after + 3
+    })
+    .await;
+    let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("take effect only after a restart: shutdown_grace"),
+        "{log}"
+    );
+    let sources = api.ok("/sources").await;
+    assert_eq!(sources["sources"][0]["interval"], json!("1s"), "{sources}");
     terminate(&mut child, Duration::from_secs(15)).await;
 }
 
