@@ -1,6 +1,6 @@
 //! The write endpoints: replay dead letters, poll a source now, pause and
-//! resume a sink, reload the config. Each acts through the same store calls and loop handles
-//! the command line and the loops use.
+//! resume a sink, reload the config. Each acts through the same store calls
+//! and loop handles the command line and the loops use.
 
 use super::{ApiError, ApiState};
 use axum::Json;
