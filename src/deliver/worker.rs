@@ -191,11 +191,18 @@ impl Dispatcher {
                 }
             }
         }
-        let Some(result) = sink
-            .sink
-            .deliver_unless_stopped(&due.entry.event, shutdown)
-            .await
-        else {
+        let Some(body) = due.body.as_deref() else {
+            // Nothing to send, now or later: said, and kept for the record.
+            let mut entry = due.entry.clone();
+            entry.attempts += 1;
+            let reason = "its event's body is missing from the store (damaged): nothing to deliver";
+            entry.last_error = Some(reason.to_owned());
+            self.store.bury(&due, &entry, reason)?;
+            error!(sink = %sink.name, id = %entry.event_id, "{reason}; moved to dead letters");
+            report.buried = 1;
+            return Ok(report);
+        };
+        let Some(result) = sink.sink.deliver_unless_stopped(body, shutdown).await else {
             report.not_started = 1;
             return Ok(report);
         };

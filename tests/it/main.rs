@@ -33,3 +33,4 @@ mod source;
 mod source_ops;
 mod startup;
 mod store_faults;
+mod store_layout;
