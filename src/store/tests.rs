@@ -687,3 +687,24 @@ fn each_body_is_stored_once_and_goes_when_nothing_refers_to_it() {
             .all(|k| s.events.contains_key(k.unwrap()).unwrap())
     );
 }
+
+#[test]
+fn an_entry_whose_body_is_lost_is_due_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    commit_events(
+        &store,
+        "t",
+        vec![status_event("evt_a", "t", "1", &["hook"])],
+    );
+    let s = store.opened().unwrap();
+    s.bodies.remove(1u64.to_be_bytes()).unwrap();
+    let due = store.due("hook", now_ms() + 1, 10).unwrap();
+    assert_eq!(
+        due.len(),
+        1,
+        "still due: the dispatcher buries it, saying why"
+    );
+    assert!(due[0].body.is_none());
+    assert!(store.timeline("t", "1").unwrap().is_empty());
+}

@@ -106,3 +106,74 @@ async fn an_event_s_body_is_stored_once_whatever_the_sinks() {
     assert_eq!(db.open_tree("bodies").unwrap().len(), 1);
     sim.shutdown().await;
 }
+
+/// The key of an outbox entry as every schema so far wrote it: sink, a zero
+/// byte, the due time and the sequence, big-endian.
+fn outbox_key(sink: &str, due_ms: u64, seq: u64) -> Vec<u8> {
+    let mut k = sink.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+#[tokio::test]
+async fn a_schema_2_store_is_upgraded_and_its_outbox_delivered_byte_for_byte() {
+    let sim = simulator(5).await;
+    let hook = Receiver::start().await;
+    let ws = current_tracking_workspace(&sim.base_url(), &hook.url, "", "");
+    // An event as a schema 2 release stored it: its JSON inside the outbox
+    // entry (a string inside JSON) and again in the log. Its key order and
+    // spacing are this test's own, so only a byte-for-byte copy matches.
+    let body = r#"{"type":"order.status_changed","timestamp":"2026-11-22T08:00:00Z","data":{"id":"evt_old","source":"tracking","order_id":"42","from":"Current","to":"Closed","closed":true,"revision":2,"changes":[],"order":{"id":"42","status":"Closed","note":"caf\u00e9 \"quoted\""}}}"#;
+    {
+        let db = sled::open(ws.dir.path().join("data")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", &2u64.to_be_bytes()).unwrap();
+        meta.insert("event_seq", &1u64.to_be_bytes()).unwrap();
+        db.open_tree("events")
+            .unwrap()
+            .insert(1u64.to_be_bytes(), body.as_bytes())
+            .unwrap();
+        let entry = json!({
+            "seq": 1, "sink": "hook", "source": "tracking", "order_id": "42",
+            "event_id": "evt_old", "event_type": "order.status_changed", "attempts": 0,
+            "created_ms": 1, "last_error": null, "event": body,
+        });
+        db.open_tree("outbox")
+            .unwrap()
+            .insert(
+                outbox_key("hook", 1, 1),
+                serde_json::to_vec(&entry).unwrap(),
+            )
+            .unwrap();
+        let mut index = b"hook\0tracking\0".to_vec();
+        index.extend_from_slice(&2u32.to_be_bytes());
+        index.extend_from_slice(b"42");
+        index.extend_from_slice(&1u64.to_be_bytes());
+        db.open_tree("outbox_order")
+            .unwrap()
+            .insert(index, &1u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    ws.once_ok().await;
+    let delivered = hook.delivered();
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the old entry, and nothing from the baseline"
+    );
+    assert_eq!(delivered[0].body.as_ref(), body.as_bytes());
+    assert_eq!(delivered[0].header("webhook-id"), "evt_old");
+    assert!(verify_signature(&delivered[0], WEBHOOK_SECRET));
+    let out = ws.run(&["events", "--json"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), body);
+    let db = sled::open(ws.dir.path().join("data")).unwrap();
+    let version = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+    assert_eq!(
+        version.as_deref(),
+        Some(&orderwatch::SCHEMA_VERSION.to_be_bytes()[..])
+    );
+    sim.shutdown().await;
+}
