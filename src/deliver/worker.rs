@@ -216,6 +216,20 @@ impl Dispatcher {
         shutdown: &Shutdown,
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
+        let label = |outcome: &'static str| {
+            metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
+        };
+        let Some(body) = due.body.as_deref() else {
+            // Nothing to send, now or later: said, and kept for the record.
+            let mut entry = due.entry.clone();
+            let reason = "its event's body is missing from the store (damaged): nothing to deliver";
+            entry.last_error = Some(reason.to_owned());
+            self.store.bury(&due, &entry, reason)?;
+            error!(sink = %sink.name, id = %entry.event_id, "{reason}; moved to dead letters");
+            label("dead_letter");
+            report.buried = 1;
+            return Ok(report);
+        };
         // Not started: the entry stays as it is, due now, for the next run.
         if let Some(rate) = &sink.rate {
             match rate.turn(shutdown).await {
@@ -226,16 +240,9 @@ impl Dispatcher {
                 }
             }
         }
-        let Some(result) = sink
-            .sink
-            .deliver_unless_stopped(&due.entry.event, shutdown)
-            .await
-        else {
+        let Some(result) = sink.sink.deliver_unless_stopped(body, shutdown).await else {
             report.not_started = 1;
             return Ok(report);
-        };
-        let label = |outcome: &'static str| {
-            metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
         };
         match result {
             Ok(()) => {

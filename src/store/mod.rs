@@ -13,20 +13,32 @@
 //!   is still in the listing: the vanish step reads these small keys instead
 //!   of every snapshot (schema 2; built from the snapshots when a schema 1
 //!   store is opened)
-//! - `outbox`: `sink \0 due_ms seq` → [`OutboxEntry`]; what is due is a range scan
+//! - `bodies`: `seq` → the event JSON, exactly the webhook body, once per
+//!   event; `body_refs`: `seq` → how many outbox entries and dead letters
+//!   refer to it (`log.rs` says when a body goes)
+//! - `outbox`: `sink \0 due_ms seq` → [`OutboxEntry`] (its body by `seq`);
+//!   what is due is a range scan
 //! - `outbox_order`: `sink \0 source \0 order seq` → due_ms; the pending
 //!   entries of one order, so a later event never overtakes an earlier one
 //! - `dead_letters`: `sink \0 seq` → [`DeadLetter`]
-//! - `events`: `seq` → event JSON, a bounded log for `orderwatch events`
+//! - `events`: `seq` → which order the event is about: the bounded log
+//!   (the last [`EVENT_LOG_LEN`]) for `orderwatch events`
+//! - `events_by_order`: `source \0 order seq` → nothing: one order's logged
+//!   events; `deliveries`: `seq sink` → attempts and time, the delivery log,
+//!   trimmed with the event log (`timeline.rs` reads both)
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
 //!   last full listing ([`SyncState`]), and its health record
 //!   ([`SourceHealth`], `health.rs`)
+//!
+//! Schema 3; `migrate.rs` upgrades a schema 1 or 2 store when it is opened.
 
 mod handle;
 mod health;
 mod keys;
 mod leftovers;
+mod log;
+mod migrate;
 pub mod salvage;
 mod snapshot;
 mod timeline;
@@ -48,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bump when a tree's layout changes; an older binary refuses a newer store.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// How many events `orderwatch events` can show.
 pub const EVENT_LOG_LEN: u64 = 10_000;
 /// sled's page cache; its automatic size only reads cgroup v1 limits. Small
@@ -163,8 +175,6 @@ pub struct OutboxEntry {
     /// When the event was committed (unix ms), for `max_age`.
     pub created_ms: u64,
     pub last_error: Option<String>,
-    /// The event JSON, exactly the webhook body.
-    pub event: String,
 }
 
 /// An entry that will not be delivered without help.
@@ -180,6 +190,9 @@ pub struct DeadLetter {
 pub struct DueEntry {
     key: Vec<u8>,
     pub entry: OutboxEntry,
+    /// The event JSON, exactly the webhook body; `None` when the store
+    /// lost it (a damaged store), so the entry can only be dead-lettered.
+    pub body: Option<String>,
 }
 
 /// One event to commit, with the sinks its routes chose.
@@ -248,6 +261,8 @@ pub(crate) struct SledStore {
     events: sled::Tree,
     events_by_order: sled::Tree,
     deliveries: sled::Tree,
+    bodies: sled::Tree,
+    body_refs: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -325,6 +340,8 @@ impl SledStore {
             events: tree("events")?,
             events_by_order: tree("events_by_order")?,
             deliveries: tree("deliveries")?,
+            bodies: tree("bodies")?,
+            body_refs: tree("body_refs")?,
             meta: tree("meta")?,
             dir: dir.to_owned(),
             db,
@@ -338,8 +355,8 @@ impl SledStore {
             Some(v) => {
                 let found =
                     read_u64(&v).ok_or_else(|| StoreError::Damaged("schema version".into()))?;
-                if found == 1 {
-                    return self.migrate_from_1();
+                if (1..SCHEMA_VERSION).contains(&found) {
+                    return self.migrate(found);
                 }
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
@@ -362,33 +379,6 @@ impl SledStore {
                 self.meta.flush()?;
             }
         }
-        Ok(())
-    }
-
-    /// Schema 1 had no `listed` tree: build it from the snapshots, then
-    /// say version 2. A crash part-way leaves version 1, and the next open
-    /// builds it again from scratch.
-    fn migrate_from_1(&self) -> Result<(), StoreError> {
-        self.listed.clear()?;
-        // In slices: one batch of every key would hold them all in memory.
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for item in self.snapshots.iter() {
-            let (k, v) = item?;
-            if Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
-                batch.insert(k, &[] as &[u8]);
-                in_batch += 1;
-            }
-            if in_batch == 1000 {
-                self.listed.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-        }
-        self.listed.apply_batch(batch)?;
-        self.listed.flush()?;
-        self.meta
-            .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-        self.meta.flush()?;
         Ok(())
     }
 
@@ -560,10 +550,22 @@ impl SledStore {
             &self.outbox_order,
             &self.events,
             &self.events_by_order,
+            &self.bodies,
+            &self.body_refs,
             &self.meta,
         );
         let last_seq = trees.transaction(
-            |(snapshots, listed, outbox, outbox_order, events, events_by_order, meta)| {
+            |(
+                snapshots,
+                listed,
+                outbox,
+                outbox_order,
+                events,
+                events_by_order,
+                bodies,
+                body_refs,
+                meta,
+            )| {
                 for (key, value, is_listed) in &encoded {
                     write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
                 }
@@ -573,7 +575,18 @@ impl SledStore {
                     .unwrap_or(0);
                 for event in &commit.events {
                     seq += 1;
-                    events.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
+                    // The body once; the log and each sink's entry refer
+                    // to it by sequence.
+                    bodies.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
+                    events.insert(
+                        &seq.to_be_bytes(),
+                        log::encode_record(&commit.source, &event.order_id),
+                    )?;
+                    if let Ok(n) = u32::try_from(event.sinks.len())
+                        && n > 0
+                    {
+                        body_refs.insert(&seq.to_be_bytes(), &n.to_be_bytes())?;
+                    }
                     events_by_order.insert(
                         keys::event_of_order(&commit.source, &event.order_id, seq),
                         &[] as &[u8],
@@ -589,7 +602,6 @@ impl SledStore {
                             attempts: 0,
                             created_ms: now,
                             last_error: None,
-                            event: event.json.clone(),
                         };
                         let value = serde_json::to_vec(&entry).map_err(|e| {
                             ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
@@ -636,31 +648,6 @@ impl SledStore {
         Ok(())
     }
 
-    /// Drop the events older than the last [`EVENT_LOG_LEN`], with their
-    /// entries in the by-order index and the delivery log.
-    fn trim_event_log(&self, last_seq: u64) -> Result<(), StoreError> {
-        let Some(keep_from) = last_seq.checked_sub(EVENT_LOG_LEN) else {
-            return Ok(());
-        };
-        for item in self.events.range(..=keep_from.to_be_bytes()) {
-            let (k, v) = item?;
-            if let (Some(seq), Ok(head)) = (read_u64(&k), serde_json::from_slice::<EventHead>(&v)) {
-                self.events_by_order.remove(keys::event_of_order(
-                    &head.data.source,
-                    &head.data.order_id,
-                    seq,
-                ))?;
-            }
-            self.events.remove(k)?;
-        }
-        // Keyed by sequence first: the deliveries of every trimmed event.
-        let end = keep_from.saturating_add(1).to_be_bytes();
-        for item in self.deliveries.range(..end) {
-            self.deliveries.remove(item?.0)?;
-        }
-        Ok(())
-    }
-
     // ---- outbox ----
 
     /// Entries of `sink` due at `now_ms`, oldest due first, at most `limit`.
@@ -672,9 +659,11 @@ impl SledStore {
             let (k, v) = item?;
             let entry: OutboxEntry = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Damaged(format!("outbox entry: {e}")))?;
+            let body = self.body(entry.seq)?;
             out.push(DueEntry {
                 key: k.to_vec(),
                 entry,
+                body,
             });
         }
         Ok(out)
@@ -704,14 +693,25 @@ impl SledStore {
         let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
         let logged = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
         let log_key = keys::delivery(e.seq, &e.sink);
-        (&self.outbox, &self.outbox_order, &self.deliveries).transaction(
-            |(outbox, order, deliveries)| {
-                outbox.remove(due.key.as_slice())?;
-                order.remove(index.as_slice())?;
-                deliveries.insert(log_key.as_slice(), &logged[..])?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            },
-        )?;
+        let trees = (
+            &self.outbox,
+            &self.outbox_order,
+            &self.deliveries,
+            &self.bodies,
+            &self.body_refs,
+            &self.events,
+        );
+        trees.transaction(|(outbox, order, deliveries, bodies, body_refs, events)| {
+            // Removed already (a retried removal after a full disk): the
+            // body's reference went with it.
+            if outbox.remove(due.key.as_slice())?.is_none() {
+                return Ok(());
+            }
+            order.remove(index.as_slice())?;
+            deliveries.insert(log_key.as_slice(), &logged[..])?;
+            log::release_body(bodies, body_refs, events, e.seq)?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         Ok(())
     }
 
@@ -829,29 +829,6 @@ impl SledStore {
         }
         Ok(replayed)
     }
-
-    // ---- event log ----
-
-    /// The most recent events, newest first, as stored JSON.
-    pub fn recent_events(&self) -> impl Iterator<Item = Result<String, StoreError>> + use<> {
-        self.events.iter().rev().map(|item| {
-            let (_, v) = item?;
-            String::from_utf8(v.to_vec())
-                .map_err(|e| StoreError::Damaged(format!("event log: {e}")))
-        })
-    }
-}
-
-/// What trimming the event log reads of an event.
-#[derive(Deserialize)]
-struct EventHead {
-    data: EventHeadData,
-}
-
-#[derive(Deserialize)]
-struct EventHeadData {
-    source: String,
-    order_id: String,
 }
 
 /// One snapshot write, and the `listed` index kept in step with it.

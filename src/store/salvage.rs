@@ -20,6 +20,14 @@
 //!   hold that order's later events back for ever.
 //! - the event sequence in `meta` is at least the highest sequence salvaged,
 //!   so new events never reuse a salvaged entry's key.
+//! - `events_by_order` is derived from the salvaged log records, and
+//!   `body_refs` counted from the salvaged outbox entries and dead letters;
+//!   an entry whose body was lost is counted as lost (it has nothing to
+//!   deliver), and a body nothing refers to any more is left behind.
+//!
+//! Stores of schemas 1 and 2 are read too: their outbox entries, dead
+//! letters and log records carry the event's body, which goes to `bodies`
+//! as an upgrade would move it (see `migrate.rs`).
 //!
 //! And when a snapshot could not be read, the baseline markers of the
 //! sources concerned (of every source, when the key itself was unreadable)
@@ -106,13 +114,18 @@ impl From<sled::Error> for SalvageError {
     }
 }
 
-/// The tree order: what matters most first, should anything give out.
-const TREES: [&str; 6] = [
+/// The tree order: what matters most first, should anything give out
+/// (the bodies the outbox needs right after it).
+const TREES: [&str; 10] = [
     "outbox",
     "outbox_order",
     "dead_letters",
+    "bodies",
+    "body_refs",
     "snapshots",
     "events",
+    "events_by_order",
+    "deliveries",
     "meta",
 ];
 
@@ -168,6 +181,10 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     let mut max_seq = 0u64;
     // Salvaged outbox entries with their due time, for the index.
     let mut pending: Vec<(OutboxEntry, u64)> = Vec::new();
+    // Salvaged dead letters: (key, seq).
+    let mut dead_seqs: Vec<(Vec<u8>, u64)> = Vec::new();
+    // Salvaged log records: (seq, source, order id), for the index.
+    let mut logged: Vec<(u64, String, String)> = Vec::new();
     let mut damaged_sources: BTreeSet<String> = BTreeSet::new();
     let mut unknown_snapshot_lost = false;
 
@@ -195,25 +212,51 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
         };
         t.complete = scan(&tree, &mut t.unreadable, |key, value| {
             let kept = match name {
+                // Schemas 1 and 2 kept the body inside the entry: it goes
+                // to `bodies`, the entry is written without it.
                 "outbox" => match serde_json::from_slice::<OutboxEntry>(value) {
                     Ok(entry) => {
                         max_seq = max_seq.max(entry.seq);
-                        new.outbox.insert(key, value)?;
+                        if let Some(body) = legacy_body(value) {
+                            new.bodies
+                                .insert(entry.seq.to_be_bytes(), body.as_bytes())?;
+                        }
+                        new.outbox.insert(key, encode(&entry)?)?;
                         pending.push((entry, keys::outbox_due(key).unwrap_or(0)));
                         true
                     }
                     Err(_) => false,
                 },
-                // Rebuilt from the outbox below; read only to count.
-                "outbox_order" => return Ok(()),
+                // Rebuilt below; read only to count.
+                "outbox_order" | "body_refs" | "events_by_order" => return Ok(()),
                 "dead_letters" => match serde_json::from_slice::<DeadLetter>(value) {
                     Ok(dead) => {
-                        max_seq = max_seq.max(dead.entry.seq);
-                        new.dead_letters.insert(key, value)?;
+                        let seq = dead.entry.seq;
+                        max_seq = max_seq.max(seq);
+                        if let Some(body) = legacy_dead_body(value) {
+                            new.bodies.insert(seq.to_be_bytes(), body.as_bytes())?;
+                        }
+                        new.dead_letters.insert(key, encode(&dead)?)?;
+                        dead_seqs.push((key.to_vec(), seq));
                         true
                     }
                     Err(_) => false,
                 },
+                "bodies" => match (read_u64(key), std::str::from_utf8(value)) {
+                    (Some(_), Ok(_)) => {
+                        new.bodies.insert(key, value)?;
+                        true
+                    }
+                    _ => false,
+                },
+                "deliveries" => {
+                    if key.len() > 8 && super::timeline::decode_delivery(value).is_some() {
+                        new.deliveries.insert(key, value)?;
+                        true
+                    } else {
+                        false
+                    }
+                }
                 "snapshots" => {
                     if let Some(snap) = Snapshot::decode(value) {
                         new.snapshots.insert(key, value)?;
@@ -233,10 +276,16 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                         false
                     }
                 }
-                "events" => match (read_u64(key), std::str::from_utf8(value)) {
-                    (Some(seq), Ok(_)) => {
+                // Schema 3 logs which order; older ones the event JSON.
+                "events" => match (read_u64(key), log_record(value)) {
+                    (Some(seq), Some((source, order_id, old_body))) => {
                         max_seq = max_seq.max(seq);
-                        new.events.insert(key, value)?;
+                        if old_body {
+                            new.bodies.insert(key, value)?;
+                        }
+                        new.events
+                            .insert(key, super::log::encode_record(&source, &order_id))?;
+                        logged.push((seq, source, order_id));
                         true
                     }
                     _ => false,
@@ -268,13 +317,51 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
         if name == "snapshots" && (t.unreadable > 0 || !t.complete) {
             unknown_snapshot_lost = true;
         }
-        if name == "outbox_order" {
+        if matches!(name, "outbox_order" | "body_refs" | "events_by_order") {
             // Counted as read; the index written is the rebuilt one.
             t.copied = 0;
         }
         report.trees.push(t);
     }
 
+    // An entry whose body was lost has nothing to deliver: counted as lost.
+    let has_body = |seq: u64| new.bodies.contains_key(seq.to_be_bytes());
+    let mut without_body = 0u64;
+    let mut kept = Vec::with_capacity(pending.len());
+    for (entry, due) in pending {
+        if has_body(entry.seq)? {
+            kept.push((entry, due));
+        } else {
+            new.outbox
+                .remove(keys::outbox(&entry.sink, due, entry.seq))?;
+            without_body += 1;
+        }
+    }
+    let pending = kept;
+    let mut dead_without_body = 0u64;
+    for (key, seq) in &dead_seqs {
+        if !has_body(*seq)? {
+            new.dead_letters.remove(key)?;
+            dead_without_body += 1;
+        }
+    }
+    for (name, lost) in [
+        ("outbox", without_body),
+        ("dead_letters", dead_without_body),
+    ] {
+        if lost == 0 {
+            continue;
+        }
+        if let Some(t) = report.trees.iter_mut().find(|t| t.name == name) {
+            t.copied -= lost;
+            t.damaged += lost;
+        }
+        report.notes.push(format!(
+            "{name}: {lost} entr{} left out: the event body {} referred to was lost",
+            if lost == 1 { "y" } else { "ies" },
+            if lost == 1 { "it" } else { "they" }
+        ));
+    }
     // The per-order index, from the outbox entries that were salvaged.
     for (entry, due) in &pending {
         new.outbox_order.insert(
@@ -292,6 +379,26 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     report
         .notes
         .push("listed (the index of orders still in their listing) was rebuilt from the salvaged snapshots".to_owned());
+    for (seq, source, order_id) in &logged {
+        new.events_by_order
+            .insert(keys::event_of_order(source, order_id, *seq), &[] as &[u8])?;
+    }
+    if let Some(t) = report
+        .trees
+        .iter_mut()
+        .find(|t| t.name == "events_by_order")
+    {
+        t.copied = logged.len() as u64;
+    }
+    report.notes.push(format!(
+        "events_by_order (each order's events) was rebuilt from the {} salvaged event log records; body_refs was counted from the salvaged outbox entries and dead letters",
+        logged.len()
+    ));
+    new.count_body_refs()?;
+    if let Some(t) = report.trees.iter_mut().find(|t| t.name == "body_refs") {
+        t.copied = new.body_refs.len() as u64;
+    }
+    new.drop_unreferenced_bodies()?;
     new.meta.insert(META_EVENT_SEQ, &max_seq.to_be_bytes())?;
 
     // Orders whose snapshot was lost must not come back as "new orders".
@@ -316,6 +423,43 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     // The new store must open as orderwatch opens it.
     Store::open(to)?.flush()?;
     Ok(report)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Damaged(e.to_string()))
+}
+
+/// The body a schema 1 or 2 outbox entry carried.
+fn legacy_body(value: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        event: Option<String>,
+    }
+    serde_json::from_slice::<Legacy>(value).ok()?.event
+}
+
+fn legacy_dead_body(value: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        entry: serde_json::Value,
+    }
+    let entry = serde_json::from_slice::<Legacy>(value).ok()?.entry;
+    entry.get("event")?.as_str().map(str::to_owned)
+}
+
+/// `(source, order id, whether the record is an old one holding the
+/// event's body)` of an event log record of any schema.
+fn log_record(value: &[u8]) -> Option<(String, String, bool)> {
+    if let Some((source, order_id)) = super::log::decode_record(value) {
+        return Some((source, order_id, false));
+    }
+    let event: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let data = event.get("data")?;
+    Some((
+        data.get("source")?.as_str()?.to_owned(),
+        data.get("order_id")?.as_str()?.to_owned(),
+        true,
+    ))
 }
 
 /// sled takes an exclusive lock on `db` while a store is open (`flock` on
@@ -384,8 +528,9 @@ fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
     if let Ok(Some(v)) = version
         && let Some(found) = read_u64(&v)
     {
-        // Schema 1 differs only by lacking the `listed` index, which
-        // salvage rebuilds anyway.
+        // Schema 1 lacked the `listed` index (rebuilt anyway); schemas 1
+        // and 2 kept the bodies inside the entries and the log, which each
+        // record is read for.
         if !(1..=SCHEMA_VERSION).contains(&found) {
             return Err(SalvageError::Schema {
                 dir: dir.to_owned(),
@@ -456,7 +601,17 @@ fn scan(
 mod tests {
     use super::*;
     use crate::event::EventType;
+    use crate::store::tests::due_bodies;
     use crate::store::{Commit, NewEvent};
+
+    fn due_seqs(store: &Store, sink: &str) -> Vec<u64> {
+        store
+            .due(sink, u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|d| d.entry.seq)
+            .collect()
+    }
 
     fn store_with_outbox(dir: &Path) -> SledStore {
         let store = SledStore::open(dir, LOCK_GRACE).unwrap();
@@ -516,16 +671,17 @@ mod tests {
         assert_eq!(report.tree("dead_letters").unwrap().copied, 1);
         assert_eq!(report.tree("snapshots").unwrap().copied, 2);
         assert_eq!(report.tree("events").unwrap().copied, 3);
+        assert_eq!(report.tree("bodies").unwrap().copied, 3);
+        assert_eq!(report.tree("events_by_order").unwrap().copied, 3);
+        assert_eq!(report.tree("body_refs").unwrap().copied, 3);
 
         let new = Store::open(&new_dir).unwrap();
         assert!(new.has_baseline("tracking").unwrap());
-        let due: Vec<u64> = new
-            .due("mail", u64::MAX, 100)
-            .unwrap()
-            .iter()
-            .map(|d| d.entry.seq)
-            .collect();
-        assert_eq!(due, vec![1, 2, 3]);
+        assert_eq!(due_seqs(&new, "mail"), vec![1, 2, 3]);
+        assert_eq!(
+            due_bodies(&new.opened().unwrap(), "mail"),
+            ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"].map(|b| Some(b.to_owned()))
+        );
         // The index of listed orders is rebuilt: the vanish step sees them.
         assert_eq!(new.listed_ids("tracking").unwrap().len(), 2);
         // Order 1's second event still waits behind its first.
@@ -549,17 +705,60 @@ mod tests {
             health: None,
         })
         .unwrap();
-        let seqs: Vec<u64> = new
-            .due("mail", u64::MAX, 100)
-            .unwrap()
-            .iter()
-            .map(|d| d.entry.seq)
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        assert_eq!(due_seqs(&new, "mail"), vec![1, 2, 3, 4]);
 
         // The old store is as it was, and still opens.
         let old = Store::open(&old_dir).unwrap();
         assert_eq!(old.outbox_len(), 5);
+    }
+
+    #[test]
+    fn salvages_schema_1_and_2_stores_into_schema_3() {
+        for version in [1, 2] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+            let bodies = crate::store::tests::write_old_store(&old_dir, version);
+            let report = salvage(&old_dir, &new_dir).unwrap();
+            assert_eq!(report.lost(), 0, "{report:?}");
+            assert_eq!(report.tree("outbox").unwrap().copied, 3);
+            assert_eq!(report.tree("dead_letters").unwrap().copied, 1);
+            assert_eq!(report.tree("events").unwrap().copied, 3);
+            let new = SledStore::open(&new_dir, LOCK_GRACE).unwrap();
+            let stored: Vec<Vec<u8>> = new.bodies.iter().map(|i| i.unwrap().1.to_vec()).collect();
+            assert_eq!(
+                stored,
+                bodies
+                    .iter()
+                    .map(|b| b.as_bytes().to_vec())
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                due_bodies(&new, "hook"),
+                [Some(bodies[0].clone()), Some(bodies[2].clone())]
+            );
+            assert_eq!(new.timeline("t", "1").unwrap().len(), 2);
+            assert_eq!(new.recent_events().count(), 3);
+            assert_eq!(new.body_refs.len(), 3);
+            for item in new.outbox.iter() {
+                let value: serde_json::Value = serde_json::from_slice(&item.unwrap().1).unwrap();
+                assert!(value.get("event").is_none(), "{value}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_whose_body_was_lost_is_counted_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        let old = store_with_outbox(&old_dir);
+        old.bodies.remove(2u64.to_be_bytes()).unwrap();
+        old.flush().unwrap();
+        drop(old);
+        let report = salvage(&old_dir, &new_dir).unwrap();
+        assert_eq!(report.tree("outbox").unwrap().copied, 4, "{report:?}");
+        assert_eq!(report.tree("outbox").unwrap().damaged, 2);
+        let new = Store::open(&new_dir).unwrap();
+        assert_eq!(due_seqs(&new, "mail"), vec![1, 3]);
     }
 
     #[test]

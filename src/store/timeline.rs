@@ -157,22 +157,4 @@ impl SledStore {
         }
         Ok(out)
     }
-
-    /// The logged event of `seq`, if it is still in the log; one that does
-    /// not decode is left out (and said), not an error for the whole order.
-    fn logged_event(&self, seq: u64) -> Result<Option<Event>, StoreError> {
-        let Some(body) = self.events.get(seq.to_be_bytes())? else {
-            return Ok(None);
-        };
-        match serde_json::from_slice::<Event>(&body) {
-            Ok(event) => Ok(Some(event)),
-            Err(e) => {
-                tracing::warn!(
-                    seq,
-                    "a logged event does not decode, left out of its order's timeline: {e}"
-                );
-                Ok(None)
-            }
-        }
-    }
 }

@@ -209,6 +209,21 @@ pub fn current_tracking_workspace(
     )
 }
 
+/// The tracking source of [`current_tracking_workspace`] with any `sinks`
+/// (YAML list items).
+pub fn current_tracking_with_sinks(base_url: &str, sinks: &str) -> Workspace {
+    Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            base_url,
+            "    filters: { status: Current }\n",
+        ),
+        sinks,
+        "",
+    )
+}
+
 /// A source block for the simulator.
 pub fn source_yaml(name: &str, api: &str, base_url: &str, extra: &str) -> String {
     format!(

@@ -38,5 +38,6 @@ mod source_health;
 mod source_ops;
 mod startup;
 mod store_faults;
+mod store_layout;
 mod teams;
 mod ui;
