@@ -302,7 +302,8 @@ pub struct EventsQuery {
     cursor: Option<String>,
 }
 
-/// The event log, newest first; the cursor is the last event id shown.
+/// The event log, newest first; the cursor is the log position of the last
+/// event shown.
 pub async fn events(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<EventsQuery>,
@@ -312,7 +313,9 @@ pub async fn events(
 
 fn events_page(state: &ApiState, query: EventsQuery) -> Result<Json<Value>, ApiError> {
     let limit = page::limit(query.limit.as_deref(), LIST_LIMIT, LIST_MAX_LIMIT)?;
-    let after: Option<String> = page::decode(query.cursor.as_deref())?;
+    // The cursor is the log sequence of the last event shown: the next page
+    // starts below it, wherever the log's trimming has got to.
+    let before: u64 = page::decode::<u64>(query.cursor.as_deref())?.unwrap_or(u64::MAX);
     let kind = match query.kind.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => Some(
             k.parse::<crate::event::EventType>()
@@ -322,19 +325,14 @@ fn events_page(state: &ApiState, query: EventsQuery) -> Result<Json<Value>, ApiE
     };
     let source = query.source.as_deref().filter(|s| !s.is_empty());
     let order = query.order.as_deref().filter(|s| !s.is_empty());
-    let mut skipping = after.is_some();
     let mut events: Vec<Box<RawValue>> = Vec::new();
-    let mut last_id = None;
+    let mut last_seq = None;
     let mut more = false;
-    for text in state.store.recent_events() {
-        let text = text?;
+    for item in state.store.events_before(before) {
+        let (seq, text) = item?;
         let Ok(event) = serde_json::from_str::<Event>(&text) else {
             continue;
         };
-        if skipping {
-            skipping = after.as_deref() != Some(event.data.id.as_str());
-            continue;
-        }
         let wanted = source.is_none_or(|s| s == event.data.source)
             && order.is_none_or(|o| o == event.data.order_id)
             && kind.is_none_or(|k| k == event.kind);
@@ -350,10 +348,10 @@ fn events_page(state: &ApiState, query: EventsQuery) -> Result<Json<Value>, ApiE
             continue;
         };
         events.push(raw);
-        last_id = Some(event.data.id);
+        last_seq = Some(seq);
     }
-    let next_cursor = match (more, last_id) {
-        (true, Some(id)) => Some(page::encode(&id)),
+    let next_cursor = match (more, last_seq) {
+        (true, Some(seq)) => Some(page::encode(&seq)),
         _ => None,
     };
     Ok(Json(

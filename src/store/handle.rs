@@ -377,4 +377,16 @@ impl Store {
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
+
+    /// The logged events below sequence `before`, newest first, with their
+    /// sequence (the API's pages of the log).
+    pub fn events_before(
+        &self,
+        before: u64,
+    ) -> Box<dyn Iterator<Item = Result<(u64, String), StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.events_before(before)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
 }

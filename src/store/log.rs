@@ -145,20 +145,35 @@ impl SledStore {
 
     /// The most recent events, newest first, as stored JSON.
     pub fn recent_events(&self) -> impl Iterator<Item = Result<String, StoreError>> + use<> {
+        self.events_before(u64::MAX)
+            .map(|item| item.map(|(_, json)| json))
+    }
+
+    /// The logged events whose sequence is below `before`, newest first,
+    /// with their sequence: a page of the log starts where the last ended,
+    /// even once the event it ended on has left the log.
+    pub fn events_before(
+        &self,
+        before: u64,
+    ) -> impl Iterator<Item = Result<(u64, String), StoreError>> + use<> {
         let bodies = self.bodies.clone();
-        self.events.iter().rev().filter_map(move |item| {
-            let seq = match item {
-                Ok((k, _)) => read_u64(&k)?,
-                Err(e) => return Some(Err(e.into())),
-            };
-            match bodies.get(seq.to_be_bytes()) {
-                Ok(Some(v)) => Some(
-                    String::from_utf8(v.to_vec())
-                        .map_err(|e| StoreError::Damaged(format!("event log: {e}"))),
-                ),
-                Ok(None) => None,
-                Err(e) => Some(Err(e.into())),
-            }
-        })
+        self.events
+            .range(..before.to_be_bytes())
+            .rev()
+            .filter_map(move |item| {
+                let seq = match item {
+                    Ok((k, _)) => read_u64(&k)?,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                match bodies.get(seq.to_be_bytes()) {
+                    Ok(Some(v)) => Some(
+                        String::from_utf8(v.to_vec())
+                            .map(|json| (seq, json))
+                            .map_err(|e| StoreError::Damaged(format!("event log: {e}"))),
+                    ),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            })
     }
 }

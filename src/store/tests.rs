@@ -710,3 +710,41 @@ fn an_entry_whose_body_is_lost_is_due_without_one() {
     assert!(due[0].body.is_none());
     assert!(store.timeline("t", "1").unwrap().is_empty());
 }
+
+#[test]
+fn the_log_reads_in_pages_below_a_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .commit(&Commit {
+            source: "t".into(),
+            events: vec![
+                event("evt_a", "1", &[]),
+                event("evt_b", "2", &[]),
+                event("evt_c", "3", &[]),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let page = |before| -> Vec<(u64, String)> {
+        store
+            .events_before(before)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let all = page(u64::MAX);
+    let seqs: Vec<u64> = all.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    assert!(all[0].1.contains("evt_c"), "{all:?}");
+    // A page starts strictly below the last one's end, and the recent
+    // events are the same texts.
+    let rest: Vec<u64> = page(seqs[0]).iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(rest, seqs[1..]);
+    assert!(page(seqs[2]).is_empty());
+    let texts: Vec<String> = store.recent_events().map(Result::unwrap).collect();
+    assert_eq!(texts, all.into_iter().map(|(_, t)| t).collect::<Vec<_>>());
+}
