@@ -14,6 +14,7 @@ mod yaml;
 
 pub use decode::Problem;
 pub(crate) use decode::{Decoder, Fields, MILLI, index, opt};
+pub(crate) use env::read_secret_file;
 pub use env::{Environment, ProcessEnv};
 pub(crate) use yaml::Node;
 

@@ -44,6 +44,8 @@ pub enum Role {
     /// A request body (the http sink's `body`): values as they are, or
     /// quoted as JSON with the `tojson` filter.
     Body,
+    /// A message's address (the nats sink's `subject`): values as they are.
+    Subject,
 }
 
 impl Role {
@@ -55,6 +57,7 @@ impl Role {
             Role::EmailText => "email.text",
             Role::EmailHtml => "email.html",
             Role::Body => "body",
+            Role::Subject => "subject",
         }
     }
 

@@ -10,6 +10,7 @@
 mod console;
 mod email;
 mod http;
+mod nats;
 mod signature;
 mod slack;
 mod webhook;
@@ -29,6 +30,7 @@ pub(crate) const SINK_TYPES: &[SinkType] = &[
     email::TYPE,
     console::TYPE,
     http::TYPE,
+    nats::TYPE,
 ];
 
 /// One kind of sink, as the config reader sees it.
