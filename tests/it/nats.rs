@@ -166,12 +166,19 @@ impl NatsServer {
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
+impl NatsServer {
+    /// Kill the server; its store stays for the next [`Self::start`].
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -462,8 +469,8 @@ async fn a_sigkill_before_the_acknowledgements_redelivers_and_jetstream_keeps_on
 }
 
 #[tokio::test]
-async fn a_server_down_at_start_is_retried_and_delivered_once_it_starts() {
-    let test = "nats::a_server_down_at_start_is_retried_and_delivered_once_it_starts";
+async fn a_server_down_at_start_or_restarted_is_retried_and_each_event_delivered_once() {
+    let test = "nats::a_server_down_at_start_or_restarted_is_retried_and_each_event_delivered_once";
     let Some(mut server) = NatsServer::new(test, ServerAuth::None) else {
         return;
     };
@@ -484,6 +491,27 @@ async fn a_server_down_at_start_is_retried_and_delivered_once_it_starts() {
         "the three events on the stream",
         Duration::from_secs(60),
         || async { stream_count(&js).await == 3 },
+    )
+    .await;
+    assert_one_message_per_change(&js, &admin).await;
+
+    // The server goes away under a connected client and comes back (its
+    // store, and the stream, kept): the client reconnects by itself.
+    server.stop();
+    let failed_before = log_count(&ws, "delivery failed, will retry");
+    close_orders(&admin, 2).await;
+    eventually(
+        "deliveries failing while the server is down",
+        Duration::from_secs(60),
+        || log_count(&ws, "delivery failed, will retry") >= failed_before + 2,
+    )
+    .await;
+    server.start().await;
+    let js = server.jetstream().await;
+    eventually_async(
+        "the two later events on the stream",
+        Duration::from_secs(60),
+        || async { stream_count(&js).await == 5 },
     )
     .await;
     let status = terminate(&mut child, Duration::from_secs(30)).await;
@@ -583,12 +611,15 @@ async fn credentials_are_sent_and_stay_secret(
     let sim = simulator(5).await;
     let sink = format!("    create_stream: true\n{keys}");
     let ws = tracking_workspace(&sim, &nats_sink_yaml(&server.url(), &sink));
-    let out = notify_test(&ws, right_env).await;
+    // At trace level, where the client library logs its CONNECT.
+    let trace = [("RUST_LOG", "trace")];
+    let env: Vec<(&str, &str)> = right_env.iter().chain(&trace).copied().collect();
+    let out = notify_test(&ws, &env).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!text(&out).contains(right), "{}", text(&out));
     let stored = stored_messages(&server.jetstream().await).await;
 
-    let out = notify_test(&ws, &[(var, wrong)]).await;
+    let out = notify_test(&ws, &[(var, wrong), trace[0]]).await;
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("bus (nats://127.0.0.1"), "{said}");
