@@ -71,6 +71,8 @@ struct NatsServer {
     dir: tempfile::TempDir,
     port: u16,
     auth: ServerAuth,
+    /// The `.creds` file the test's own client uses, in operator mode.
+    creds: Option<String>,
     child: Option<std::process::Child>,
 }
 
@@ -97,6 +99,7 @@ impl NatsServer {
             dir,
             port,
             auth,
+            creds: None,
             child: None,
         })
     }
@@ -137,6 +140,10 @@ impl NatsServer {
 
     async fn try_connect(&self) -> Result<jetstream::Context, async_nats::ConnectError> {
         let options = match self.auth {
+            ServerAuth::None if self.creds.is_some() => {
+                let creds = self.creds.as_deref().unwrap_or_default();
+                async_nats::ConnectOptions::with_credentials(creds).expect("a creds file")
+            }
             ServerAuth::None => async_nats::ConnectOptions::new(),
             ServerAuth::Token => async_nats::ConnectOptions::with_token(TOKEN.into()),
             ServerAuth::UserPassword => async_nats::ConnectOptions::with_user_and_password(
@@ -728,5 +735,131 @@ async fn subjects_streams_and_urls_are_checked_before_the_network() {
     assert!(said.contains("must not carry credentials"), "{said}");
     assert!(said.contains("sinks[0].stream"), "{said}");
     assert!(!said.contains("Url-Secret-77"), "{said}");
+    sim.shutdown().await;
+}
+
+// ------------------------------------------------ creds_file, operator mode
+
+/// A NATS JWT: `claims` (with `nats` as given) signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let claims = json!({
+        "jti": format!("{name}{now}").to_uppercase(),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let signature = issuer.sign(signed.as_bytes()).expect("signed");
+    format!("{signed}.{}", b64(&signature))
+}
+
+/// A server in operator mode (one account, JetStream on) and a `.creds`
+/// file of a user of that account.
+struct OperatorMode {
+    server: NatsServer,
+    creds: String,
+}
+
+impl OperatorMode {
+    async fn start(test: &str) -> Option<OperatorMode> {
+        let mut server = NatsServer::new(test, ServerAuth::None)?;
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        // JetStream needs a system account in operator mode.
+        let system = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let operator_jwt = jwt(
+            &operator,
+            &operator.public_key(),
+            "ow-operator",
+            json!({"type": "operator", "version": 2}),
+        );
+        let unlimited = json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+        });
+        let account_jwt = jwt(
+            &operator,
+            &account.public_key(),
+            "ow-account",
+            json!({"type": "account", "version": 2, "limits": unlimited}),
+        );
+        let system_jwt = jwt(
+            &operator,
+            &system.public_key(),
+            "SYS",
+            json!({"type": "account", "version": 2}),
+        );
+        let user_jwt = jwt(
+            &account,
+            &user.public_key(),
+            "ow-user",
+            json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        );
+        let seed = user.seed().expect("a seed");
+        let creds = format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        let conf = server.dir.path().join("nats.conf");
+        let mut config = std::fs::read_to_string(&conf).expect("nats.conf");
+        config.push_str(&format!(
+            "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\nresolver_preload: {{\n  {account}: {account_jwt}\n  {system}: {system_jwt}\n}}\n",
+            account = account.public_key(),
+            system = system.public_key(),
+        ));
+        std::fs::write(&conf, config).expect("write nats.conf");
+        server.creds = Some(creds.clone());
+        server.start().await;
+        Some(OperatorMode { server, creds })
+    }
+}
+
+#[tokio::test]
+async fn a_creds_file_authenticates_and_its_seed_stays_secret() {
+    let test = "nats::a_creds_file_authenticates_and_its_seed_stays_secret";
+    let Some(OperatorMode { server, creds }) = OperatorMode::start(test).await else {
+        return;
+    };
+    let sim = simulator(5).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let creds_path = dir.path().join("orderwatch.creds");
+    std::fs::write(&creds_path, &creds).expect("write creds");
+    let sink = format!(
+        "    create_stream: true\n    creds_file: {}\n",
+        creds_path.display()
+    );
+    let ws = tracking_workspace(&sim, &nats_sink_yaml(&server.url(), &sink));
+    let out = notify_test(&ws, &[("RUST_LOG", "trace")]).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let seed = creds
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .expect("a user seed");
+    assert!(!said.contains(seed), "{said}");
+    assert_eq!(stream_count(&server.jetstream().await).await, 1);
+
+    // The JWT with another user's seed: it cannot sign for that user.
+    let stranger = nkeys::KeyPair::new_user().seed().expect("a seed");
+    std::fs::write(&creds_path, creds.replace(seed, &stranger)).expect("write creds");
+    let out = notify_test(&ws, &[("RUST_LOG", "trace")]).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the server refused the credentials"),
+        "{said}"
+    );
+    assert!(!said.contains(seed) && !said.contains(&stranger), "{said}");
+    assert_eq!(stream_count(&server.jetstream().await).await, 1);
     sim.shutdown().await;
 }
