@@ -2,6 +2,7 @@
 //! server; and the order things stop in.
 
 use crate::config::Config;
+use crate::control::SourceControl;
 use crate::deliver::{Dispatcher, NamedSink, PassReport, Sink, Templates};
 use crate::http::{self, Readiness};
 use crate::poll::{CycleReport, Poller};
@@ -31,6 +32,8 @@ pub struct App {
     committed: Arc<Notify>,
     sink_wakers: Vec<Arc<Notify>>,
     readiness: Arc<Readiness>,
+    /// One per poller, in the same order: the API's "poll now".
+    source_controls: Vec<Arc<SourceControl>>,
     /// The `listen` port, held from [`App::bind`] on: a port that is taken
     /// fails the start before any poll, and port 0 has its real number
     /// before anything runs.
@@ -135,6 +138,10 @@ impl App {
         Ok(App {
             config,
             store,
+            source_controls: pollers
+                .iter()
+                .map(|_| Arc::new(SourceControl::default()))
+                .collect(),
             pollers,
             dispatchers,
             committed: wake,
@@ -158,6 +165,9 @@ impl App {
                 format!("cannot read the address bound for {addr} (the `listen` key)")
             })?;
             info!("health and metrics on http://{bound}");
+            if self.config.api_token.is_some() {
+                info!("API on http://{bound}/api/v1/ (bearer token: the config's api_token)");
+            }
             self.listener = Some(listener);
         }
         Ok(self.local_addr())
@@ -170,6 +180,9 @@ impl App {
 
     /// Poll every source once (side by side).
     async fn poll_all(&self) -> Vec<CycleReport> {
+        for p in &self.pollers {
+            self.readiness.started(p.name());
+        }
         let reports = futures::future::join_all(self.pollers.iter().map(|p| p.poll_once())).await;
         for r in &reports {
             self.readiness
@@ -221,6 +234,33 @@ impl App {
         })
     }
 
+    /// The API's handles, when `api_token` enables it.
+    fn api_state(&self) -> Option<crate::api::ApiState> {
+        let token = self.config.api_token.clone()?;
+        let sinks = self
+            .config
+            .sinks
+            .iter()
+            .zip(&self.dispatchers)
+            .map(|(sink, d)| (sink.name.clone(), d.control()))
+            .collect();
+        let sources = self
+            .pollers
+            .iter()
+            .zip(&self.source_controls)
+            .map(|(p, c)| (p.name().to_owned(), c.clone()))
+            .collect();
+        Some(crate::api::ApiState {
+            token,
+            store: self.store.clone(),
+            config: Arc::new(self.config.clone()),
+            readiness: self.readiness.clone(),
+            sinks,
+            sources,
+            wake_sinks: self.committed.clone(),
+        })
+    }
+
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
     /// resolves, serving the `listen` port (bound here unless
     /// [`App::bind`] did it). Then no delivery starts, those in flight get
@@ -236,18 +276,27 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
 
         if let Some(listener) = self.listener.take() {
-            let app = http::router(self.readiness.clone(), liveness.clone());
+            let mut app = http::router(self.readiness.clone(), liveness.clone());
+            if let Some(api) = self.api_state() {
+                app = app.merge(crate::api::router(api));
+            }
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
 
-        for poller in &self.pollers {
+        for (poller, control) in self.pollers.iter().zip(&self.source_controls) {
             let poller = poller.clone();
+            let control = control.clone();
             let readiness = self.readiness.clone();
             let stop = stop.clone();
             let task = format!("poller `{}`", poller.name());
             tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
-                poll_loop(poller.clone(), readiness.clone(), stop.clone())
+                poll_loop(
+                    poller.clone(),
+                    readiness.clone(),
+                    control.clone(),
+                    stop.clone(),
+                )
             }));
         }
 
@@ -307,8 +356,14 @@ impl App {
 }
 
 /// A poller's loop: a cycle on every tick of its interval (the first at
-/// once), until shutdown.
-async fn poll_loop(poller: Arc<Poller>, readiness: Arc<Readiness>, stop: Shutdown) {
+/// once), and one whenever the API asks (the interval then counts from
+/// it), until shutdown.
+async fn poll_loop(
+    poller: Arc<Poller>,
+    readiness: Arc<Readiness>,
+    control: Arc<SourceControl>,
+    stop: Shutdown,
+) {
     if test_panic_requested() {
         panic!("a test asked this poller to die ({TEST_POLLER_PANICS})");
     }
@@ -319,7 +374,9 @@ async fn poll_loop(poller: Arc<Poller>, readiness: Arc<Readiness>, stop: Shutdow
             biased;
             _ = stop.stopped() => return,
             _ = ticks.tick() => {}
+            _ = control.poll_requested() => ticks.reset(),
         }
+        readiness.started(poller.name());
         // Store writes are synchronous: stopping here can only cut an HTTP
         // call, never a commit.
         tokio::select! {

@@ -7,12 +7,10 @@
 use crate::app::{App, shutdown_signal};
 use crate::config::Config;
 use crate::deliver::Templates;
-use crate::event::Event;
-use crate::store::Store;
+use crate::inspect;
 use crate::telemetry;
 use clap::{Args, Parser, Subcommand};
 use orderwatch_simulator::{self as simulator, SimOptions};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,6 +71,16 @@ pub enum Command {
         /// One JSON object per line, each event as delivered
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Each source's health, last cycle, next poll and last error (from a running orderwatch)
+    Sources {
+        /// One JSON object per line, as GET /api/v1/sources gives them
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Entries that could not be delivered, and putting them back
     #[command(subcommand, name = "dead-letters")]
@@ -102,6 +110,8 @@ pub enum OrdersCommand {
         /// One JSON object per line (source, order_id, status, revision, changed_at)
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// One order: its last state and the events about it
     Show {
@@ -110,6 +120,8 @@ pub enum OrdersCommand {
         /// Only in this source (an id may exist in several)
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -120,6 +132,8 @@ pub enum DeadLettersCommand {
         /// One JSON object per line
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Put entries back in the outbox, under their original event ids
     Replay {
@@ -128,7 +142,36 @@ pub enum DeadLettersCommand {
         /// Every dead letter
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
+}
+
+/// Asking a running orderwatch through its API instead of reading the
+/// store (which it holds). Without `--url`, a store held by a running
+/// orderwatch whose config has `listen` and `api_token` is asked there.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Ask the running orderwatch at URL (e.g. http://127.0.0.1:9464) through its API
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The API token [default: $ORDERWATCH_API_TOKEN, then the config's api_token]; the variable is safer (a flag shows in `ps`)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ORDERWATCH_API_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl RemoteArgs {
+    fn remote(&self) -> inspect::Remote<'_> {
+        inspect::Remote {
+            url: self.url.as_deref(),
+            token: self.token.as_deref(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,15 +292,6 @@ fn load(cli: &Cli) -> Result<(Config, Arc<Templates>), ExitCode> {
     }
 }
 
-/// The store for a command that reads it: one that is not there is an
-/// error, never created empty (only `run` and `once` create a store).
-fn open_store(config: &Config) -> Result<Store, ExitCode> {
-    Store::open_existing(&config.state_dir).map_err(|e| {
-        eprintln!("error: {e}");
-        exit(1)
-    })
-}
-
 /// Run the command `cli` names, to its exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
@@ -289,6 +323,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..SimOptions::default()
             };
             return crate::demo::run(args.listen, opts).await;
+        }
+        Command::Orders(_)
+        | Command::Events { .. }
+        | Command::Sources { .. }
+        | Command::DeadLetters(_) => {
+            return inspect_command(&cli).await;
         }
         // With --from, salvage needs no config (it may be what is broken).
         Command::Store(StoreCommand::Salvage {
@@ -330,32 +370,54 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { connect } => check(&config, connect).await,
         Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,
-        Command::Orders(cmd) => {
-            let store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
-            orders(&store, &config, cmd)
-        }
-        Command::Events { order, limit, json } => {
-            let store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
-            events(&store, order.as_deref(), limit, json)
-        }
-        Command::DeadLetters(cmd) => {
-            let store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
-            dead_letters(&store, cmd)
-        }
         Command::Healthcheck { url } => healthcheck(&config, url).await,
         Command::Store(StoreCommand::Salvage { to, from }) => {
             Ok(salvage(from.as_deref().unwrap_or(&config.state_dir), &to))
         }
-        Command::Simulate(_) | Command::Demo(_) => Ok(exit(2)),
+        Command::Simulate(_)
+        | Command::Demo(_)
+        | Command::Orders(_)
+        | Command::Events { .. }
+        | Command::Sources { .. }
+        | Command::DeadLetters(_) => Ok(exit(2)),
+    }
+}
+
+/// `orders`, `events`, `sources`, `dead-letters`: from the store, or
+/// through a running orderwatch's API.
+async fn inspect_command(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_deref();
+    macro_rules! backend {
+        ($remote:expr, $stopped_ok:expr) => {
+            match inspect::backend(config, &$remote.remote(), $stopped_ok).await {
+                Ok(b) => b,
+                Err(code) => return Ok(code),
+            }
+        };
+    }
+    match &cli.command {
+        Command::Orders(OrdersCommand::List {
+            source,
+            json,
+            remote,
+        }) => inspect::orders_list(backend!(remote, false), source.as_deref(), *json).await,
+        Command::Orders(OrdersCommand::Show { id, source, remote }) => {
+            inspect::orders_show(backend!(remote, false), id, source.as_deref()).await
+        }
+        Command::Events {
+            order,
+            limit,
+            json,
+            remote,
+        } => inspect::events(backend!(remote, false), order.as_deref(), *limit, *json).await,
+        Command::Sources { json, remote } => inspect::sources(backend!(remote, true), *json).await,
+        Command::DeadLetters(DeadLettersCommand::List { json, remote }) => {
+            inspect::dead_letters_list(backend!(remote, false), *json).await
+        }
+        Command::DeadLetters(DeadLettersCommand::Replay { ids, all, remote }) => {
+            inspect::dead_letters_replay(backend!(remote, false), ids, *all).await
+        }
+        _ => Ok(exit(2)),
     }
 }
 
@@ -395,255 +457,6 @@ async fn check(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit(if failed { 2 } else { 0 }))
-}
-
-fn orders(store: &Store, config: &Config, cmd: OrdersCommand) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    match cmd {
-        OrdersCommand::List { source, json } => {
-            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
-                return Ok(exit(2));
-            };
-            let mut shown = 0;
-            for src in sources {
-                for item in store.snapshots_of(&src) {
-                    let (id, snap) = item?;
-                    if json {
-                        let line = serde_json::json!({
-                            "source": src,
-                            "order_id": id,
-                            "status": snap.status,
-                            "revision": snap.revision,
-                            "changed_at": snap.changed_at,
-                        });
-                        writeln!(out, "{line}")?;
-                    } else {
-                        if shown == 0 {
-                            writeln!(
-                                out,
-                                "{:<16} {:<24} {:<16} {:>8}  CHANGED",
-                                "SOURCE", "ORDER", "STATUS", "REVISION"
-                            )?;
-                        }
-                        writeln!(
-                            out,
-                            "{:<16} {:<24} {:<16} {:>8}  {}",
-                            src,
-                            id,
-                            snap.status.as_deref().unwrap_or("-"),
-                            snap.revision,
-                            snap.changed_at
-                        )?;
-                    }
-                    shown += 1;
-                }
-            }
-            if shown == 0 && !json {
-                match source {
-                    Some(s) => say_empty(&format!("no orders of source {s} in the store yet")),
-                    None => say_empty(
-                        "no orders in the store yet: the first poll of a source records them",
-                    ),
-                }
-            }
-            Ok(exit(0))
-        }
-        OrdersCommand::Show { id, source } => {
-            let Some(sources) = pick_sources(store, config, source.as_deref())? else {
-                return Ok(exit(2));
-            };
-            let mut found = false;
-            for src in sources {
-                if let Some(snap) = store.snapshot(&src, &id)? {
-                    if found {
-                        writeln!(out)?;
-                    }
-                    found = true;
-                    let order: serde_json::Value =
-                        serde_json::from_str(&snap.order).unwrap_or(serde_json::Value::Null);
-                    writeln!(out, "source:     {src}")?;
-                    writeln!(out, "order:      {id}")?;
-                    writeln!(out, "status:     {}", snap.status.as_deref().unwrap_or("-"))?;
-                    writeln!(out, "revision:   {}", snap.revision)?;
-                    writeln!(out, "changed at: {}", snap.changed_at)?;
-                    writeln!(
-                        out,
-                        "listed:     {}",
-                        if snap.listed {
-                            "yes"
-                        } else {
-                            "no (left the filtered list)"
-                        }
-                    )?;
-                    writeln!(out, "{}", serde_json::to_string_pretty(&order)?)?;
-                    writeln!(out, "events (newest first):")?;
-                    let about = |e: &Event| e.data.source == src && e.data.order_id == id;
-                    if write_events(store, &mut out, about, usize::MAX, false)? == 0 {
-                        writeln!(
-                            out,
-                            "  none in the log (a first poll records orders without events)"
-                        )?;
-                    }
-                }
-            }
-            if !found {
-                eprintln!("no order {id} in the store");
-                return Ok(exit(1));
-            }
-            Ok(exit(0))
-        }
-    }
-}
-
-/// Say that a listing is empty. On stderr: the result itself, on stdout,
-/// stays empty for scripts that test for nothing (`[ -z "$(...)" ]`).
-fn say_empty(what: &str) {
-    eprintln!("{what}");
-}
-
-/// The sources to read: the one asked for, or every source with snapshots.
-/// `None` (said on stderr) for a name that neither the config nor the store
-/// knows: a typo, not an empty source.
-fn pick_sources(
-    store: &Store,
-    config: &Config,
-    source: Option<&str>,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let in_store = store.sources()?;
-    let Some(name) = source else {
-        return Ok(Some(in_store));
-    };
-    if config.source(name).is_some() || in_store.iter().any(|s| s == name) {
-        return Ok(Some(vec![name.to_owned()]));
-    }
-    let mut known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    for name in &in_store {
-        if !known.contains(&name.as_str()) {
-            known.push(name);
-        }
-    }
-    eprintln!("no source named {name} (sources: {})", known.join(", "));
-    Ok(None)
-}
-
-fn events(
-    store: &Store,
-    order: Option<&str>,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    let about = |e: &Event| order.is_none_or(|o| o == e.data.order_id);
-    if write_events(store, &mut out, about, limit, json)? == 0 && !json {
-        match order {
-            Some(o) => say_empty(&format!("no events about order {o} in the log")),
-            None => say_empty("no events in the log yet"),
-        }
-    }
-    Ok(exit(0))
-}
-
-/// Write the logged events `about` picks, newest first, at most `limit`:
-/// as delivered (`json`) or one line each. Returns how many were written.
-fn write_events(
-    store: &Store,
-    out: &mut impl Write,
-    about: impl Fn(&Event) -> bool,
-    limit: usize,
-    json: bool,
-) -> anyhow::Result<usize> {
-    let mut shown = 0;
-    for item in store.recent_events() {
-        if shown >= limit {
-            break;
-        }
-        let text = item?;
-        let Ok(event) = serde_json::from_str::<Event>(&text) else {
-            continue;
-        };
-        if !about(&event) {
-            continue;
-        }
-        shown += 1;
-        if json {
-            writeln!(out, "{text}")?;
-        } else {
-            let d = &event.data;
-            let change = match (&d.from, &d.to) {
-                (Some(f), Some(t)) => format!("{f} → {t}"),
-                (None, Some(t)) => format!("→ {t}"),
-                (Some(f), None) => format!("{f} →"),
-                (None, None) => d
-                    .changes
-                    .iter()
-                    .map(|c| c.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
-            writeln!(
-                out,
-                "{}  {:<12} {:<20} {:<22} {}  ({})",
-                event.timestamp, d.source, d.order_id, event.kind, change, d.id
-            )?;
-        }
-    }
-    Ok(shown)
-}
-
-fn dead_letters(store: &Store, cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    match cmd {
-        DeadLettersCommand::List { json } => {
-            let dead_letters = store.dead_letters()?;
-            if dead_letters.is_empty() && !json {
-                say_empty("no dead letters");
-            }
-            for dead in dead_letters {
-                let e = &dead.entry;
-                if json {
-                    let line = serde_json::json!({
-                        "id": format!("{}:{}", e.sink, e.seq),
-                        "sink": e.sink,
-                        "event_id": e.event_id,
-                        "type": e.event_type,
-                        "source": e.source,
-                        "order_id": e.order_id,
-                        "attempts": e.attempts,
-                        "reason": dead.reason,
-                        "dead_at": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(dead.dead_ms)).to_string(),
-                    });
-                    writeln!(out, "{line}")?;
-                } else {
-                    writeln!(
-                        out,
-                        "{}:{}  {}  {} {}  attempts={}  {}",
-                        e.sink,
-                        e.seq,
-                        e.event_id,
-                        e.event_type,
-                        e.order_id,
-                        e.attempts,
-                        dead.reason
-                    )?;
-                }
-            }
-            Ok(exit(0))
-        }
-        DeadLettersCommand::Replay { ids, all } => {
-            if ids.is_empty() && !all {
-                eprintln!("name the entries to replay (event id or SINK:SEQ), or pass --all");
-                return Ok(exit(2));
-            }
-            let n = store.replay(if all { None } else { Some(&ids) })?;
-            store.flush()?;
-            writeln!(
-                out,
-                "{n} entr{} put back in the outbox",
-                if n == 1 { "y" } else { "ies" }
-            )?;
-            Ok(exit(if n == 0 && !all { 1 } else { 0 }))
-        }
-    }
 }
 
 /// `orderwatch store salvage`: counts per tree on stdout, problems on stderr.

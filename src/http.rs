@@ -20,7 +20,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -61,10 +61,36 @@ pub struct Readiness {
 struct SourceState {
     interval: Duration,
     last_ok: Option<Instant>,
-    /// Whether the last cycle failed. Its error is not kept: `/readyz` is
-    /// open to anyone who can reach the port, and error text comes from
-    /// outside (the logs have it).
+    /// Whether the last cycle failed. `/readyz` is open to anyone who can
+    /// reach the port and error text comes from outside, so it says only
+    /// that; the text itself is for the API, behind its token.
     failing: bool,
+    last_error: Option<String>,
+    /// Cycles failed in a row since the last good one.
+    failures: u32,
+    /// Wall-clock times, for the API: when the cycle in hand (or the last
+    /// one) began, when the last one ended, the last good one ended, and
+    /// when the next is due.
+    started_at: Option<SystemTime>,
+    last_cycle_at: Option<SystemTime>,
+    last_ok_at: Option<SystemTime>,
+    next_poll_at: Option<SystemTime>,
+    polling: bool,
+}
+
+/// What the API says of one source's polling.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    /// No cycle has ended yet.
+    pub pending: bool,
+    pub failing: bool,
+    pub polling: bool,
+    pub ready: bool,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_cycle_at: Option<SystemTime>,
+    pub last_ok_at: Option<SystemTime>,
+    pub next_poll_at: Option<SystemTime>,
 }
 
 impl Readiness {
@@ -88,20 +114,81 @@ impl Readiness {
                     interval,
                     last_ok: None,
                     failing: false,
+                    last_error: None,
+                    failures: 0,
+                    started_at: None,
+                    last_cycle_at: None,
+                    last_ok_at: None,
+                    next_poll_at: None,
+                    polling: false,
                 },
             );
         }
     }
 
+    /// A cycle of `source` begins.
+    pub fn started(&self, source: &str) {
+        if let Ok(mut s) = self.sources.lock()
+            && let Some(state) = s.get_mut(source)
+        {
+            state.polling = true;
+            state.started_at = Some(SystemTime::now());
+        }
+    }
+
+    /// A cycle of `source` ended, with its error if it failed (kept
+    /// redacted, for the API only). The next one is due an interval after
+    /// this one began, or at once when it took longer.
     pub fn record(&self, source: &str, error: Option<String>) {
         if let Ok(mut s) = self.sources.lock()
             && let Some(state) = s.get_mut(source)
         {
+            let now = SystemTime::now();
             state.failing = error.is_some();
-            if error.is_none() {
-                state.last_ok = Some(Instant::now());
+            state.polling = false;
+            state.last_cycle_at = Some(now);
+            state.next_poll_at = Some(
+                state
+                    .started_at
+                    .map_or(now, |at| (at + state.interval).max(now)),
+            );
+            match error {
+                Some(e) => {
+                    state.failures = state.failures.saturating_add(1);
+                    state.last_error = Some(crate::secret::redact(&e));
+                }
+                None => {
+                    state.last_ok = Some(Instant::now());
+                    state.last_ok_at = Some(now);
+                    state.failures = 0;
+                    state.last_error = None;
+                }
             }
         }
+    }
+
+    /// Each source's polling as the API shows it.
+    pub fn statuses(&self) -> BTreeMap<String, SourceStatus> {
+        let Ok(sources) = self.sources.lock() else {
+            return BTreeMap::new();
+        };
+        sources
+            .iter()
+            .map(|(name, s)| {
+                let status = SourceStatus {
+                    pending: s.last_cycle_at.is_none(),
+                    failing: s.failing,
+                    polling: s.polling,
+                    ready: s.last_ok.is_some_and(|t| t.elapsed() <= s.interval * 3),
+                    failures: s.failures,
+                    last_error: s.last_error.clone(),
+                    last_cycle_at: s.last_cycle_at,
+                    last_ok_at: s.last_ok_at,
+                    next_poll_at: s.next_poll_at,
+                };
+                (name.clone(), status)
+            })
+            .collect()
     }
 
     /// Ready when every source completed a poll within 3 of its intervals;
@@ -124,7 +211,7 @@ impl Readiness {
                 Some(t) => format!("last successful poll {}s ago", t.elapsed().as_secs()),
             };
             let why = if s.failing {
-                "; the last poll failed (see the log)"
+                "; the last poll failed (the log and the API's /api/v1/sources say why)"
             } else {
                 ""
             };

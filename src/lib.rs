@@ -34,6 +34,8 @@
 //! through `deliver`.
 //!
 //! - `cli`: the commands of the command line
+//! - `inspect`: `orders`, `events`, `dead-letters`, `sources`: from the
+//!   store, or through a running orderwatch's API
 //! - `config`: the YAML schema, `${VAR}` substitution, validation listing every problem
 //! - `telemetry`: logs as text or JSON
 //! - `app`: wires a run: store, pollers, dispatcher, HTTP; the shutdown order
@@ -48,20 +50,27 @@
 //! - `deliver`: the outbox worker and the sinks
 //! - `demo`: simulator + daemon + console sink in one process
 //! - `http`: `/healthz`, `/readyz`, `/metrics`
+//! - `api`: the operator API under `/api/v1/`, behind `api_token`, and its
+//!   client for the command line
+//! - `control`: a sink's pause switch and a source's "poll now", held by
+//!   the loops, flipped by the API
 //! - `secret`: a string that never prints itself, and the redactor of outside text
 //! - `clamp`: durations from outside (`Retry-After`, `expires_in`), clamped
 //! - `metrics`: every metric's name and description
 //! - `retry`: the one retry policy: backoff with jitter, when to give up
 
+mod api;
 mod app;
 mod clamp;
 mod cli;
 mod config;
+mod control;
 mod deliver;
 mod demo;
 pub mod diff;
 mod event;
 mod http;
+mod inspect;
 mod metrics;
 mod poll;
 mod retry;

@@ -44,6 +44,9 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long deliveries in flight may still finish
     /// before they are abandoned (their entries stay queued).
     pub shutdown_grace: Duration,
+    /// Enables the operator API under `/api/v1/` on `listen`; every call
+    /// must carry it as a bearer token.
+    pub api_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ const TOP: &[&str] = &[
     "routes",
     "delivery",
     "shutdown_grace",
+    "api_token",
 ];
 const SOURCE: &[&str] = &[
     "name",
@@ -54,6 +55,8 @@ const INCREMENTAL: &[&str] = &["cursor", "overlap", "full_every"];
 
 /// How long deliveries in flight may finish after SIGTERM (README "Commands").
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The shortest `api_token` accepted.
+const MIN_API_TOKEN_CHARS: usize = 16;
 const SECOND: Duration = Duration::from_secs(1);
 
 pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
@@ -113,6 +116,11 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         None => Some(DEFAULT_SHUTDOWN_GRACE),
     };
 
+    let api_token = match top.get("api_token") {
+        Some(n) => api_token(d, n, listen.as_ref()),
+        None => Some(None),
+    };
+
     cross_check(d, &top);
     Some(Config {
         state_dir: state_dir?,
@@ -123,7 +131,38 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         routes: routes?,
         delivery: delivery?,
         shutdown_grace: shutdown_grace?,
+        api_token: api_token?,
     })
+}
+
+/// The operator API's token: long enough not to be guessed, and only where
+/// there is a `listen` port to serve the API on. Messages never echo it.
+fn api_token(
+    d: &mut Decoder,
+    node: &Node,
+    listen: Option<&Option<SocketAddr>>,
+) -> Option<Option<Secret>> {
+    let token = d.secret(node, "api_token")?;
+    let mut ok = true;
+    if token.expose().trim().chars().count() < MIN_API_TOKEN_CHARS {
+        d.problem(
+            "api_token",
+            node.line,
+            format!(
+                "must be at least {MIN_API_TOKEN_CHARS} characters (for example the output of `openssl rand -hex 32`)"
+            ),
+        );
+        ok = false;
+    }
+    if matches!(listen, Some(None)) {
+        d.problem(
+            "api_token",
+            node.line,
+            "the API is served on `listen`, which is not set: add `listen` (e.g. 127.0.0.1:9464), or remove `api_token`",
+        );
+        ok = false;
+    }
+    ok.then_some(Some(token))
 }
 
 /// A list under `key` whose items are decoded by `item`; all items are read

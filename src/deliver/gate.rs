@@ -1,5 +1,5 @@
-//! Spacing between a sink's messages: a sink's `max_per_minute`, and
-//! Slack's one message a second per webhook.
+//! Spacing between a sink's messages: a sink's `max_per_minute`, and the
+//! chat services' one message a second per webhook (slack, google-chat).
 
 use crate::shutdown::Shutdown;
 use std::time::Duration;
@@ -52,5 +52,19 @@ impl Gate {
             }
         }
         Some(Turn(last))
+    }
+
+    /// Run `exchange` in its turn, and count the spacing from its end, so
+    /// the receiver too sees the messages `spacing` apart whatever the
+    /// latency; `None` when `shutdown` fired before the turn came.
+    pub(crate) async fn paced<T>(
+        &self,
+        shutdown: &Shutdown,
+        exchange: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut turn = self.turn(shutdown).await?;
+        let outcome = exchange.await;
+        turn.mark();
+        Some(outcome)
     }
 }

@@ -1,4 +1,4 @@
-//! Message templates for the slack, email and console sinks (minijinja).
+//! Message templates of the sinks (minijinja).
 //!
 //! Every template is compiled once at start-up and test-rendered against a
 //! sample event of each type, so a typo in the config is a config problem,
@@ -27,46 +27,76 @@ use minijinja::{AutoEscape, Environment, Error, HtmlEscape, Output, State, escap
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// What a template is for; the prefix of its name in the environment
-/// decides how values are escaped.
+/// What a template is for: the prefix of its name in the environment, and
+/// how values are escaped where it writes them. A sink module names its own
+/// roles with [`Role::new`], so a new sink needs nothing here; the first
+/// sinks' roles are kept as associated constants under their old names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A slack message (mrkdwn).
-    Slack,
-    /// A console line.
-    Console,
-    /// A mail's subject.
-    EmailSubject,
-    /// A mail's text part (an email sink's `body`).
-    EmailText,
-    /// A mail's HTML part (built in only).
-    EmailHtml,
-    /// A request body (the http sink's `body`): values as they are, or
-    /// quoted as JSON with the `tojson` filter.
-    Body,
-    /// A message's address (the nats sink's `subject`): values as they are.
-    Subject,
+pub struct Role {
+    prefix: &'static str,
+    escape: Escape,
 }
 
-impl Role {
-    fn prefix(self) -> &'static str {
+/// How a template's values are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// As they are.
+    Plain,
+    /// `&`, `<` and `>` as entities: Slack's mrkdwn, and any chat text where
+    /// `<...>` makes a link or a mention.
+    Mrkdwn,
+    /// As HTML.
+    Html,
+}
+
+impl Escape {
+    /// Its tag at the start of a template's name, which is all minijinja's
+    /// auto-escape callback is given.
+    fn tag(self) -> &'static str {
         match self {
-            Role::Slack => "slack",
-            Role::Console => "console",
-            Role::EmailSubject => "email.subject",
-            Role::EmailText => "email.text",
-            Role::EmailHtml => "email.html",
-            Role::Body => "body",
-            Role::Subject => "subject",
+            Escape::Plain => "plain",
+            Escape::Mrkdwn => MRKDWN,
+            Escape::Html => "html",
         }
     }
 
-    fn escape(prefix: &str) -> AutoEscape {
-        match prefix {
-            "slack" => AutoEscape::Custom(MRKDWN),
-            "email.html" => AutoEscape::Html,
+    fn of_name(name: &str) -> AutoEscape {
+        match name.split('|').next().unwrap_or_default() {
+            MRKDWN => AutoEscape::Custom(MRKDWN),
+            "html" => AutoEscape::Html,
             _ => AutoEscape::None,
         }
+    }
+}
+
+#[allow(non_upper_case_globals)]
+impl Role {
+    /// A slack message (mrkdwn).
+    pub const Slack: Role = Role::new("slack", Escape::Mrkdwn);
+    /// A console line.
+    pub const Console: Role = Role::new("console", Escape::Plain);
+    /// A mail's subject.
+    pub const EmailSubject: Role = Role::new("email.subject", Escape::Plain);
+    /// A mail's text part (an email sink's `body`).
+    pub const EmailText: Role = Role::new("email.text", Escape::Plain);
+    /// A mail's HTML part (built in only).
+    pub const EmailHtml: Role = Role::new("email.html", Escape::Html);
+    /// A request body (the http sink's `body`): values as they are, or
+    /// quoted as JSON with the `tojson` filter.
+    pub const Body: Role = Role::new("body", Escape::Plain);
+
+    /// A role of its own for a sink: `prefix` must be unique among roles.
+    pub const fn new(prefix: &'static str, escape: Escape) -> Role {
+        Role { prefix, escape }
+    }
+
+    fn prefix(self) -> &'static str {
+        self.prefix
+    }
+
+    /// The start of the name of every template of this role.
+    fn tag(self) -> String {
+        format!("{}|{}", self.escape.tag(), self.prefix)
     }
 }
 
@@ -124,7 +154,7 @@ impl Templates {
         for (i, sink) in config.sinks.iter().enumerate() {
             let mut roles = HashMap::new();
             for (role, key, source) in sink.settings.templates() {
-                let name = format!("{}:sink:{}", role.prefix(), sink.name);
+                let name = format!("{}:sink:{}", role.tag(), sink.name);
                 match add_checked(&mut env, &name, source) {
                     Ok(()) => {
                         roles.insert(role.prefix(), name.clone());
@@ -238,7 +268,7 @@ pub fn check_template(role: Role, source: &str) -> Result<(), String> {
 /// first problem.
 pub(crate) fn sample_outputs(role: Role, source: &str) -> Result<Vec<(EventType, String)>, String> {
     let mut env = environment();
-    let name = format!("{}:check", role.prefix());
+    let name = format!("{}:check", role.tag());
     add_checked(&mut env, &name, source)?;
     render_samples(&env, &name)
 }
@@ -266,7 +296,7 @@ fn render_samples(
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_auto_escape_callback(|name| Role::escape(name.split(':').next().unwrap_or("")));
+    env.set_auto_escape_callback(Escape::of_name);
     env.set_formatter(format_value);
     env.set_fuel(Some(FUEL));
     env.add_filter("show", show);
@@ -417,8 +447,8 @@ fn context(event: &Event) -> Value {
 pub(crate) fn default_name(role: Role, kind: EventType) -> String {
     match role {
         // One text and one HTML body serve every type; they branch inside.
-        Role::EmailText | Role::EmailHtml => format!("{}:default", role.prefix()),
-        _ => format!("{}:default:{}", role.prefix(), kind.as_str()),
+        Role::EmailText | Role::EmailHtml => format!("{}:default", role.tag()),
+        _ => format!("{}:default:{}", role.tag(), kind.as_str()),
     }
 }
 

@@ -21,6 +21,7 @@
 use super::DeliveryError;
 use super::gate::Gate;
 use super::sink::Sink;
+use crate::control::SinkControl;
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
@@ -93,6 +94,8 @@ pub struct Dispatcher {
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Delivered, but the store refused to remove the entry: sink and seq.
     delivered_unremoved: Mutex<HashSet<(String, u64)>>,
+    /// The operator's pause switch, and the last failure for the API.
+    control: Arc<SinkControl>,
 }
 
 impl Dispatcher {
@@ -109,7 +112,13 @@ impl Dispatcher {
             wake,
             gauges_at: std::sync::Mutex::new(None),
             delivered_unremoved: Mutex::new(HashSet::new()),
+            control: Arc::new(SinkControl::default()),
         }
+    }
+
+    /// The pause switch the API flips, and the last failure it shows.
+    pub fn control(&self) -> Arc<SinkControl> {
+        self.control.clone()
     }
 
     /// One pass over every sink: deliver what is due now, starting no
@@ -146,6 +155,10 @@ impl Dispatcher {
         shutdown: &Shutdown,
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
+        // Paused: everything stays in the outbox, due as it was.
+        if self.control.is_paused() {
+            return Ok(report);
+        }
         let due = self.store.due(&sink.name, now_ms(), BATCH)?;
         let mut ready = Vec::with_capacity(due.len());
         let mut orders: HashSet<(String, String)> = HashSet::new();
@@ -214,6 +227,7 @@ impl Dispatcher {
                 report.delivered = 1;
             }
             Err(DeliveryError::Permanent { reason }) => {
+                self.control.failed(&reason);
                 let mut entry = due.entry.clone();
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
@@ -226,6 +240,7 @@ impl Dispatcher {
                 reason,
                 retry_after,
             }) => {
+                self.control.failed(&reason);
                 let mut entry = due.entry.clone();
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
@@ -358,6 +373,13 @@ impl Dispatcher {
         loop {
             if shutdown.is_stopping() {
                 return;
+            }
+            if self.control.is_paused() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.stopped() => return,
+                    _ = self.control.resumed() => {}
+                }
             }
             let pass = tokio::select! {
                 biased;

@@ -14,7 +14,7 @@
 
 use super::{
     Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, StoreError,
-    SyncState, refuse_files_in_the_way,
+    SyncState, TimelineEntry, refuse_files_in_the_way,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -122,7 +122,7 @@ impl Store {
         result
     }
 
-    fn opened(&self) -> Result<Arc<SledStore>, StoreError> {
+    pub(super) fn opened(&self) -> Result<Arc<SledStore>, StoreError> {
         if let Some(opened) = self.read_slot().as_ref() {
             return Ok(opened.clone());
         }
@@ -263,6 +263,18 @@ impl Store {
         }
     }
 
+    /// The snapshots of a source after the id `after`, in key order.
+    pub fn snapshots_of_after(
+        &self,
+        source: &str,
+        after: &str,
+    ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.snapshots_of_after(source, after)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.sources())
     }
@@ -342,6 +354,16 @@ impl Store {
 
     pub fn replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError> {
         self.with(|s| s.replay(ids))
+    }
+
+    /// The events of one order still in the event log, oldest first, with
+    /// the state of their deliveries.
+    #[allow(
+        dead_code,
+        reason = "the HTTP API's order view (`/api/v1/orders/{source}/{id}`) reads it"
+    )]
+    pub fn timeline(&self, source: &str, order_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.with(|s| s.timeline(source, order_id))
     }
 
     /// The most recent events, newest first, as stored JSON.

@@ -55,6 +55,30 @@ pub(crate) fn dead_letter(sink: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// `source \0 len(order_id) order_id seq`: the logged events of one order,
+/// oldest first (the length prefix as in [`order_index`]).
+pub(crate) fn event_of_order(source: &str, order_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = event_order_prefix(source, order_id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn event_order_prefix(source: &str, order_id: &str) -> Vec<u8> {
+    let mut k = source.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&(order_id.len() as u32).to_be_bytes());
+    k.extend_from_slice(order_id.as_bytes());
+    k
+}
+
+/// `seq sink`: the sequence first, so the deliveries of the events that
+/// left the event log are one range, removed with them.
+pub(crate) fn delivery(seq: u64, sink: &str) -> Vec<u8> {
+    let mut k = seq.to_be_bytes().to_vec();
+    k.extend_from_slice(sink.as_bytes());
+    k
+}
+
 pub(crate) fn tail_u64(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;
     Some(u64::from_be_bytes(key[start..].try_into().ok()?))
@@ -78,6 +102,15 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(outbox_due(&b), Some(6));
         assert_eq!(tail_u64(&c), Some(2));
+    }
+
+    #[test]
+    fn event_keys_of_one_order_sort_by_seq_and_do_not_overlap() {
+        let a = event_of_order("src", "1", 2);
+        let b = event_of_order("src", "1", 10);
+        assert!(a < b);
+        assert!(!event_of_order("src", "10", 1).starts_with(&event_order_prefix("src", "1")));
+        assert!(delivery(1, "zz") < delivery(2, "a"));
     }
 
     #[test]

@@ -27,9 +27,15 @@ mod keys;
 mod leftovers;
 pub mod salvage;
 mod snapshot;
+mod timeline;
 
 pub use handle::Store;
 pub use snapshot::Snapshot;
+#[allow(
+    unused_imports,
+    reason = "the HTTP API's order view reads these through Store::timeline"
+)]
+pub(crate) use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
 
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
@@ -234,6 +240,8 @@ pub(crate) struct SledStore {
     outbox_order: sled::Tree,
     dead_letters: sled::Tree,
     events: sled::Tree,
+    events_by_order: sled::Tree,
+    deliveries: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -309,6 +317,8 @@ impl SledStore {
             outbox_order: tree("outbox_order")?,
             dead_letters: tree("dead_letters")?,
             events: tree("events")?,
+            events_by_order: tree("events_by_order")?,
+            deliveries: tree("deliveries")?,
             meta: tree("meta")?,
             dir: dir.to_owned(),
             db,
@@ -436,6 +446,34 @@ impl SledStore {
         })
     }
 
+    /// The snapshots of a source whose ids come after `after` in key
+    /// order, `(order_id, snapshot)`: a page of a listing starts where the
+    /// last one ended without reading what came before.
+    pub fn snapshots_of_after(
+        &self,
+        source: &str,
+        after: &str,
+    ) -> impl Iterator<Item = Result<(String, Snapshot), StoreError>> + use<> {
+        use std::ops::Bound;
+        let prefix = keys::snapshot_prefix(source);
+        let skip = prefix.len();
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let start = keys::snapshot(source, after);
+        let source = source.to_owned();
+        self.snapshots
+            .range::<Vec<u8>, _>((Bound::Excluded(start), Bound::Excluded(end)))
+            .map(move |item| {
+                let (k, v) = item?;
+                let id = String::from_utf8_lossy(&k[skip..]).into_owned();
+                let snap = Snapshot::decode(&v)
+                    .ok_or_else(|| StoreError::Damaged(format!("snapshot of {source}/{id}")))?;
+                Ok((id, snap))
+            })
+    }
+
     /// The sources that have snapshots, in name order.
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         first_components(&self.snapshots)
@@ -511,10 +549,11 @@ impl SledStore {
             &self.outbox,
             &self.outbox_order,
             &self.events,
+            &self.events_by_order,
             &self.meta,
         );
-        let last_seq =
-            trees.transaction(|(snapshots, listed, outbox, outbox_order, events, meta)| {
+        let last_seq = trees.transaction(
+            |(snapshots, listed, outbox, outbox_order, events, events_by_order, meta)| {
                 for (key, value, is_listed) in &encoded {
                     write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
                 }
@@ -525,6 +564,10 @@ impl SledStore {
                 for event in &commit.events {
                     seq += 1;
                     events.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
+                    events_by_order.insert(
+                        keys::event_of_order(&commit.source, &event.order_id, seq),
+                        &[] as &[u8],
+                    )?;
                     for sink in &event.sinks {
                         let entry = OutboxEntry {
                             seq,
@@ -572,20 +615,35 @@ impl SledStore {
                     meta.insert(key, value)?;
                 }
                 Ok(seq)
-            })?;
+            },
+        )?;
         if !commit.events.is_empty() {
             self.trim_event_log(last_seq)?;
         }
         Ok(())
     }
 
+    /// Drop the events older than the last [`EVENT_LOG_LEN`], with their
+    /// entries in the by-order index and the delivery log.
     fn trim_event_log(&self, last_seq: u64) -> Result<(), StoreError> {
         let Some(keep_from) = last_seq.checked_sub(EVENT_LOG_LEN) else {
             return Ok(());
         };
         for item in self.events.range(..=keep_from.to_be_bytes()) {
-            let (k, _) = item?;
+            let (k, v) = item?;
+            if let (Some(seq), Ok(head)) = (read_u64(&k), serde_json::from_slice::<EventHead>(&v)) {
+                self.events_by_order.remove(keys::event_of_order(
+                    &head.data.source,
+                    &head.data.order_id,
+                    seq,
+                ))?;
+            }
             self.events.remove(k)?;
+        }
+        // Keyed by sequence first: the deliveries of every trimmed event.
+        let end = keep_from.saturating_add(1).to_be_bytes();
+        for item in self.deliveries.range(..end) {
+            self.deliveries.remove(item?.0)?;
         }
         Ok(())
     }
@@ -627,15 +685,20 @@ impl SledStore {
         })
     }
 
-    /// Delivered: forget the entry.
+    /// Delivered: forget the entry, and note it in the delivery log.
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         let e = &due.entry;
         let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
-        (&self.outbox, &self.outbox_order).transaction(|(outbox, order)| {
-            outbox.remove(due.key.as_slice())?;
-            order.remove(index.as_slice())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
+        let logged = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
+        let log_key = keys::delivery(e.seq, &e.sink);
+        (&self.outbox, &self.outbox_order, &self.deliveries).transaction(
+            |(outbox, order, deliveries)| {
+                outbox.remove(due.key.as_slice())?;
+                order.remove(index.as_slice())?;
+                deliveries.insert(log_key.as_slice(), &logged[..])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         Ok(())
     }
 
@@ -764,6 +827,18 @@ impl SledStore {
                 .map_err(|e| StoreError::Damaged(format!("event log: {e}")))
         })
     }
+}
+
+/// What trimming the event log reads of an event.
+#[derive(Deserialize)]
+struct EventHead {
+    data: EventHeadData,
+}
+
+#[derive(Deserialize)]
+struct EventHeadData {
+    source: String,
+    order_id: String,
 }
 
 /// One snapshot write, and the `listed` index kept in step with it.

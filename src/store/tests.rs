@@ -323,3 +323,135 @@ fn the_sync_state_moves_with_its_commit_and_survives_a_reopen() {
     assert!(store.snapshot("t", "1").unwrap().is_some());
     assert_eq!(store.sync_state("other").unwrap(), SyncState::default());
 }
+
+fn status_event(id: &str, source: &str, order: &str, sinks: &[&str]) -> NewEvent {
+    let event = crate::event::Event {
+        kind: EventType::StatusChanged,
+        timestamp: "2026-11-22T08:00:00Z".into(),
+        data: crate::event::EventData {
+            id: id.into(),
+            source: source.into(),
+            order_id: order.into(),
+            from: Some("Current".into()),
+            to: Some("Closed".into()),
+            closed: true,
+            revision: 2,
+            changes: Vec::new(),
+            order: serde_json::json!({"id": order}),
+        },
+    };
+    NewEvent {
+        event_id: id.into(),
+        event_type: EventType::StatusChanged,
+        order_id: order.into(),
+        json: serde_json::to_string(&event).unwrap(),
+        sinks: sinks.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn commit_events(store: &Store, source: &str, events: Vec<NewEvent>) {
+    store
+        .commit(&Commit {
+            source: source.into(),
+            events,
+            ..Default::default()
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_timeline_tells_each_event_and_each_sink_s_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let sinks = ["hook", "chat", "mail"];
+    commit_events(&store, "t", vec![status_event("evt_1", "t", "1", &sinks)]);
+    commit_events(
+        &store,
+        "t",
+        vec![status_event("evt_other", "t", "10", &sinks)],
+    );
+    commit_events(&store, "u", vec![status_event("evt_u", "u", "1", &sinks)]);
+    commit_events(
+        &store,
+        "t",
+        vec![status_event("evt_2", "t", "1", &["hook"])],
+    );
+
+    let first = |sink: &str| {
+        store
+            .due(sink, now_ms() + 1, 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.entry.event_id == "evt_1")
+            .unwrap()
+    };
+    store.complete(&first("hook")).unwrap();
+    let chat = first("chat");
+    let mut failed = chat.entry.clone();
+    failed.attempts = 2;
+    failed.last_error = Some("503".into());
+    let retry_at = now_ms() + 60_000;
+    store.reschedule(&chat, &failed, retry_at).unwrap();
+    let mail = first("mail");
+    store.bury(&mail, &mail.entry, "550 no such user").unwrap();
+
+    let timeline = store.timeline("t", "1").unwrap();
+    let ids: Vec<&str> = timeline.iter().map(|e| e.event.data.id.as_str()).collect();
+    assert_eq!(ids, ["evt_1", "evt_2"], "oldest first, this order only");
+    let states: Vec<(&str, DeliveryStatus, u32)> = timeline[0]
+        .deliveries
+        .iter()
+        .map(|d| (d.sink.as_str(), d.state, d.attempts))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("chat", DeliveryStatus::Retrying, 2),
+            ("hook", DeliveryStatus::Delivered, 1),
+            ("mail", DeliveryStatus::DeadLettered, 0),
+        ]
+    );
+    let chat_state = &timeline[0].deliveries[0];
+    assert_eq!(chat_state.last_error.as_deref(), Some("503"));
+    assert_eq!(chat_state.at_ms, Some(retry_at));
+    assert_eq!(
+        timeline[0].deliveries[2].last_error.as_deref(),
+        Some("550 no such user")
+    );
+    assert!(timeline[0].deliveries[1].at_ms.is_some());
+    assert_eq!(timeline[1].deliveries.len(), 1);
+    assert_eq!(timeline[1].deliveries[0].state, DeliveryStatus::Queued);
+
+    // The states serialise as the API shows them.
+    let json = serde_json::to_value(&timeline[0].deliveries[2]).unwrap();
+    assert_eq!(json["state"], "dead_lettered");
+    assert!(store.timeline("t", "nope").unwrap().is_empty());
+}
+
+#[test]
+fn the_delivery_log_and_order_index_are_pruned_with_the_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    commit_events(
+        &store,
+        "t",
+        vec![status_event("evt_old", "t", "old", &["hook"])],
+    );
+    let due = store.due("hook", now_ms() + 1, 10).unwrap();
+    store.complete(&due[0]).unwrap();
+    assert_eq!(store.timeline("t", "old").unwrap().len(), 1);
+    let opened = store.opened().unwrap();
+    assert_eq!(opened.deliveries.len(), 1);
+
+    let events: Vec<NewEvent> = (0..EVENT_LOG_LEN)
+        .map(|i| status_event(&format!("evt_{i}"), "t", "new", &[]))
+        .collect();
+    commit_events(&store, "t", events);
+    assert!(store.timeline("t", "old").unwrap().is_empty());
+    assert_eq!(opened.deliveries.len(), 0, "its delivery went with it");
+    assert_eq!(opened.events_by_order.len() as u64, EVENT_LOG_LEN);
+    assert_eq!(
+        store.timeline("t", "new").unwrap().len() as u64,
+        EVENT_LOG_LEN
+    );
+}

@@ -1,6 +1,8 @@
 //! The integration tests: one binary, real HTTP on 127.0.0.1, the real
 //! simulator, real receivers, the real `orderwatch` binary.
 
+mod api;
+mod api_cli;
 mod bounds;
 mod config;
 mod crash;
@@ -10,6 +12,7 @@ mod disk_full;
 mod fault_matrix;
 mod flow;
 mod flow_faults;
+mod google_chat;
 mod helpers;
 mod hostile_listing;
 mod hostile_source;
@@ -34,3 +37,4 @@ mod source;
 mod source_ops;
 mod startup;
 mod store_faults;
+mod teams;

@@ -7,12 +7,15 @@
 //! dispatcher know of sinks. Adding a sink is one new module here and one
 //! line in [`SINK_TYPES`].
 
+mod chat;
 mod console;
 mod email;
+mod google_chat;
 mod http;
 mod nats;
 mod signature;
 mod slack;
+mod teams;
 mod webhook;
 
 use super::DeliveryError;
@@ -30,6 +33,8 @@ pub(crate) const SINK_TYPES: &[SinkType] = &[
     email::TYPE,
     console::TYPE,
     http::TYPE,
+    teams::TYPE,
+    google_chat::TYPE,
     nats::TYPE,
 ];
 
@@ -120,4 +125,32 @@ pub(crate) fn header_map(
         }
     }
     ok.then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_types_and_their_built_in_templates_have_names_of_their_own() {
+        let mut types: Vec<&str> = SINK_TYPES.iter().map(|t| t.name).collect();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), SINK_TYPES.len(), "two sink types share a name");
+        // A template role's prefix names its defaults: two sinks choosing
+        // the same prefix would silently share (and overwrite) them.
+        let mut names: Vec<String> = SINK_TYPES
+            .iter()
+            .flat_map(|t| (t.defaults)())
+            .map(|(name, _)| name)
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            all,
+            "two sinks' built-in templates share a name"
+        );
+    }
 }

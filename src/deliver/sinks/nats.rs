@@ -19,7 +19,7 @@
 use super::{Deliver, SinkSettings, SinkType};
 use crate::config::{Decoder, Fields, MILLI, opt, read_secret_file};
 use crate::deliver::DeliveryError;
-use crate::deliver::template::{Role, Templates, sample_outputs};
+use crate::deliver::template::{Escape, Role, Templates, sample_outputs};
 use crate::event::Event;
 use crate::secret::{Secret, redact, redact_url};
 use crate::shutdown::Shutdown;
@@ -51,6 +51,9 @@ pub(crate) const TYPE: SinkType = SinkType {
     decode,
 };
 
+/// The `subject` template: values as they are (a bad one fails the
+/// subject check, whatever escaping would have made of it).
+const SUBJECT: Role = Role::new("nats.subject", Escape::Plain);
 const DEFAULT_SUBJECT: &str = "orderwatch.{{ source }}.{{ type }}";
 /// A longer subject would make the publish line exceed the server's
 /// control-line limit (4 KiB by default), and the server would drop the
@@ -101,7 +104,7 @@ fn decode(d: &mut Decoder, f: &Fields) -> Option<Arc<dyn SinkSettings>> {
         .required(f, "url")
         .and_then(|n| server_url(d, n, &f.path("url")));
     let subject = opt!(d, f, "subject", DEFAULT_SUBJECT.to_owned(), |n, p| {
-        let text = d.template(n, &p, Role::Subject)?;
+        let text = d.template(n, &p, SUBJECT)?;
         if let Err(message) = subject_on_every_sample(&text) {
             d.problem(&p, n.line, message);
             return None;
@@ -311,7 +314,7 @@ fn publish_subject(subject: &str) -> Result<(), String> {
 
 /// The subject, rendered for a sample event of every type, must be valid.
 fn subject_on_every_sample(template: &str) -> Result<(), String> {
-    for (kind, subject) in sample_outputs(Role::Subject, template)? {
+    for (kind, subject) in sample_outputs(SUBJECT, template)? {
         publish_subject(&subject)
             .map_err(|e| format!("for a sample {kind} event, the subject {e}"))?;
     }
@@ -333,7 +336,7 @@ fn stream_subjects(template: &str) -> Option<String> {
 
 impl SinkSettings for NatsSettings {
     fn templates(&self) -> Vec<(Role, &'static str, &str)> {
-        vec![(Role::Subject, "subject", self.subject.as_str())]
+        vec![(SUBJECT, "subject", self.subject.as_str())]
     }
 
     fn build(&self, name: &str, templates: Arc<Templates>) -> Result<Box<dyn Deliver>, String> {
@@ -377,7 +380,7 @@ impl NatsSink {
         let who = self.describe();
         let subject = self
             .templates
-            .render(&self.name, Role::Subject, event)
+            .render(&self.name, SUBJECT, event)
             .and_then(|s| publish_subject(&s).map(|()| s))
             .map_err(|e| DeliveryError::permanent(format!("{who}: {e}")))?;
         let jetstream = self.ready().await?;

@@ -166,12 +166,7 @@ impl SlackSink {
             Ok(body) => body,
             Err(e) => return Some(Err(e)),
         };
-        let mut turn = self.gate.turn(shutdown).await?;
-        let outcome = self.post(body).await;
-        // Counted from the end of the exchange, so the receiver too sees the
-        // messages at least a second apart, whatever the latency.
-        turn.mark();
-        Some(outcome)
+        self.gate.paced(shutdown, self.post(body)).await
     }
 
     fn payload(&self, event: &Event) -> Result<Vec<u8>, DeliveryError> {
