@@ -592,6 +592,36 @@ mod tests {
     }
 
     #[test]
+    fn publish_errors_are_sorted_into_retry_or_permanent() {
+        let sorted = |e: PublishError| publish_error("bus (nats://nats:4222)", "S", "a.b", &e);
+        let retries = |e| matches!(sorted(e), DeliveryError::Retry { .. });
+        let jetstream_error = |code: u16| {
+            let json = serde_json::json!({"code": 400, "err_code": code, "description": "refused"});
+            let error: jetstream::Error = serde_json::from_value(json).expect("an API error");
+            PublishError::with_source(PublishErrorKind::Other, error)
+        };
+        for kind in [
+            PublishErrorKind::StreamNotFound,
+            PublishErrorKind::TimedOut,
+            PublishErrorKind::BrokenPipe,
+            PublishErrorKind::MaxAckPending,
+        ] {
+            assert!(retries(PublishError::new(kind)), "{kind:?}");
+        }
+        assert!(!retries(PublishError::new(
+            PublishErrorKind::MaxPayloadExceeded
+        )));
+        // Too large for the stream, read from JetStream's own error code.
+        assert!(!retries(jetstream_error(10054)));
+        // Captured by another stream; out of resources.
+        assert!(retries(jetstream_error(10060)));
+        assert!(retries(jetstream_error(10023)));
+        let missing = sorted(PublishError::new(PublishErrorKind::StreamNotFound)).to_string();
+        assert!(missing.starts_with("bus (nats://nats:4222): "), "{missing}");
+        assert!(missing.contains("stream `S`"), "{missing}");
+    }
+
+    #[test]
     fn stream_names_follow_jetstream() {
         assert!(stream_name("ORDERWATCH_events-1").is_ok());
         for bad in ["a.b", "a b", "a*", "a>", "a/b"] {
