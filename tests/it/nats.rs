@@ -161,10 +161,14 @@ impl NatsServer {
     }
 
     async fn create_stream(&self, subjects: &str) {
+        self.create_named_stream(STREAM, subjects).await;
+    }
+
+    async fn create_named_stream(&self, name: &str, subjects: &str) {
         self.jetstream()
             .await
             .create_stream(jetstream::stream::Config {
-                name: STREAM.into(),
+                name: name.into(),
                 subjects: vec![subjects.into()],
                 ..Default::default()
             })
@@ -527,12 +531,9 @@ async fn a_server_down_at_start_or_restarted_is_retried_and_each_event_delivered
     sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_missing_stream_is_retried_then_dead_lettered_and_never_created() {
-    let test = "nats::a_missing_stream_is_retried_then_dead_lettered_and_never_created";
-    let Some(server) = NatsServer::started(test, ServerAuth::None).await else {
-        return;
-    };
+/// Two closings through a sink that gives up after three attempts; the
+/// reasons of their dead letters, once `once` has buried both.
+async fn reasons_after_three_attempts(server: &NatsServer) -> Vec<String> {
     let (sim, admin, ws) = recorded_baseline(
         &server.url(),
         "    delivery: { max_attempts: 3, backoff: { initial: 50ms, max: 100ms } }\n",
@@ -552,10 +553,24 @@ async fn a_missing_stream_is_retried_then_dead_lettered_and_never_created() {
         .map(|d| d["order_id"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(orders, closed, "{dead:?}");
-    for d in &dead {
-        assert_eq!(d["attempts"], 3, "{d}");
-        let reason = d["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains("bus (nats://127.0.0.1"), "{reason}");
+    sim.shutdown().await;
+    dead.iter()
+        .map(|d| {
+            assert_eq!(d["attempts"], 3, "{d}");
+            let reason = d["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("bus (nats://127.0.0.1"), "{reason}");
+            reason.to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_retried_then_dead_lettered_and_never_created() {
+    let test = "nats::a_missing_stream_is_retried_then_dead_lettered_and_never_created";
+    let Some(server) = NatsServer::started(test, ServerAuth::None).await else {
+        return;
+    };
+    for reason in reasons_after_three_attempts(&server).await {
         assert!(
             reason.contains("stream `ORDERWATCH` does not exist"),
             "{reason}"
@@ -566,7 +581,26 @@ async fn a_missing_stream_is_retried_then_dead_lettered_and_never_created() {
         js.get_stream(STREAM).await.is_err(),
         "created without create_stream"
     );
-    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subject_another_stream_captures_is_retried_then_dead_lettered_unstored() {
+    let test = "nats::a_subject_another_stream_captures_is_retried_then_dead_lettered_unstored";
+    let Some(server) = NatsServer::started(test, ServerAuth::None).await else {
+        return;
+    };
+    server.create_stream("elsewhere.>").await;
+    server.create_named_stream("OTHER", "orderwatch.>").await;
+    for reason in reasons_after_three_attempts(&server).await {
+        assert!(
+            reason.contains("is captured by another stream than `ORDERWATCH`"),
+            "{reason}"
+        );
+    }
+    let js = server.jetstream().await;
+    let mut other = js.get_stream("OTHER").await.expect("OTHER");
+    assert_eq!(other.info().await.expect("info").state.messages, 0);
+    assert_eq!(stream_count(&js).await, 0);
 }
 
 #[tokio::test]
