@@ -455,11 +455,13 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// `orderwatch notify-test SINK`: a sample event through the real sink path.
+/// `orderwatch notify-test SINK [--event TYPE]`: a sample event of that
+/// type through the real sink path.
 pub async fn notify_test(
     config: &Config,
     templates: Arc<Templates>,
     name: &str,
+    kind: crate::event::EventType,
 ) -> anyhow::Result<std::process::ExitCode> {
     let Some(cfg) = config.sink(name) else {
         let names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
@@ -467,7 +469,7 @@ pub async fn notify_test(
         return Ok(std::process::ExitCode::from(2));
     };
     let sink = Sink::build(cfg, &templates).map_err(anyhow::Error::msg)?;
-    let mut event = crate::deliver::sample_event(crate::event::EventType::StatusChanged);
+    let mut event = crate::deliver::sample_event(kind);
     if let Some(source) = config.sources.first() {
         event.data.source = source.name.clone();
     }

@@ -56,6 +56,10 @@ pub enum Command {
     NotifyTest {
         /// The sink's name, as in the config
         sink: String,
+        /// The type of the sample event, e.g. source.failing to see how the
+        /// sink tells a failing source
+        #[arg(long, value_name = "TYPE", default_value = "order.status_changed")]
+        event: crate::event::EventType,
     },
     /// The orders the store tracks
     #[command(subcommand)]
@@ -369,7 +373,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit(report.outcome.exit_code()))
         }
         Command::Check { connect } => check(&config, connect).await,
-        Command::NotifyTest { sink } => crate::app::notify_test(&config, templates, &sink).await,
+        Command::NotifyTest { sink, event } => {
+            crate::app::notify_test(&config, templates, &sink, event).await
+        }
         Command::Healthcheck { url } => healthcheck(&config, url).await,
         Command::Store(StoreCommand::Salvage { to, from }) => {
             Ok(salvage(from.as_deref().unwrap_or(&config.state_dir), &to))

@@ -242,6 +242,7 @@ pub fn removed(order_id: &str, prev: &Snapshot, rules: &Rules, timestamp: &str) 
             revision,
             changes: Vec::new(),
             order,
+            ..EventData::default()
         },
     }))
 }
@@ -293,6 +294,7 @@ fn make_event(
             revision,
             changes,
             order: order.clone(),
+            ..EventData::default()
         },
     }
 }

@@ -1,11 +1,23 @@
-//! An event: one change of one order, as receivers see it.
+//! An event: one change of one order, or news about a source itself (its
+//! cycles keep failing, it recovered, its API key expires soon), as
+//! receivers see it.
 //!
-//! The JSON shape is the contract README.md "Events" documents. `data.id` is derived
-//! from the source, the order id, the revision and what changed, so the same
-//! change detected twice (after a crash, before the commit) has the same id
-//! and receivers can deduplicate.
+//! The JSON shape is the contract README.md "Events" documents: `type`,
+//! `timestamp`, and `data` with `id` and `source`; an order event's `data`
+//! has the order fields, a source event's only its own (`since`,
+//! `failures`, `error`, `expires`). `data.id` is derived from what the event
+//! is about (the order's revision and change; the source, the type and the
+//! failing episode or expiry date), so the same event detected twice (after
+//! a crash, before the commit) has the same id and receivers can
+//! deduplicate.
+//!
+//! [`EventData`] keeps one flat shape for both kinds, so the many places
+//! that read an order event's fields read them as they always did; what a
+//! kind does not have is left out of the JSON by [`Event`]'s serializer,
+//! and the accessors ([`Event::order_id`]) answer `None` for it.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -21,14 +33,26 @@ pub enum EventType {
     Updated,
     #[serde(rename = "order.removed")]
     Removed,
+    /// A source's cycles have all failed for `alert_after`.
+    #[serde(rename = "source.failing")]
+    SourceFailing,
+    /// The first good cycle after `source.failing`.
+    #[serde(rename = "source.recovered")]
+    SourceRecovered,
+    /// The source's `api_key_expires` is less than 30 days away.
+    #[serde(rename = "source.credentials_expiring")]
+    CredentialsExpiring,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 7] = [
         EventType::Created,
         EventType::StatusChanged,
         EventType::Updated,
         EventType::Removed,
+        EventType::SourceFailing,
+        EventType::SourceRecovered,
+        EventType::CredentialsExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +61,23 @@ impl EventType {
             EventType::StatusChanged => "order.status_changed",
             EventType::Updated => "order.updated",
             EventType::Removed => "order.removed",
+            EventType::SourceFailing => "source.failing",
+            EventType::SourceRecovered => "source.recovered",
+            EventType::CredentialsExpiring => "source.credentials_expiring",
+        }
+    }
+
+    /// Whether events of this type are about one order (and carry its
+    /// fields), rather than about a source.
+    pub fn is_about_an_order(self) -> bool {
+        match self {
+            EventType::Created
+            | EventType::StatusChanged
+            | EventType::Updated
+            | EventType::Removed => true,
+            EventType::SourceFailing
+            | EventType::SourceRecovered
+            | EventType::CredentialsExpiring => false,
         }
     }
 }
@@ -54,9 +95,8 @@ impl FromStr for EventType {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
-                format!(
-                    "unknown event type `{s}` (one of: order.created, order.status_changed, order.updated, order.removed)"
-                )
+                let names = EventType::ALL.map(EventType::as_str);
+                format!("unknown event type `{s}` (one of: {})", names.join(", "))
             })
     }
 }
@@ -69,24 +109,77 @@ pub struct Change {
     pub to: Value,
 }
 
-/// The `data` object of an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `data` object of an event. The order fields are those of order
+/// events (empty in a source event, and not serialized there); the source
+/// fields are those of source events (`None` in an order event).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct EventData {
     pub id: String,
     pub source: String,
+    #[serde(default)]
     pub order_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub from: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub to: Option<String>,
+    #[serde(default)]
     pub closed: bool,
+    #[serde(default)]
     pub revision: u64,
+    #[serde(default)]
     pub changes: Vec<Change>,
+    #[serde(default)]
     pub order: Value,
+    /// `source.failing`, `source.recovered`: when the failing began (RFC
+    /// 3339), the first failed cycle after the last good one.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// `source.failing`: failed cycles in a row so far; `source.recovered`:
+    /// how many had failed.
+    #[serde(default)]
+    pub failures: Option<u64>,
+    /// `source.failing`: why the last cycle failed, with Orange's request id.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `source.credentials_expiring`: the day the API key expires.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// An order event's `data` as it is sent: exactly these fields, in this
+/// order (webhook signatures are over the bytes).
+#[derive(Serialize)]
+struct OrderData<'a> {
+    id: &'a str,
+    source: &'a str,
+    order_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: &'a Option<String>,
+    closed: bool,
+    revision: u64,
+    changes: &'a [Change],
+    order: &'a Value,
+}
+
+/// A source event's `data` as it is sent: no order fields at all.
+#[derive(Serialize)]
+struct SourceData<'a> {
+    id: &'a str,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: &'a Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: &'a Option<String>,
 }
 
 /// An event as delivered: the body of a webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -95,7 +188,106 @@ pub struct Event {
     pub data: EventData,
 }
 
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let d = &self.data;
+        let mut out = serializer.serialize_struct("Event", 3)?;
+        out.serialize_field("type", &self.kind)?;
+        out.serialize_field("timestamp", &self.timestamp)?;
+        if self.kind.is_about_an_order() {
+            out.serialize_field(
+                "data",
+                &OrderData {
+                    id: &d.id,
+                    source: &d.source,
+                    order_id: &d.order_id,
+                    from: &d.from,
+                    to: &d.to,
+                    closed: d.closed,
+                    revision: d.revision,
+                    changes: &d.changes,
+                    order: &d.order,
+                },
+            )?;
+        } else {
+            out.serialize_field(
+                "data",
+                &SourceData {
+                    id: &d.id,
+                    source: &d.source,
+                    since: &d.since,
+                    failures: &d.failures,
+                    error: &d.error,
+                    expires: &d.expires,
+                },
+            )?;
+        }
+        out.end()
+    }
+}
+
 impl Event {
+    /// The order the event is about; `None` for a source event.
+    pub fn order_id(&self) -> Option<&str> {
+        self.kind
+            .is_about_an_order()
+            .then_some(self.data.order_id.as_str())
+    }
+
+    /// The order as last read; `None` for a source event.
+    pub fn order(&self) -> Option<&Value> {
+        self.kind.is_about_an_order().then_some(&self.data.order)
+    }
+
+    /// The status before (`order.status_changed`, `order.removed`).
+    pub fn from(&self) -> Option<&str> {
+        self.data.from.as_deref()
+    }
+
+    /// The status now (`order.status_changed`, `order.created`).
+    pub fn to(&self) -> Option<&str> {
+        self.data.to.as_deref()
+    }
+
+    /// An event about a source, not an order: `since`, `failures`, `error`
+    /// and `expires` as its type has them. `about` is what makes it this
+    /// event and no other (the failing episode's `since`, the `expires`
+    /// date): with the source and the type, it makes the id.
+    pub fn about_source(
+        kind: EventType,
+        source: &str,
+        about: &str,
+        timestamp: String,
+        fields: SourceFields,
+    ) -> Event {
+        Event {
+            kind,
+            timestamp,
+            data: EventData {
+                id: Event::derive_source_id(source, kind, about),
+                source: source.to_owned(),
+                since: fields.since,
+                failures: fields.failures,
+                error: fields.error,
+                expires: fields.expires,
+                ..EventData::default()
+            },
+        }
+    }
+
+    /// The deterministic id of a source event: a hash of the source, the
+    /// type and what it is about (the `since` of a failing episode, the
+    /// `expires` date), so telling it again after a crash reuses the id.
+    pub fn derive_source_id(source: &str, kind: EventType, about: &str) -> String {
+        let mut h = Sha256::new();
+        for part in ["source", source, kind.as_str(), about] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        format!("evt_{}", hex::encode(&digest[..16]))
+    }
+
     /// The deterministic event id: a hash of what identifies the change.
     ///
     /// The revision alone would do for one store, but hashing the states too
@@ -133,6 +325,15 @@ impl Event {
     }
 }
 
+/// The fields of a source event; those its type lacks stay `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceFields {
+    pub since: Option<String>,
+    pub failures: Option<u64>,
+    pub error: Option<String>,
+    pub expires: Option<String>,
+}
+
 /// Now, as RFC 3339 UTC with whole seconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
@@ -150,6 +351,97 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", t.as_str()));
         }
         assert!("order.closed".parse::<EventType>().is_err());
+    }
+
+    fn order_event() -> Event {
+        Event {
+            kind: EventType::StatusChanged,
+            timestamp: "2026-11-22T08:00:00Z".into(),
+            data: EventData {
+                id: "evt_1".into(),
+                source: "tracking".into(),
+                order_id: "123".into(),
+                from: Some("Current".into()),
+                to: Some("Closed".into()),
+                closed: true,
+                revision: 4,
+                changes: vec![Change {
+                    path: "/status".into(),
+                    from: "Current".into(),
+                    to: "Closed".into(),
+                }],
+                order: serde_json::json!({"id": "123", "status": "Closed"}),
+                ..EventData::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_order_event_is_sent_exactly_as_before_source_events_existed() {
+        let json = serde_json::to_string(&order_event()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"order.status_changed","timestamp":"2026-11-22T08:00:00Z","data":{"id":"evt_1","source":"tracking","order_id":"123","from":"Current","to":"Closed","closed":true,"revision":4,"changes":[{"path":"/status","from":"Current","to":"Closed"}],"order":{"id":"123","status":"Closed"}}}"#
+        );
+        let mut created = order_event();
+        created.kind = EventType::Created;
+        created.data.from = None;
+        let json = serde_json::to_string(&created).unwrap();
+        assert!(
+            json.contains(r#""order_id":"123","to":"Closed","closed""#),
+            "{json}"
+        );
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, created);
+        assert_eq!(back.order_id(), Some("123"));
+    }
+
+    #[test]
+    fn a_source_event_has_its_own_fields_and_no_order_fields() {
+        let e = Event::about_source(
+            EventType::SourceFailing,
+            "tracking",
+            "2026-11-22T07:45:00Z",
+            "2026-11-22T08:00:00Z".into(),
+            SourceFields {
+                since: Some("2026-11-22T07:45:00Z".into()),
+                failures: Some(12),
+                error: Some(
+                    "Orange answered with a server error (HTTP 503, request id r-1)".into(),
+                ),
+                expires: None,
+            },
+        );
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"type":"source.failing","timestamp":"2026-11-22T08:00:00Z","data":{{"id":"{}","source":"tracking","since":"2026-11-22T07:45:00Z","failures":12,"error":"Orange answered with a server error (HTTP 503, request id r-1)"}}}}"#,
+                e.data.id
+            )
+        );
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.order_id(), None);
+        assert_eq!(back.order(), None);
+    }
+
+    #[test]
+    fn source_event_ids_depend_on_source_type_and_what_they_are_about() {
+        let id = |source, kind, about| Event::derive_source_id(source, kind, about);
+        let failing = id("t", EventType::SourceFailing, "2026-11-22T07:45:00Z");
+        assert_eq!(
+            failing,
+            id("t", EventType::SourceFailing, "2026-11-22T07:45:00Z")
+        );
+        assert!(failing.starts_with("evt_") && failing.len() == 36);
+        for other in [
+            id("u", EventType::SourceFailing, "2026-11-22T07:45:00Z"),
+            id("t", EventType::SourceRecovered, "2026-11-22T07:45:00Z"),
+            id("t", EventType::SourceFailing, "2026-11-22T07:46:00Z"),
+        ] {
+            assert_ne!(failing, other);
+        }
     }
 
     #[test]

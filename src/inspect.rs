@@ -444,6 +444,7 @@ fn segment(text: &str) -> String {
 fn event_line(event: &Event) -> String {
     let d = &event.data;
     let change = match (&d.from, &d.to) {
+        _ if event.order_id().is_none() => source_summary(d),
         (Some(f), Some(t)) => format!("{f} → {t}"),
         (None, Some(t)) => format!("→ {t}"),
         (Some(f), None) => format!("{f} →"),
@@ -458,6 +459,15 @@ fn event_line(event: &Event) -> String {
         "{}  {:<12} {:<20} {:<22} {}  ({})",
         event.timestamp, d.source, d.order_id, event.kind, change, d.id
     )
+}
+
+/// The line of `events` for a source event: what it is about.
+fn source_summary(d: &crate::event::EventData) -> String {
+    match (&d.since, d.failures, &d.expires) {
+        (Some(since), Some(failures), _) => format!("since {since}, {failures} failed cycles"),
+        (_, _, Some(expires)) => format!("API key expires {expires}"),
+        _ => String::new(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -22,7 +22,8 @@
 //! - [`SourceClient`], [`Page`], [`Detail`], [`ApiErrorKind`] and the read
 //!   bounds [`MAX_ORDER_BYTES`], [`MAX_PAGE_BYTES`], [`MAX_LISTED_ORDERS`]:
 //!   one source's client of Orange
-//! - [`Event`], [`EventType`]: the event, as webhooks receive it
+//! - [`Event`], [`EventType`]: the event (an order's change, or news of a
+//!   source), as webhooks receive it
 //! - [`diff`], [`Snapshot`]: the pure comparison of an order with its
 //!   snapshot (benchmarked and fuzzed)
 //! - [`SCHEMA_VERSION`]: the store's schema version
@@ -43,8 +44,10 @@
 //! - `supervise`: restarts a loop that dies, and says so on `/healthz`
 //! - `source`: reading Orange: token cache, request budget, paging, typed errors
 //! - `poll`: one cycle: pages → diff → commit; vanished orders resolved by id
+//! - `health`: a source's failed cycles in a row, and the source events
+//!   (`source.failing`...) they and its API key's expiry call for
 //! - [`diff`]: pure: (snapshot, order) → events
-//! - `event`: the event, its type and deterministic id
+//! - `event`: the event (about an order or a source), its type and deterministic id
 //! - `store`: the only module that imports sled
 //! - `route`: which sinks an event goes to
 //! - `deliver`: the outbox worker and the sinks
@@ -69,6 +72,7 @@ mod deliver;
 mod demo;
 pub mod diff;
 mod event;
+mod health;
 mod http;
 mod inspect;
 mod metrics;

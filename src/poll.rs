@@ -19,10 +19,15 @@
 //! never ahead of what the store holds. A listing with no full one within
 //! `full_every` (or none yet), or with an order whose cursor cannot be
 //! read, is a full one and looks for vanished orders as any other.
+//!
+//! Every cycle, good or failed, is then counted in the source's health
+//! record (`health`), committed with any `source.failing`,
+//! `source.recovered` or `source.credentials_expiring` event it calls for.
 
 use crate::config::{FirstPoll, SourceConfig};
 use crate::diff::{self, Outcome, Rules};
 use crate::event::{Event, now_rfc3339};
+use crate::health::{self, CycleEnd};
 use crate::route::Router;
 use crate::source::cursor::{self, Instant as CursorInstant};
 use crate::source::{ApiError, ApiErrorKind, Detail, Page, SourceClient};
@@ -31,7 +36,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -278,6 +283,7 @@ impl Poller {
     /// One cycle; never panics, reports what it did and how it ended.
     pub async fn poll_once(&self) -> CycleReport {
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let mut report = CycleReport {
             source: self.cfg.name.clone(),
             pages: 0,
@@ -296,8 +302,40 @@ impl Poller {
         }
         report.duration = started.elapsed();
         self.record(&report);
+        report.events += self.assess_health(&report, started_at);
         release_freed_memory();
         report
+    }
+
+    /// Count the cycle in the source's health record, and commit the
+    /// source events it calls for with it (README "Source health").
+    /// Returns the events committed. A store that cannot be read or written
+    /// is said and the cycle goes uncounted: the same store failure has
+    /// failed the cycle itself, and will be said again.
+    fn assess_health(&self, report: &CycleReport, started_at: SystemTime) -> u64 {
+        let error = report.error.as_ref().map(ToString::to_string);
+        let end = match &error {
+            None => CycleEnd::Good,
+            Some(e) => CycleEnd::Failed(e),
+        };
+        let assessed = self.store.source_health(&self.cfg.name).map(|previous| {
+            health::assess(&self.cfg, &previous, end, started_at, SystemTime::now())
+        });
+        let written = assessed.and_then(|a| {
+            let Some(record) = a.record else {
+                return Ok(0);
+            };
+            self.commit(Commit {
+                source: self.cfg.name.clone(),
+                events: a.events.iter().map(|e| self.new_event(e)).collect(),
+                health: Some(record),
+                ..Default::default()
+            })
+        });
+        written.unwrap_or_else(|e| {
+            warn!(source = %self.cfg.name, "the source's health (failed cycles in a row) could not be recorded: {e}");
+            0
+        })
     }
 
     /// How an incremental source's cycle reads, from what the store holds:
@@ -640,7 +678,11 @@ impl Poller {
         NewEvent {
             event_id: event.data.id.clone(),
             event_type: event.kind,
-            order_id: event.data.order_id.clone(),
+            // A source event's lane in the outbox is the empty order id
+            // (no order has it): a source's own events reach each sink in
+            // the order they happened, `source.failing` before its
+            // `source.recovered`.
+            order_id: event.order_id().unwrap_or_default().to_owned(),
             // Serialising our own types cannot fail; an empty body would be
             // caught by every receiver, never silently accepted.
             json: serde_json::to_string(event).unwrap_or_default(),
@@ -657,7 +699,11 @@ impl Poller {
         for e in &commit.events {
             metrics::counter!(crate::metrics::EVENTS_TOTAL, "source" => self.cfg.name.clone(), "type" => e.event_type.as_str())
                 .increment(1);
-            info!(source = %self.cfg.name, order_id = %e.order_id, event = %e.event_type, id = %e.event_id, sinks = e.sinks.len(), "change detected");
+            if e.event_type.is_about_an_order() {
+                info!(source = %self.cfg.name, order_id = %e.order_id, event = %e.event_type, id = %e.event_id, sinks = e.sinks.len(), "change detected");
+            } else {
+                info!(source = %self.cfg.name, event = %e.event_type, id = %e.event_id, sinks = e.sinks.len(), "source health event");
+            }
         }
         if !commit.events.is_empty() {
             self.outbox_ready.notify_one();

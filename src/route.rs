@@ -1,6 +1,11 @@
 //! Which sinks an event goes to (README.md "Routes"): every sink of every
 //! route the event matches, once each. With no routes, every sink gets
 //! everything.
+//!
+//! Source events (`source.failing`...) are routed as order events are:
+//! `sources:` and `events:` filters apply to them, a route with no filters
+//! sends them, and a route with `from`, `to` or `match` never matches them,
+//! since those filters say something about an order they do not have.
 
 use crate::config::{Config, RouteConfig};
 use crate::event::Event;
@@ -42,19 +47,24 @@ impl Router {
 }
 
 fn matches(route: &RouteConfig, event: &Event) -> bool {
-    let d = &event.data;
     let in_list = |list: &[String], value: Option<&str>| {
         list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
     };
-    in_list(&route.sources, Some(&d.source))
+    let about_the_order = || match event.order() {
+        Some(order) => {
+            in_list(&route.from, event.from())
+                && in_list(&route.to, event.to())
+                && route.matches.iter().all(|(pointer, expected)| {
+                    order
+                        .pointer(pointer)
+                        .is_some_and(|v| same_value(v, expected))
+                })
+        }
+        None => route.from.is_empty() && route.to.is_empty() && route.matches.is_empty(),
+    };
+    in_list(&route.sources, Some(&event.data.source))
         && (route.events.is_empty() || route.events.contains(&event.kind))
-        && in_list(&route.from, d.from.as_deref())
-        && in_list(&route.to, d.to.as_deref())
-        && route.matches.iter().all(|(pointer, expected)| {
-            d.order
-                .pointer(pointer)
-                .is_some_and(|v| same_value(v, expected))
-        })
+        && about_the_order()
 }
 
 /// YAML `match: {/priority: 1}` should match `"priority": "1"` and `1` alike.
@@ -74,7 +84,7 @@ fn same_value(actual: &Value, expected: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventData, EventType};
+    use crate::event::{EventData, EventType, SourceFields};
     use std::collections::HashMap;
     use std::path::Path;
 
@@ -100,6 +110,7 @@ mod tests {
                 revision: 1,
                 changes: vec![],
                 order,
+                ..EventData::default()
             },
         }
     }
@@ -137,6 +148,32 @@ mod tests {
             serde_json::json!({"priority": 1}),
         );
         assert_eq!(r.sinks_for(&prio), ["hook", "mail"]);
+    }
+
+    fn source_event(kind: EventType, source: &str) -> Event {
+        Event::about_source(
+            kind,
+            source,
+            "2026-11-22T07:45:00Z",
+            "2026-11-22T08:00:00Z".into(),
+            SourceFields::default(),
+        )
+    }
+
+    #[test]
+    fn source_events_follow_sources_and_events_filters_and_never_order_filters() {
+        let r = Router::new(&config(
+            "routes:\n  - {sinks: [hook]}\n  - {sinks: [chat], events: [source.failing], sources: [t]}\n  - {sinks: [mail], to: [Closed]}\n  - {sinks: [mail], from: [Current]}\n  - {sinks: [mail], match: {/priority: 1}}\n",
+        ));
+        let failing = source_event(EventType::SourceFailing, "t");
+        assert_eq!(r.sinks_for(&failing), ["hook", "chat"]);
+        let recovered = source_event(EventType::SourceRecovered, "t");
+        assert_eq!(r.sinks_for(&recovered), ["hook"]);
+        let elsewhere = source_event(EventType::SourceFailing, "u");
+        assert_eq!(r.sinks_for(&elsewhere), ["hook"]);
+        // With no routes at all, everything goes everywhere.
+        let all = Router::new(&config(""));
+        assert_eq!(all.sinks_for(&failing), ["hook", "chat", "mail"]);
     }
 
     #[test]

@@ -143,6 +143,35 @@ pub struct IncrementalConfig {
     pub full_every: Duration,
 }
 
+/// `api_key_expires:` — the day a source's API key expires (Orange's keys
+/// last two years), read as the start of that day, UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyExpiry {
+    /// As written, `2028-06-30`: what `source.credentials_expiring` says.
+    pub date: String,
+    pub at: std::time::SystemTime,
+}
+
+impl KeyExpiry {
+    /// A plain date, `YYYY-MM-DD`, that exists in the calendar.
+    pub fn parse(text: &str) -> Option<KeyExpiry> {
+        let text = text.trim();
+        let shape = text.len() == 10
+            && text.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                _ => b.is_ascii_digit(),
+            });
+        if !shape {
+            return None;
+        }
+        let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
+        Some(KeyExpiry {
+            date: text.to_owned(),
+            at,
+        })
+    }
+}
+
 impl IncrementalConfig {
     /// The `sort` value: newest first, the pointer's segments joined by `.`
     /// as Orange names nested fields.
@@ -192,6 +221,11 @@ pub struct SourceConfig {
     /// `requests` unless `api: ordering` says `resource: orders`.
     pub resource: Resource,
     pub incremental: Option<IncrementalConfig>,
+    /// How long every cycle must have failed (and at least two cycles)
+    /// before `source.failing` is sent.
+    pub alert_after: Duration,
+    /// When the API key expires: `source.credentials_expiring` 30 days before.
+    pub api_key_expires: Option<KeyExpiry>,
     pub path: String,
     pub id_field: String,
     pub status_field: String,

@@ -44,6 +44,8 @@ const SOURCE: &[&str] = &[
     "status_field",
     "watch",
     "closed_statuses",
+    "alert_after",
+    "api_key_expires",
 ];
 /// Keys every sink has, whatever its type.
 const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery"];
@@ -58,6 +60,8 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The shortest `api_token` accepted.
 const MIN_API_TOKEN_CHARS: usize = 16;
 const SECOND: Duration = Duration::from_secs(1);
+/// How long a source fails before `source.failing` (README "Source health").
+const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let top = d.map(root, "", TOP)?;
@@ -299,6 +303,23 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         .pointer(n, &p)
         .map(Some));
     let watch = opt!(d, f, "watch", None, |n, p| pointers(d, n, &p).map(Some));
+    let alert_after = opt!(d, f, "alert_after", DEFAULT_ALERT_AFTER, |n, p| d.duration(
+        n,
+        &p,
+        Duration::ZERO
+    ));
+    let api_key_expires = opt!(d, f, "api_key_expires", None, |n, p| {
+        let text = d.string(n, &p)?;
+        let parsed = KeyExpiry::parse(&text);
+        if parsed.is_none() {
+            d.problem(
+                &p,
+                n.line,
+                "not a date: write the day the API key expires as YYYY-MM-DD, such as 2028-06-30",
+            );
+        }
+        parsed.map(Some)
+    });
     let closed = match f.get("closed_statuses") {
         Some(n) => d.strings(n, &f.path("closed_statuses")).map(Some),
         None => Some(None),
@@ -403,6 +424,8 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         status_field: status_field?,
         watch,
         closed_statuses,
+        alert_after: alert_after?,
+        api_key_expires: api_key_expires?,
     })
 }
 

@@ -3,10 +3,13 @@
 //! Every template is compiled once at start-up and test-rendered against a
 //! sample event of each type, so a typo in the config is a config problem,
 //! not a dead letter at 3 a.m. The event's fields are the variables, at top
-//! level: `type`, `timestamp`, `id`, `source`, `order_id`, `from`, `to`,
-//! `closed`, `revision`, `changes` (each `{path, from, to}`) and `order`.
-//! A field the event lacks is left out of the context, so it is undefined and
-//! renders empty; `none` (a JSON null in the order) renders empty too.
+//! level: `type`, `timestamp`, `id`, `source`; for an order event
+//! `order_id`, `from`, `to`, `closed`, `revision`, `changes` (each `{path,
+//! from, to}`) and `order`; for a source event `since`, `failures`, `error`
+//! and `expires`. A field the event lacks is left out of the context, so it
+//! is undefined and renders empty, and so does anything read through it
+//! (`order.product` on a source event); `none` (a JSON null in the order)
+//! renders empty too.
 //!
 //! Escaping is done where values are written, never on the template's own
 //! text: slack templates escape values for mrkdwn (`&`, `<`, `>`), so a user
@@ -21,7 +24,7 @@
 
 use super::sinks::SINK_TYPES;
 use crate::config::{Config, Problem};
-use crate::event::{Change, Event, EventData, EventType};
+use crate::event::{Change, Event, EventData, EventType, SourceFields};
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, Error, HtmlEscape, Output, State, escape_formatter};
 use std::collections::HashMap;
@@ -299,9 +302,28 @@ fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(Escape::of_name);
     env.set_formatter(format_value);
     env.set_fuel(Some(FUEL));
+    // `{{ order.product }}` on a source event (no `order`) renders empty
+    // rather than failing: a template written for orders still serves.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     env.add_filter("show", show);
     env.add_filter("tojson", tojson);
+    env.add_filter("length", length);
     env
+}
+
+/// minijinja's `length`, but 0 for a field the event lacks: `{% if
+/// changes|length > 1 %}` in a template written for orders must not fail
+/// on a source event, which has no `changes`.
+fn length(value: Value) -> Result<usize, Error> {
+    if value.is_undefined() || value.is_none() {
+        return Ok(0);
+    }
+    value.len().ok_or_else(|| {
+        Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("cannot calculate length of value of type {}", value.kind()),
+        )
+    })
 }
 
 /// The `tojson` filter: the value as JSON text, a missing one as `null`, so
@@ -416,8 +438,9 @@ impl std::io::Write for BoundedOutput {
     }
 }
 
-/// The variables of a template: every event field at top level; `from` and
-/// `to` only when the event has them, so a missing one is undefined.
+/// The variables of a template: every field the event has, at top level;
+/// `from` and `to` only when the event has them, and a source event none of
+/// the order fields, so what it lacks is undefined.
 fn context(event: &Event) -> Value {
     let d = &event.data;
     let mut vars = serde_json::Map::new();
@@ -425,29 +448,40 @@ fn context(event: &Event) -> Value {
     vars.insert("timestamp".into(), event.timestamp.clone().into());
     vars.insert("id".into(), d.id.clone().into());
     vars.insert("source".into(), d.source.clone().into());
-    vars.insert("order_id".into(), d.order_id.clone().into());
-    if let Some(from) = &d.from {
-        vars.insert("from".into(), from.clone().into());
+    let mut optional = |name: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            vars.insert(name.into(), value);
+        }
+    };
+    optional("since", d.since.clone().map(Into::into));
+    optional("failures", d.failures.map(Into::into));
+    optional("error", d.error.clone().map(Into::into));
+    optional("expires", d.expires.clone().map(Into::into));
+    if event.kind.is_about_an_order() {
+        optional("from", d.from.clone().map(Into::into));
+        optional("to", d.to.clone().map(Into::into));
+        vars.insert("order_id".into(), d.order_id.clone().into());
+        vars.insert("closed".into(), d.closed.into());
+        vars.insert("revision".into(), d.revision.into());
+        let changes = d
+            .changes
+            .iter()
+            .map(|c| serde_json::json!({ "path": c.path, "from": c.from, "to": c.to }));
+        vars.insert("changes".into(), changes.collect::<Vec<_>>().into());
+        vars.insert("order".into(), d.order.clone());
     }
-    if let Some(to) = &d.to {
-        vars.insert("to".into(), to.clone().into());
-    }
-    vars.insert("closed".into(), d.closed.into());
-    vars.insert("revision".into(), d.revision.into());
-    let changes = d
-        .changes
-        .iter()
-        .map(|c| serde_json::json!({ "path": c.path, "from": c.from, "to": c.to }));
-    vars.insert("changes".into(), changes.collect::<Vec<_>>().into());
-    vars.insert("order".into(), d.order.clone());
     Value::from_serialize(&vars)
 }
 
 /// The environment's name of the built-in template of `role` for `kind`.
 pub(crate) fn default_name(role: Role, kind: EventType) -> String {
     match role {
-        // One text and one HTML body serve every type; they branch inside.
-        Role::EmailText | Role::EmailHtml => format!("{}:default", role.tag()),
+        // One text and one HTML body serve every order type, and one pair
+        // every source type; they branch inside.
+        Role::EmailText | Role::EmailHtml if kind.is_about_an_order() => {
+            format!("{}:default", role.tag())
+        }
+        Role::EmailText | Role::EmailHtml => format!("{}:default:source", role.tag()),
         _ => format!("{}:default:{}", role.tag(), kind.as_str()),
     }
 }
@@ -467,6 +501,9 @@ fn add_defaults(env: &mut Environment<'static>) -> Result<(), String> {
 /// A realistic event of the given type, for checking templates at start-up
 /// and for `notify-test`.
 pub fn sample_event(kind: EventType) -> Event {
+    if !kind.is_about_an_order() {
+        return sample_source_event(kind);
+    }
     let (from, to, revision, changes) = match kind {
         EventType::Created => (None, Some("Acknowledged"), 1, vec![]),
         EventType::StatusChanged => (
@@ -491,6 +528,9 @@ pub fn sample_event(kind: EventType) -> Event {
         ),
         // As a real removal: `from` is the last status seen.
         EventType::Removed => (Some("Current"), None, 5, vec![]),
+        EventType::SourceFailing | EventType::SourceRecovered | EventType::CredentialsExpiring => {
+            (None, None, 0, vec![])
+        }
     };
     let source = "tracking";
     let order_id = "123456";
@@ -516,8 +556,43 @@ pub fn sample_event(kind: EventType) -> Event {
             revision,
             changes,
             order,
+            ..EventData::default()
         },
     }
+}
+
+/// A realistic source event: a source failing for a quarter of an hour
+/// with Orange unavailable, recovering, or its API key soon expiring.
+fn sample_source_event(kind: EventType) -> Event {
+    let since = "2026-11-22T07:45:00Z";
+    let fields = match kind {
+        EventType::SourceFailing => SourceFields {
+            since: Some(since.into()),
+            failures: Some(12),
+            error: Some(
+                "Orange answered with a server error (HTTP 503, code 5, request id 0b7e5c1d-52a4-4f0e-9d3c-6f2a8e1b4c7d): The service is temporarily unavailable"
+                    .into(),
+            ),
+            expires: None,
+        },
+        EventType::SourceRecovered => SourceFields {
+            since: Some(since.into()),
+            failures: Some(14),
+            ..SourceFields::default()
+        },
+        _ => SourceFields {
+            expires: Some("2026-12-15".into()),
+            ..SourceFields::default()
+        },
+    };
+    let about = fields.expires.as_deref().unwrap_or(since).to_owned();
+    Event::about_source(
+        kind,
+        "tracking",
+        &about,
+        "2026-11-22T08:00:00Z".into(),
+        fields,
+    )
 }
 
 #[cfg(test)]
@@ -546,7 +621,7 @@ mod tests {
     #[test]
     fn defaults_render_every_type() {
         let t = defaults();
-        for kind in EventType::ALL {
+        for kind in EventType::ALL.into_iter().filter(|k| k.is_about_an_order()) {
             let e = sample_event(kind);
             let slack = t.render_slack("chat", &e).unwrap();
             let line = t.render_console("out", &e).unwrap();
@@ -588,6 +663,73 @@ mod tests {
         assert_eq!(
             updated,
             "2026-11-22T08:00:00Z tracking 123456 order.updated /expectedDeliveryDate: 2026-11-30 → 2026-12-04"
+        );
+    }
+
+    #[test]
+    fn source_events_have_readable_defaults_everywhere() {
+        let t = defaults();
+        let failing = sample_event(EventType::SourceFailing);
+        let error = failing.data.error.clone().unwrap();
+        assert_eq!(
+            t.render_slack("chat", &failing).unwrap(),
+            format!(
+                ":rotating_light: Source *tracking* is failing since 2026-11-22T07:45:00Z (12 failed cycles): {error}"
+            )
+        );
+        assert_eq!(
+            t.render_console("out", &failing).unwrap(),
+            format!(
+                "2026-11-22T08:00:00Z tracking source.failing failing since 2026-11-22T07:45:00Z (12 failed cycles): {error}"
+            )
+        );
+        let mail = t.render_email("mail", &failing).unwrap();
+        assert_eq!(mail.subject, "[orderwatch] source tracking is failing");
+        assert!(
+            mail.text.starts_with(&format!(
+                "Source tracking is failing: every poll since 2026-11-22T07:45:00Z has failed (12 failed cycles so far).\n\nLast error: {error}\n"
+            )),
+            "{}",
+            mail.text
+        );
+        assert!(
+            mail.html.contains("<strong>tracking</strong> is failing"),
+            "{}",
+            mail.html
+        );
+
+        let recovered = sample_event(EventType::SourceRecovered);
+        assert_eq!(
+            t.render_console("out", &recovered).unwrap(),
+            "2026-11-22T08:00:00Z tracking source.recovered recovered (failing since 2026-11-22T07:45:00Z, 14 failed cycles)"
+        );
+        let mail = t.render_email("mail", &recovered).unwrap();
+        assert_eq!(mail.subject, "[orderwatch] source tracking has recovered");
+        assert!(mail.text.starts_with("Source tracking has recovered: its polls work again (failing since 2026-11-22T07:45:00Z, 14 failed cycles).\n"), "{}", mail.text);
+
+        let expiring = sample_event(EventType::CredentialsExpiring);
+        assert_eq!(
+            t.render_slack("chat", &expiring).unwrap(),
+            ":key: The API key of source *tracking* expires on *2026-12-15*: ask Orange for a new one, then update `api_key` and `api_key_expires`"
+        );
+        let mail = t.render_email("mail", &expiring).unwrap();
+        assert_eq!(
+            mail.subject,
+            "[orderwatch] the API key of source tracking expires on 2026-12-15"
+        );
+        assert!(!mail.text.contains("Revision"), "{}", mail.text);
+    }
+
+    #[test]
+    fn order_templates_render_source_events_with_the_order_fields_empty() {
+        let c = config(
+            "  - {name: out, type: console, template: \"{{ type }} [{{ order_id }}][{{ order.product }}][{{ order.site.city }}][{{ changes|length }}][{% for c in changes %}x{% endfor %}][{{ failures }}]\"}\n",
+        );
+        let t = Templates::compile(&c).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(
+            t.render_console("out", &sample_event(EventType::SourceFailing))
+                .unwrap(),
+            "source.failing [][][][0][][12]"
         );
     }
 

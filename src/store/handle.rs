@@ -13,8 +13,8 @@
 //! whose removal was lost is delivered once more, under the same id.
 
 use super::{
-    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, StoreError,
-    SyncState, TimelineEntry, refuse_files_in_the_way,
+    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, SourceHealth,
+    StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -238,6 +238,10 @@ impl Store {
 
     pub fn sync_state(&self, source: &str) -> Result<SyncState, StoreError> {
         self.with(|s| s.sync_state(source))
+    }
+
+    pub fn source_health(&self, source: &str) -> Result<SourceHealth, StoreError> {
+        self.with(|s| s.source_health(source))
     }
 
     pub fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {

@@ -20,9 +20,11 @@
 //! - `events`: `seq` → event JSON, a bounded log for `orderwatch events`
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
-//!   last full listing ([`SyncState`])
+//!   last full listing ([`SyncState`]), and its health record
+//!   ([`SourceHealth`], `health.rs`)
 
 mod handle;
+mod health;
 mod keys;
 mod leftovers;
 pub mod salvage;
@@ -30,6 +32,7 @@ mod snapshot;
 mod timeline;
 
 pub use handle::Store;
+pub use health::SourceHealth;
 pub use snapshot::Snapshot;
 #[allow(
     unused_imports,
@@ -200,6 +203,8 @@ pub struct Commit {
     /// What an incremental listing moves on, written in the same
     /// transaction as the snapshots beside it.
     pub sync: Option<SyncUpdate>,
+    /// The source's new health record, written with the events it led to.
+    pub health: Option<SourceHealth>,
 }
 
 impl Commit {
@@ -208,6 +213,7 @@ impl Commit {
             && self.events.is_empty()
             && !self.mark_baseline
             && self.sync.is_none()
+            && self.health.is_none()
     }
 }
 
@@ -531,7 +537,11 @@ impl SledStore {
                 )
             })
             .collect();
-        if commit.events.is_empty() && !commit.mark_baseline && commit.sync.is_none() {
+        if commit.events.is_empty()
+            && !commit.mark_baseline
+            && commit.sync.is_none()
+            && commit.health.is_none()
+        {
             // Only snapshots: a transaction over the two trees they touch,
             // much cheaper than over six (a baseline cycle is a thousand of
             // these at 100,000 orders).
@@ -613,6 +623,9 @@ impl SledStore {
                         ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
                     })?;
                     meta.insert(key, value)?;
+                }
+                if let Some(record) = &commit.health {
+                    health::write(meta, &commit.source, record)?;
                 }
                 Ok(seq)
             },

@@ -475,6 +475,7 @@ mod tests {
                 events: Vec::new(),
                 mark_baseline: true,
                 sync: None,
+                health: None,
             })
             .unwrap();
         for (i, id) in ["1", "2", "1"].iter().enumerate() {
@@ -491,6 +492,7 @@ mod tests {
                     }],
                     mark_baseline: false,
                     sync: None,
+                    health: None,
                 })
                 .unwrap();
         }
@@ -544,6 +546,7 @@ mod tests {
             }],
             mark_baseline: false,
             sync: None,
+            health: None,
         })
         .unwrap();
         let seqs: Vec<u64> = new

@@ -33,6 +33,7 @@ fn commit_writes_snapshots_outbox_and_log_together() {
             events: vec![event("evt_a", "1", &["hook", "chat"])],
             mark_baseline: true,
             sync: None,
+            health: None,
         })
         .unwrap();
     assert!(store.has_baseline("t").unwrap());
@@ -338,6 +339,7 @@ fn status_event(id: &str, source: &str, order: &str, sinks: &[&str]) -> NewEvent
             revision: 2,
             changes: Vec::new(),
             order: serde_json::json!({"id": order}),
+            ..crate::event::EventData::default()
         },
     };
     NewEvent {

@@ -295,3 +295,39 @@ async fn notify_test_posts_a_sample_message() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_source_event_is_told_in_the_sources_own_thread() {
+    let sim = simulator(0).await;
+    let (space, url) = space().await;
+    let ws = notify_workspace(&sim, &sink_yaml(&url, ""), "");
+    let out = ws
+        .run(&["notify-test", "chat", "--event", "source.failing"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = messages(&space);
+    assert_eq!(got.len(), 1);
+    let body = &got[0].body;
+    assert_eq!(body["thread"]["threadKey"], "tracking/");
+    let said = body["text"].as_str().unwrap();
+    assert!(
+        said.starts_with(
+            "🚨 Source *tracking* is failing since 2026-11-22T07:45:00Z (12 failed cycles): "
+        ),
+        "{said}"
+    );
+    let card = &body["cardsV2"][0]["card"];
+    assert_eq!(card["header"]["title"], "Source tracking");
+    assert_eq!(card["header"]["subtitle"], "source.failing");
+    let labels: Vec<&str> = card["sections"][0]["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["decoratedText"]["topLabel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["Failing since", "Failed cycles", "Error", "Detected"]
+    );
+    sim.shutdown().await;
+}

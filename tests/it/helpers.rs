@@ -689,6 +689,12 @@ pub async fn terminate(
         .unwrap()
 }
 
+/// Stop `orderwatch run` with SIGTERM; it must exit cleanly within 30 s.
+pub async fn stop_daemon(mut child: tokio::process::Child) {
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+}
+
 /// One request as it arrived at an [`ArrivalRecorder`], before any answer.
 #[derive(Debug, Clone)]
 pub struct Arrival {

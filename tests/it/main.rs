@@ -34,6 +34,7 @@ mod shutdown;
 mod sim_api;
 mod sinks;
 mod source;
+mod source_health;
 mod source_ops;
 mod startup;
 mod store_faults;

@@ -612,7 +612,7 @@ async fn a_subject_an_event_renders_badly_is_a_dead_letter_naming_the_sink() {
     server.create_stream("ow.>").await;
     let (sim, admin, ws) = recorded_baseline(
         &server.url(),
-        "    subject: \"ow.{{ source }}.{{ order.status }}\"\n",
+        "    subject: \"ow.{{ source }}.{{ order.status or 'none' }}\"\n",
     )
     .await;
     let id = admin.ids(TRACKING, "status=Current").await[0].clone();
@@ -751,6 +751,12 @@ async fn subjects_streams_and_urls_are_checked_before_the_network() {
     let said = check_problems("    subject: \"orderwatch.{{ source }}..x\"\n").await;
     assert!(said.contains("sinks[0].subject"), "{said}");
     assert!(said.contains("is not a valid NATS subject"), "{said}");
+    let said = check_problems("    subject: \"ow.{{ source }}.{{ order_id }}\"\n").await;
+    assert!(
+        said.contains("for a sample source.failing event, the subject `ow.tracking.`"),
+        "{said}"
+    );
+    assert!(said.contains("give order fields a fallback"), "{said}");
     let said = check_problems("    subject: \"{{ source }}.x\"\n    create_stream: true\n").await;
     assert!(said.contains("sinks[0].create_stream"), "{said}");
     let said = check_problems("    creds_file: /nonexistent/user.creds\n").await;

@@ -80,18 +80,18 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             .into_bytes(),
             vec![
                 "orderwatch.yaml:12: routes[0].sinks: unknown sink `chta` (did you mean `chat`?)",
-                "orderwatch.yaml:13: routes[0].events: unknown event type `order.status_change` (one of: order.created, order.status_changed, order.updated, order.removed) (did you mean `order.status_changed`?)",
+                "orderwatch.yaml:13: routes[0].events: unknown event type `order.status_change` (one of: order.created, order.status_changed, order.updated, order.removed, source.failing, source.recovered, source.credentials_expiring) (did you mean `order.status_changed`?)",
             ],
         ),
         (
             "a template that fails to render, beside an unknown key",
             format!(
-                "{source}    intervall: 5m\nsinks:\n  - name: chat\n    type: slack\n    url: https://hooks.example.com/x\n    template: \"{{{{ order.customer.name.first }}}}\"\n"
+                "{source}    intervall: 5m\nsinks:\n  - name: chat\n    type: slack\n    url: https://hooks.example.com/x\n    template: \"{{{{ order_id.upper() }}}}\"\n"
             )
             .into_bytes(),
             vec![
-                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, resource, incremental, path, id_field, status_field, watch, closed_statuses",
-                "orderwatch.yaml:13: sinks[0].template: fails on a sample order.created event: undefined value (line 1 of the template)",
+                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, resource, incremental, path, id_field, status_field, watch, closed_statuses, alert_after, api_key_expires",
+                "orderwatch.yaml:13: sinks[0].template: fails on a sample order.created event: unknown method: string has no method named upper (line 1 of the template)",
             ],
         ),
     ];

@@ -68,11 +68,6 @@ fn check_desynchronised(attempts: &BTreeMap<String, Vec<Instant>>, start: Instan
     assert!(distinct.len() >= 2, "retries in lock-step: {millis:?}");
 }
 
-async fn stop_daemon(mut child: tokio::process::Child) {
-    let status = terminate(&mut child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{status:?}");
-}
-
 #[tokio::test]
 async fn webhook_receiver_failing_then_down_then_back_gets_everything() {
     let sim = simulator(60).await;

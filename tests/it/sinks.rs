@@ -152,6 +152,9 @@ async fn slack_default_template_per_event_type_and_a_custom_one() {
             ":white_check_mark: Order *123456* (tracking) is now *Closed* (was Current)",
             ":pencil2: Order *123456* (tracking) was updated\n• `/expectedDeliveryDate`: 2026-11-30 → 2026-12-04",
             ":wastebasket: Order *123456* (tracking) is no longer listed by the API",
+            ":rotating_light: Source *tracking* is failing since 2026-11-22T07:45:00Z (12 failed cycles): Orange answered with a server error (HTTP 503, code 5, request id 0b7e5c1d-52a4-4f0e-9d3c-6f2a8e1b4c7d): The service is temporarily unavailable",
+            ":large_green_circle: Source *tracking* has recovered: polls work again (failing since 2026-11-22T07:45:00Z, 14 failed cycles)",
+            ":key: The API key of source *tracking* expires on *2026-12-15*: ask Orange for a new one, then update `api_key` and `api_key_expires`",
         ]
     );
 
@@ -166,7 +169,7 @@ async fn slack_default_template_per_event_type_and_a_custom_one() {
     custom.deliver(&event).await.unwrap();
     let got = rx.received();
     assert_eq!(
-        text_of(&got[4]),
+        text_of(&got[EventType::ALL.len()]),
         "<https://portal.example/o/123456|123456> order.created [] VPN &lt;Galerie&gt; &amp; co"
     );
 }
@@ -364,6 +367,22 @@ async fn mail_one(event: &Event) -> (HashMap<String, String>, String) {
     let messages = smtp.messages.lock().unwrap().clone();
     assert_eq!(messages.len(), 1);
     (headers(&messages[0]), unquote(&messages[0]))
+}
+
+#[tokio::test]
+async fn a_source_recovery_mail_answers_its_failing_mail() {
+    let failing = sample_event(EventType::SourceFailing);
+    let (f, message) = mail_one(&failing).await;
+    assert_eq!(f["subject"], "[orderwatch] source tracking is failing");
+    assert_eq!(f["message-id"], format!("<{}@orderwatch>", failing.data.id));
+    assert!(!f.contains_key("in-reply-to"), "{f:?}");
+    assert!(message.contains("Last error: Orange answered"), "{message}");
+    let (r, _) = mail_one(&sample_event(EventType::SourceRecovered)).await;
+    assert_eq!(r["subject"], "[orderwatch] source tracking has recovered");
+    assert_eq!(r["in-reply-to"], f["message-id"]);
+    assert_eq!(r["references"], f["message-id"]);
+    let (e, _) = mail_one(&sample_event(EventType::CredentialsExpiring)).await;
+    assert!(!e.contains_key("in-reply-to"), "{e:?}");
 }
 
 #[tokio::test]

@@ -255,3 +255,45 @@ async fn receivers_teams_card_parses_with_adaptivecards() {
     assert!(!check(&bad).status.success(), "a broken card passed");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_source_event_gets_a_card_of_its_own() {
+    let sim = simulator(0).await;
+    let hook = Receiver::start().await;
+    let ws = notify_workspace(&sim, &teams_yaml(&hook.url, ""), "");
+    for (kind, title) in [
+        ("source.failing", "Source tracking is failing"),
+        ("source.recovered", "Source tracking has recovered"),
+        (
+            "source.credentials_expiring",
+            "The API key of source tracking expires on 2026-12-15",
+        ),
+    ] {
+        let out = ws.run(&["notify-test", "teams", "--event", kind]).await;
+        assert_eq!(out.status.code(), Some(0), "{kind}: {}", text(&out));
+        let card = card_of(hook.received().last().unwrap());
+        assert_eq!(card["body"][0]["text"], title, "{card}");
+        let facts = facts(&card, 0);
+        assert_eq!(facts[0], ("Source".to_owned(), "tracking".to_owned()));
+        // Nothing of an order: no order fact, no changes, no empty fields.
+        assert!(
+            facts.iter().all(|(t, v)| t != "Order" && !v.is_empty()),
+            "{facts:?}"
+        );
+        match kind {
+            "source.failing" => {
+                assert!(facts.contains(&("Failed cycles".to_owned(), "12".to_owned())));
+                let error = &facts.iter().find(|(t, _)| t == "Error").unwrap().1;
+                assert!(error.contains("request id 0b7e5c1d"), "{error}");
+            }
+            "source.recovered" => {
+                assert!(facts.contains(&(
+                    "Failing since".to_owned(),
+                    "2026-11-22T07:45:00Z".to_owned()
+                )));
+            }
+            _ => assert!(facts.contains(&("API key expires".to_owned(), "2026-12-15".to_owned()))),
+        }
+    }
+    sim.shutdown().await;
+}

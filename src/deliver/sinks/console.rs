@@ -45,6 +45,7 @@ impl SinkSettings for ConsoleSettings {
 fn defaults() -> Vec<(String, String)> {
     use EventType::*;
     let prefix = "{{ timestamp }} {{ source }} {{ order_id }} {{ type }}";
+    let source_prefix = "{{ timestamp }} {{ source }} {{ type }}";
     vec![
         (
             default_name(Role::Console, Created),
@@ -64,6 +65,22 @@ fn defaults() -> Vec<(String, String)> {
         (
             default_name(Role::Console, Removed),
             format!("{prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
+        ),
+        (
+            default_name(Role::Console, SourceFailing),
+            format!(
+                "{source_prefix} failing since {{{{ since }}}} ({{{{ failures }}}} failed cycles): {{{{ error }}}}"
+            ),
+        ),
+        (
+            default_name(Role::Console, SourceRecovered),
+            format!(
+                "{source_prefix} recovered (failing since {{{{ since }}}}, {{{{ failures }}}} failed cycles)"
+            ),
+        ),
+        (
+            default_name(Role::Console, CredentialsExpiring),
+            format!("{source_prefix} API key expires on {{{{ expires }}}}"),
         ),
     ]
 }

@@ -21,7 +21,9 @@
 //! Mails of one order thread together in mail clients: every mail refers to
 //! a per-order root id `<order.{source}.{order_id}@orderwatch>`, and the mail
 //! of `order.created` carries that root as its own `Message-ID`, so when the
-//! creation was mailed the thread has a real first message. The SMTP password
+//! creation was mailed the thread has a real first message. A source's
+//! `source.recovered` mail answers the `source.failing` mail of the same
+//! episode (both ids derive from the source and `since`). The SMTP password
 //! lives in a [`Secret`](crate::secret::Secret) until lettre takes it, and no
 //! error or log shows it.
 
@@ -271,10 +273,68 @@ fn defaults() -> Vec<(String, String)> {
             default_name(Role::EmailSubject, Removed),
             "[orderwatch] {{ order_id }} is no longer listed".into(),
         ),
+        (
+            default_name(Role::EmailSubject, SourceFailing),
+            "[orderwatch] source {{ source }} is failing".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, SourceRecovered),
+            "[orderwatch] source {{ source }} has recovered".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, CredentialsExpiring),
+            "[orderwatch] the API key of source {{ source }} expires on {{ expires }}".into(),
+        ),
         (default_name(Role::EmailText, Created), EMAIL_TEXT.into()),
         (default_name(Role::EmailHtml, Created), EMAIL_HTML.into()),
+        (
+            default_name(Role::EmailText, SourceFailing),
+            EMAIL_SOURCE_TEXT.into(),
+        ),
+        (
+            default_name(Role::EmailHtml, SourceFailing),
+            EMAIL_SOURCE_HTML.into(),
+        ),
     ]
 }
+
+/// The mail about a source (not an order), text part.
+const EMAIL_SOURCE_TEXT: &str = "\
+{% if type == 'source.failing' -%}
+Source {{ source }} is failing: every poll since {{ since }} has failed ({{ failures }} failed cycles so far).
+
+Last error: {{ error }}
+
+orderwatch keeps polling, and says so when the source recovers.
+{%- elif type == 'source.recovered' -%}
+Source {{ source }} has recovered: its polls work again (failing since {{ since }}, {{ failures }} failed cycles).
+{%- else -%}
+The API key of source {{ source }} expires on {{ expires }} (Orange's keys last two years). Ask Orange for a new key, then update api_key and api_key_expires in the config.
+{%- endif %}
+
+Event:     {{ type }} {{ id }}
+Detected:  {{ timestamp }}
+
+-- 
+Sent by orderwatch.
+";
+
+/// The mail about a source, HTML part.
+const EMAIL_SOURCE_HTML: &str = "\
+<!DOCTYPE html>
+<html><body style=\"font-family: sans-serif\">
+{%- if type == 'source.failing' %}
+<p>Source <strong>{{ source }}</strong> is failing: every poll since {{ since }} has failed ({{ failures }} failed cycles so far).</p>
+<p>Last error: <code>{{ error }}</code></p>
+<p>orderwatch keeps polling, and says so when the source recovers.</p>
+{%- elif type == 'source.recovered' %}
+<p>Source <strong>{{ source }}</strong> has recovered: its polls work again (failing since {{ since }}, {{ failures }} failed cycles).</p>
+{%- else %}
+<p>The API key of source <strong>{{ source }}</strong> expires on <strong>{{ expires }}</strong> (Orange's keys last two years). Ask Orange for a new key, then update <code>api_key</code> and <code>api_key_expires</code> in the config.</p>
+{%- endif %}
+<p style=\"color: #666; font-size: smaller\">{{ type }} {{ id }} · detected {{ timestamp }}<br>Sent by orderwatch.</p>
+</body></html>
+";
 
 /// The sentence that opens a mail, shared by the text and HTML bodies.
 const EMAIL_TEXT: &str = "\
@@ -477,7 +537,6 @@ impl EmailSink {
             .templates
             .render_email(&self.name, event)
             .map_err(DeliveryError::permanent)?;
-        let root = thread_root(&event.data.source, &event.data.order_id);
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(shorten_subject(&mail.subject))
@@ -487,13 +546,14 @@ impl EmailSink {
         for to in &self.to {
             builder = builder.to(to.clone());
         }
-        builder = if event.kind == EventType::Created {
-            builder.message_id(Some(root))
-        } else {
-            builder
-                .message_id(Some(format!("<{}@orderwatch>", id_part(&event.data.id))))
+        let own_id = format!("<{}@orderwatch>", id_part(&event.data.id));
+        builder = match (event.kind, replies_to(event)) {
+            (EventType::Created, Some(root)) => builder.message_id(Some(root)),
+            (_, Some(root)) => builder
+                .message_id(Some(own_id))
                 .in_reply_to(root.clone())
-                .references(root)
+                .references(root),
+            (_, None) => builder.message_id(Some(own_id)),
         };
         builder
             .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
@@ -536,6 +596,23 @@ impl Deliver for EmailSink {
 }
 
 /// The id every mail about one order refers to.
+/// The mail an event's mail answers: its order's first one (for
+/// `order.created`, the very id it takes), or for `source.recovered` the
+/// mail that said the source was failing. `None`: a mail of its own.
+fn replies_to(event: &Event) -> Option<String> {
+    if let Some(order_id) = event.order_id() {
+        return Some(thread_root(&event.data.source, order_id));
+    }
+    match (event.kind, &event.data.since) {
+        (EventType::SourceRecovered, Some(since)) => {
+            let failing =
+                Event::derive_source_id(&event.data.source, EventType::SourceFailing, since);
+            Some(format!("<{}@orderwatch>", id_part(&failing)))
+        }
+        _ => None,
+    }
+}
+
 pub fn thread_root(source: &str, order_id: &str) -> String {
     format!(
         "<order.{}.{}@orderwatch>",

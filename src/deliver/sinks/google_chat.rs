@@ -152,6 +152,18 @@ fn defaults() -> Vec<(String, String)> {
             default_name(TEXT, Removed),
             "🗑️ Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
         ),
+        (
+            default_name(TEXT, SourceFailing),
+            "🚨 Source *{{ source }}* is failing since {{ since }} ({{ failures }} failed cycles): {{ error }}".into(),
+        ),
+        (
+            default_name(TEXT, SourceRecovered),
+            "🟢 Source *{{ source }}* has recovered: polls work again (failing since {{ since }}, {{ failures }} failed cycles)".into(),
+        ),
+        (
+            default_name(TEXT, CredentialsExpiring),
+            "🔑 The API key of source *{{ source }}* expires on *{{ expires }}*: ask Orange for a new one, then update `api_key` and `api_key_expires`".into(),
+        ),
     ]
 }
 
@@ -179,7 +191,10 @@ impl GoogleChatSink {
             .templates
             .render(&self.name, TEXT, event)
             .map_err(DeliveryError::permanent)?;
-        let about = order_card(event);
+        let about = match event.order_id() {
+            Some(_) => order_card(event),
+            None => source_card(event),
+        };
         let mut message = json!({
             "text": cut(&text, MAX_TEXT),
             "cardsV2": [{
@@ -251,6 +266,39 @@ fn order_card(event: &Event) -> About {
     About {
         card,
         thread_key: thread_key(&d.source, &d.order_id),
+    }
+}
+
+/// The card of an event about a source itself (`source.*`), in the
+/// source's own thread: `<source>/`, the key of an order without an id
+/// (an order always has one).
+fn source_card(event: &Event) -> About {
+    let d = &event.data;
+    let line = |label: &str, text: &str| json!({ "decoratedText": { "topLabel": label, "text": value(text), "wrapText": true } });
+    let mut facts = Vec::new();
+    if let Some(since) = &d.since {
+        facts.push(line("Failing since", since));
+    }
+    if let Some(failures) = d.failures {
+        facts.push(line("Failed cycles", &failures.to_string()));
+    }
+    if let Some(error) = &d.error {
+        facts.push(line("Error", error));
+    }
+    if let Some(expires) = &d.expires {
+        facts.push(line("API key expires", expires));
+    }
+    facts.push(line("Detected", &event.timestamp));
+    let card = json!({
+        "header": {
+            "title": value(&format!("Source {}", d.source)),
+            "subtitle": value(event.kind.as_str()),
+        },
+        "sections": [{ "widgets": facts }],
+    });
+    About {
+        card,
+        thread_key: thread_key(&d.source, ""),
     }
 }
 

@@ -315,8 +315,15 @@ fn publish_subject(subject: &str) -> Result<(), String> {
 /// The subject, rendered for a sample event of every type, must be valid.
 fn subject_on_every_sample(template: &str) -> Result<(), String> {
     for (kind, subject) in sample_outputs(SUBJECT, template)? {
-        publish_subject(&subject)
-            .map_err(|e| format!("for a sample {kind} event, the subject {e}"))?;
+        publish_subject(&subject).map_err(|e| {
+            // Events about a source have no order: its fields render empty.
+            let hint = if kind.as_str().starts_with("source.") {
+                " (an event about a source has no order: give order fields a fallback, e.g. {{ order_id or \"source\" }})"
+            } else {
+                ""
+            };
+            format!("for a sample {kind} event, the subject {e}{hint}")
+        })?;
     }
     Ok(())
 }

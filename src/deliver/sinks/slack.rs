@@ -109,6 +109,18 @@ fn defaults() -> Vec<(String, String)> {
             default_name(Role::Slack, Removed),
             ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
         ),
+        (
+            default_name(Role::Slack, SourceFailing),
+            ":rotating_light: Source *{{ source }}* is failing since {{ since }} ({{ failures }} failed cycles): {{ error }}".into(),
+        ),
+        (
+            default_name(Role::Slack, SourceRecovered),
+            ":large_green_circle: Source *{{ source }}* has recovered: polls work again (failing since {{ since }}, {{ failures }} failed cycles)".into(),
+        ),
+        (
+            default_name(Role::Slack, CredentialsExpiring),
+            ":key: The API key of source *{{ source }}* expires on *{{ expires }}*: ask Orange for a new one, then update `api_key` and `api_key_expires`".into(),
+        ),
     ]
 }
 

@@ -111,6 +111,12 @@ fn defaults() -> Vec<(String, String)> {
         (StatusChanged, "Order {{ order_id }} is now {{ to }}"),
         (Updated, "Order {{ order_id }} was updated"),
         (Removed, "Order {{ order_id }} is no longer listed"),
+        (SourceFailing, "Source {{ source }} is failing"),
+        (SourceRecovered, "Source {{ source }} has recovered"),
+        (
+            CredentialsExpiring,
+            "The API key of source {{ source }} expires on {{ expires }}",
+        ),
     ];
     let texts = [
         (
@@ -125,6 +131,18 @@ fn defaults() -> Vec<(String, String)> {
         (
             Removed,
             "The API no longer lists this order; it was last seen as {{ from }}.",
+        ),
+        (
+            SourceFailing,
+            "Every poll has failed since {{ since }} ({{ failures }} cycles). Nothing of this source is watched until it works again.",
+        ),
+        (
+            SourceRecovered,
+            "Polls work again after {{ failures }} failed cycles (failing since {{ since }}).",
+        ),
+        (
+            CredentialsExpiring,
+            "Ask Orange for a new API key, then update `api_key` and `api_key_expires`.",
         ),
     ];
     let mut all = Vec::new();
@@ -162,7 +180,10 @@ impl TeamsSink {
         let title = render(TITLE)?;
         let text = render(TEXT)?;
         let link = render(LINK)?;
-        let about = order_card(event);
+        let about = match event.order_id() {
+            Some(_) => order_card(event),
+            None => source_card(event),
+        };
         Ok(card(&title, &text, link.trim(), &about))
     }
 }
@@ -211,6 +232,30 @@ fn order_card(event: &Event) -> About {
         })
         .collect();
     About { facts, changes }
+}
+
+/// The FactSet of an event about a source itself (`source.*`): what its
+/// data holds, no changes.
+fn source_card(event: &Event) -> About {
+    let d = &event.data;
+    let mut facts = vec![("Source", d.source.clone())];
+    if let Some(since) = &d.since {
+        facts.push(("Failing since", since.clone()));
+    }
+    if let Some(failures) = d.failures {
+        facts.push(("Failed cycles", failures.to_string()));
+    }
+    if let Some(error) = &d.error {
+        facts.push(("Error", error.clone()));
+    }
+    if let Some(expires) = &d.expires {
+        facts.push(("API key expires", expires.clone()));
+    }
+    facts.push(("Detected", event.timestamp.clone()));
+    About {
+        facts,
+        changes: Vec::new(),
+    }
 }
 
 /// The whole message: the Workflows envelope around the Adaptive Card,
