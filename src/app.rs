@@ -278,7 +278,7 @@ impl App {
         if let Some(listener) = self.listener.take() {
             let mut app = http::router(self.readiness.clone(), liveness.clone());
             if let Some(api) = self.api_state() {
-                app = app.merge(crate::api::router(api));
+                app = app.merge(http::operator_routes(api));
             }
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));

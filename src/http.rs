@@ -256,6 +256,13 @@ pub fn router(readiness: Arc<Readiness>, liveness: Arc<Liveness>) -> Router {
         .with_state(readiness)
 }
 
+/// The routes behind `api_token`: the JSON API under `/api/v1/` and the
+/// web UI under `/ui/`, both on the same handles.
+pub fn operator_routes(api: crate::api::ApiState) -> Router {
+    let api = Arc::new(api);
+    crate::api::router(api.clone()).merge(crate::ui::router(api))
+}
+
 /// What the `listen` port tolerates from its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {

@@ -55,6 +55,8 @@
 //! - `http`: `/healthz`, `/readyz`, `/metrics`
 //! - `api`: the operator API under `/api/v1/`, behind `api_token`, and its
 //!   client for the command line
+//! - `ui`: the web UI under `/ui/`, on the API's handlers, behind a login
+//!   with the same token
 //! - `control`: a sink's pause switch and a source's "poll now", held by
 //!   the loops, flipped by the API
 //! - `secret`: a string that never prints itself, and the redactor of outside text
@@ -85,6 +87,7 @@ mod source;
 mod store;
 mod supervise;
 mod telemetry;
+mod ui;
 
 pub use app::App;
 pub use cli::{Cli, run};

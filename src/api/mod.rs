@@ -14,11 +14,12 @@
 //! - `write`: the write endpoints
 //! - `client`: the same API from the command line's side
 
-mod auth;
+pub(crate) mod auth;
 pub mod client;
 mod page;
-mod read;
-mod write;
+// The web UI calls the same handlers and renders what they answer.
+pub(crate) mod read;
+pub(crate) mod write;
 
 pub use read::dead_letter_json;
 
@@ -50,8 +51,7 @@ pub struct ApiState {
 }
 
 /// The routes under `/api/v1/`, each behind the token.
-pub fn router(state: ApiState) -> Router {
-    let state = Arc::new(state);
+pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .route("/sources", get(read::sources))
         .route("/sources/{name}/poll", post(write::poll_now))
@@ -108,6 +108,17 @@ impl From<crate::store::StoreError> for ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
         }
+    }
+}
+
+impl ApiError {
+    /// What the web UI shows of a refusal: the same status and words.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 }
 

@@ -39,3 +39,4 @@ mod source_ops;
 mod startup;
 mod store_faults;
 mod teams;
+mod ui;
