@@ -1,29 +1,39 @@
 //! Wiring a run: the store, a poller per source, the dispatcher, the HTTP
-//! server; and the order things stop in.
+//! server; replacing them when the config is reloaded; and the order things
+//! stop in.
 
 use crate::config::Config;
 use crate::control::SourceControl;
-use crate::deliver::{Dispatcher, NamedSink, PassReport, Sink, Templates};
+use crate::deliver::{Dispatcher, PassReport, Sink, Templates};
 use crate::http::{self, Readiness};
 use crate::poll::{CycleReport, Poller};
+use crate::reload::{Origin, ReloadHandle, Sections};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::supervise::{Liveness, supervise};
+use crate::supervise::Liveness;
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+mod running;
+
+use running::{Running, lock, named_sink, new_poller};
+
 /// One orderwatch: built from a config ([`App::build`]), then either one
 /// pass ([`App::once`]) or the daemon ([`App::run`]), which serves the
-/// `listen` port it bound first ([`App::bind`]).
+/// `listen` port it bound first ([`App::bind`]) and, given its config file
+/// ([`App::reload_from`]), reloads it on SIGHUP or `POST /api/v1/reload`.
 pub struct App {
     config: Config,
     store: Store,
+    /// Shared by every poller, so a reload replaces the routes for all.
+    router: Arc<Router>,
     pollers: Vec<Arc<Poller>>,
     /// One per sink, each with its own loop: a slow or failing receiver
     /// never holds the other sinks back.
@@ -38,6 +48,12 @@ pub struct App {
     /// fails the start before any poll, and port 0 has its real number
     /// before anything runs.
     listener: Option<TcpListener>,
+    /// The file a reload reads, and its sections as `run` started with
+    /// them; `None`: nothing to reload (the demo's generated config).
+    config_file: Option<(PathBuf, Sections)>,
+    /// SIGHUPs, listened for from [`App::reload_from`] on, so one that
+    /// comes during start-up reloads instead of killing the process.
+    hangups: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 /// What `once` ended with (README "Commands").
@@ -110,21 +126,14 @@ impl App {
         readiness.watch_store(store.clone());
         let mut pollers = Vec::new();
         for source in &config.sources {
-            let poller = Poller::new(
-                Arc::new(source.clone()),
-                store.clone(),
-                router.clone(),
-                wake.clone(),
-            )
-            .with_context(|| format!("source `{}`", source.name))?;
+            let poller = new_poller(source, &store, &router, &wake)?;
             readiness.register(&source.name, source.interval);
             pollers.push(Arc::new(poller));
         }
         let mut dispatchers = Vec::new();
         let mut sink_wakers = Vec::new();
         for sink in &config.sinks {
-            let built = Sink::build(sink, &templates).map_err(anyhow::Error::msg)?;
-            let named = NamedSink::new(&sink.name, built, sink.max_per_minute);
+            let named = named_sink(sink, &templates).map_err(anyhow::Error::msg)?;
             let waker = Arc::new(Notify::new());
             dispatchers.push(Arc::new(Dispatcher::new(
                 store.clone(),
@@ -138,6 +147,7 @@ impl App {
         Ok(App {
             config,
             store,
+            router,
             source_controls: pollers
                 .iter()
                 .map(|_| Arc::new(SourceControl::default()))
@@ -148,7 +158,18 @@ impl App {
             sink_wakers,
             readiness,
             listener: None,
+            config_file: None,
+            hangups: None,
         })
+    }
+
+    /// Reload from `path` (the file this config was read from) on SIGHUP
+    /// or `POST /api/v1/reload` while [`App::run`] runs. Call it from
+    /// within the runtime: SIGHUP is listened for from here on.
+    pub fn reload_from(&mut self, path: PathBuf) {
+        let sections = Sections::of_file(&path);
+        self.config_file = Some((path, sections));
+        self.hangups = Some(hangups());
     }
 
     /// Bind the `listen` address, if the config has one, and return the
@@ -234,111 +255,122 @@ impl App {
         })
     }
 
-    /// The API's handles, when `api_token` enables it.
-    fn api_state(&self) -> Option<crate::api::ApiState> {
-        let token = self.config.api_token.clone()?;
-        let sinks = self
-            .config
-            .sinks
-            .iter()
-            .zip(&self.dispatchers)
-            .map(|(sink, d)| (sink.name.clone(), d.control()))
-            .collect();
-        let sources = self
-            .pollers
-            .iter()
-            .zip(&self.source_controls)
-            .map(|(p, c)| (p.name().to_owned(), c.clone()))
-            .collect();
-        Some(crate::api::ApiState {
-            token,
-            store: self.store.clone(),
-            config: Arc::new(self.config.clone()),
-            readiness: self.readiness.clone(),
-            sinks,
-            sources,
-            wake_sinks: self.committed.clone(),
-        })
-    }
-
     /// `orderwatch run`: poll on intervals and dispatch until `shutdown`
     /// resolves, serving the `listen` port (bound here unless
-    /// [`App::bind`] did it). Then no delivery starts, those in flight get
-    /// `shutdown_grace`, the loops stop, and the store is flushed: this
-    /// returns within the grace and a moment.
+    /// [`App::bind`] did it), and reloading the config when asked. Then no
+    /// delivery starts, those in flight get `shutdown_grace`, the loops
+    /// stop, and the store is flushed: this returns within the grace and a
+    /// moment.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        let mut hangups = self.hangups.take().unwrap_or_else(hangups);
         self.bind().await?;
         let (trigger, stop) = Shutdown::new();
         let liveness = Arc::new(Liveness::default());
+        let (reload, mut reload_requests) = ReloadHandle::new();
         let mut tasks = tokio::task::JoinSet::new();
+        let wakers = Arc::new(Mutex::new(Vec::new()));
+        let mut running = Running {
+            store: self.store.clone(),
+            router: self.router.clone(),
+            committed: self.committed.clone(),
+            readiness: self.readiness.clone(),
+            liveness: liveness.clone(),
+            stop: stop.clone(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            leaving_sinks: Vec::new(),
+            wakers: wakers.clone(),
+            api: None,
+            reload,
+            config_file: self.config_file.take(),
+            config: self.config.clone(),
+        };
+        // The health routes install the metrics recorder: before any loop
+        // records a metric, or its first values are lost.
+        let served = self.listener.take().map(|listener| {
+            (
+                listener,
+                http::router(self.readiness.clone(), liveness.clone()),
+            )
+        });
+        for (poller, control) in self.pollers.iter().zip(&self.source_controls) {
+            running.start_source(poller.clone(), control.clone());
+        }
+        for ((dispatcher, waker), sink) in self
+            .dispatchers
+            .iter()
+            .zip(&self.sink_wakers)
+            .zip(&self.config.sinks)
+        {
+            running.start_sink(&sink.name, dispatcher.clone(), waker.clone());
+        }
 
-        if let Some(listener) = self.listener.take() {
-            let mut app = http::router(self.readiness.clone(), liveness.clone());
-            if let Some(api) = self.api_state() {
-                app = app.merge(http::operator_routes(api));
+        if let Some((listener, mut app)) = served {
+            if let Some(api) = running.api_state() {
+                let (routes, live) = http::operator_routes(api);
+                app = app.merge(routes);
+                running.api = Some(live);
             }
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
 
-        for (poller, control) in self.pollers.iter().zip(&self.source_controls) {
-            let poller = poller.clone();
-            let control = control.clone();
-            let readiness = self.readiness.clone();
-            let stop = stop.clone();
-            let task = format!("poller `{}`", poller.name());
-            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
-                poll_loop(
-                    poller.clone(),
-                    readiness.clone(),
-                    control.clone(),
-                    stop.clone(),
-                )
-            }));
-        }
-
-        let grace = self.config.shutdown_grace;
-        for (dispatcher, sink) in self.dispatchers.iter().zip(&self.config.sinks) {
-            let dispatcher = dispatcher.clone();
-            let task = format!("delivery loop of sink `{}`", sink.name);
-            let stop_for_loop = stop.clone();
-            tasks.spawn(supervise(task, liveness.clone(), stop.clone(), move || {
-                let dispatcher = dispatcher.clone();
-                let stop = stop_for_loop.clone();
-                async move { dispatcher.run(stop, grace).await }
-            }));
-        }
         // Fan the pollers' "committed" signal out to every sink's loop. Notify
         // keeps one permit per waker, so a signal is not lost while a loop is
         // busy delivering.
         let committed = self.committed.clone();
-        let wakers = self.sink_wakers.clone();
         let fan_stop = stop.clone();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
                     biased;
                     _ = fan_stop.stopped() => return,
-                    _ = committed.notified() => wakers.iter().for_each(|w| w.notify_one()),
+                    _ = committed.notified() => {
+                        lock(&wakers).iter().for_each(|w: &Arc<Notify>| w.notify_one());
+                    }
                 }
             }
         });
 
         info!(
-            sources = self.pollers.len(),
-            sinks = self.config.sinks.len(),
+            sources = running.sources.len(),
+            sinks = running.sinks.len(),
             state_dir = %self.config.state_dir.display(),
             "orderwatch running"
         );
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            let (origin, reply) = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(request) = reload_requests.recv() => (request.origin, request.reply),
+                Some(()) = hangups.recv() => (Origin::Signal, None),
+            };
+            // A stop asked for during a reload is not held up by it: the
+            // reload is dropped where it stands, and everything stops.
+            let outcome = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                outcome = running.reload(origin) => outcome,
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        let grace = self.config.shutdown_grace;
         info!(
             grace = %humantime::format_duration(grace),
             "stopping: no new deliveries; those in flight get the grace"
         );
         trigger.stop();
+        for task in running.into_tasks() {
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
         // The loops end within the grace on their own; this bound only
         // guards against one that does not.
         let all_stopped = async { while tasks.join_next().await.is_some() {} };
@@ -355,14 +387,40 @@ impl App {
     }
 }
 
+/// SIGHUPs, as they come; without signals (not unix, or the handler
+/// cannot be installed) nothing ever comes.
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // One waiting is enough: it reads the file as it is then.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => warn!("cannot listen for SIGHUP ({e}): reload through the API instead"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
 /// A poller's loop: a cycle on every tick of its interval (the first at
 /// once), and one whenever the API asks (the interval then counts from
-/// it), until shutdown.
+/// it), until shutdown, or until `retire` (a reload replaced or removed
+/// the source), which ends it between two cycles, never during one.
 async fn poll_loop(
     poller: Arc<Poller>,
     readiness: Arc<Readiness>,
     control: Arc<SourceControl>,
     stop: Shutdown,
+    retire: Shutdown,
 ) {
     if test_panic_requested() {
         panic!("a test asked this poller to die ({TEST_POLLER_PANICS})");
@@ -372,7 +430,7 @@ async fn poll_loop(
     loop {
         tokio::select! {
             biased;
-            _ = stop.stopped() => return,
+            _ = retire.stopped() => return,
             _ = ticks.tick() => {}
             _ = control.poll_requested() => ticks.reset(),
         }

@@ -359,6 +359,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(exit(1));
                 }
             };
+            app.reload_from(crate::config::resolve_path(cli.config.as_deref()));
             if let Err(e) = app.bind().await {
                 eprintln!("error: {e:#}");
                 return Ok(exit(1));

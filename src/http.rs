@@ -106,8 +106,14 @@ impl Readiness {
         Some(format!("store: failing for {secs}s: {}\n", failure.error))
     }
 
+    /// Watch `source`; registered again (a reload changed it), it keeps
+    /// what its earlier cycles said and takes the new interval.
     pub fn register(&self, source: &str, interval: Duration) {
         if let Ok(mut s) = self.sources.lock() {
+            if let Some(known) = s.get_mut(source) {
+                known.interval = interval;
+                return;
+            }
             s.insert(
                 source.to_owned(),
                 SourceState {
@@ -123,6 +129,14 @@ impl Readiness {
                     polling: false,
                 },
             );
+        }
+    }
+
+    /// Forget a source the config no longer has (a reload removed it), so
+    /// it no longer holds `/readyz` back.
+    pub fn unregister(&self, source: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.remove(source);
         }
     }
 
@@ -258,9 +272,11 @@ pub fn router(readiness: Arc<Readiness>, liveness: Arc<Liveness>) -> Router {
 
 /// The routes behind `api_token`: the JSON API under `/api/v1/` and the
 /// web UI under `/ui/`, both on the same handles.
-pub fn operator_routes(api: crate::api::ApiState) -> Router {
-    let api = Arc::new(api);
-    crate::api::router(api.clone()).merge(crate::ui::router(api))
+/// Returns them with the handle a reload replaces their state through.
+pub fn operator_routes(api: crate::api::ApiState) -> (Router, crate::api::LiveState) {
+    let live = crate::api::LiveState::new(api);
+    let routes = crate::api::router(live.clone()).merge(crate::ui::router(live.clone()));
+    (routes, live)
 }
 
 /// What the `listen` port tolerates from its clients.

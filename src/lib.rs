@@ -59,6 +59,8 @@
 //!   with the same token
 //! - `control`: a sink's pause switch and a source's "poll now", held by
 //!   the loops, flipped by the API
+//! - `reload`: SIGHUP and `POST /api/v1/reload`: the new config read and
+//!   checked, what it changes, the outcome logged and counted
 //! - `secret`: a string that never prints itself, and the redactor of outside text
 //! - `clamp`: durations from outside (`Retry-After`, `expires_in`), clamped
 //! - `metrics`: every metric's name and description
@@ -79,6 +81,7 @@ mod http;
 mod inspect;
 mod metrics;
 mod poll;
+mod reload;
 mod retry;
 mod route;
 mod secret;

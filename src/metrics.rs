@@ -13,6 +13,7 @@ pub const DELIVERIES_TOTAL: &str = "orderwatch_deliveries_total";
 pub const OUTBOX_DEPTH: &str = "orderwatch_outbox_depth";
 pub const DEAD_LETTERS: &str = "orderwatch_dead_letters";
 pub const TASK_RESTARTS_TOTAL: &str = "orderwatch_task_restarts_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "orderwatch_config_reloads_total";
 
 /// Give every metric its description; called once the recorder is set.
 pub fn describe() {
@@ -47,5 +48,9 @@ pub fn describe() {
     describe_counter!(
         TASK_RESTARTS_TOTAL,
         "Restarts of a loop that ended unexpectedly, per task"
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Config reloads (SIGHUP or the API), by outcome (ok, error)"
     );
 }

@@ -6,31 +6,55 @@
 //! `sources:` and `events:` filters apply to them, a route with no filters
 //! sends them, and a route with `from`, `to` or `match` never matches them,
 //! since those filters say something about an order they do not have.
+//!
+//! The table is replaced whole when the config is reloaded: every poller
+//! holds the same [`Router`], so a source that keeps running routes its next
+//! event by the new table.
 
 use crate::config::{Config, RouteConfig};
 use crate::event::Event;
 use serde_json::Value;
+use std::sync::{Arc, RwLock};
 
 pub struct Router {
+    table: RwLock<Arc<Table>>,
+}
+
+struct Table {
     routes: Vec<RouteConfig>,
     all_sinks: Vec<String>,
+}
+
+impl Table {
+    fn new(config: &Config) -> Table {
+        Table {
+            routes: config.routes.clone(),
+            all_sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
 }
 
 impl Router {
     pub fn new(config: &Config) -> Router {
         Router {
-            routes: config.routes.clone(),
-            all_sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+            table: RwLock::new(Arc::new(Table::new(config))),
         }
+    }
+
+    /// Route by `config`'s routes and sinks from now on.
+    pub fn replace(&self, config: &Config) {
+        let table = Arc::new(Table::new(config));
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 
     /// The sinks for `event`, in config order, without repeats.
     pub fn sinks_for(&self, event: &Event) -> Vec<String> {
-        if self.routes.is_empty() {
-            return self.all_sinks.clone();
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if table.routes.is_empty() {
+            return table.all_sinks.clone();
         }
         let mut chosen: Vec<&str> = Vec::new();
-        for route in self.routes.iter().filter(|r| matches(r, event)) {
+        for route in table.routes.iter().filter(|r| matches(r, event)) {
             for sink in &route.sinks {
                 if !chosen.contains(&sink.as_str()) {
                     chosen.push(sink);
@@ -38,7 +62,8 @@ impl Router {
             }
         }
         // Keep the order of `sinks:` so output is predictable.
-        self.all_sinks
+        table
+            .all_sinks
             .iter()
             .filter(|s| chosen.contains(&s.as_str()))
             .cloned()

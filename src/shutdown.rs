@@ -34,6 +34,23 @@ impl Shutdown {
         )
     }
 
+    /// A handle of its own that fires with this one or with its own
+    /// trigger, whichever comes first: one loop stopped alone (a source or
+    /// sink a config reload removed) while the rest runs on.
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, child) = Shutdown::new();
+        let parent = self.clone();
+        let tx = trigger.tx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = parent.stopped() => { tx.send_replace(true); }
+                // Every handle of the child is gone: nothing left to stop.
+                _ = tx.closed() => {}
+            }
+        });
+        (trigger, child)
+    }
+
     /// A handle that never fires (`notify-test`, a single step in tests).
     pub fn never() -> Shutdown {
         let (tx, rx) = watch::channel(false);
@@ -81,6 +98,18 @@ mod tests {
         assert!(shutdown.is_stopping());
         // A handle cloned after the trigger fired sees it too.
         shutdown.clone().stopped().await;
+    }
+
+    #[tokio::test]
+    async fn a_child_stops_alone_or_with_its_parent() {
+        let (parent_trigger, parent) = Shutdown::new();
+        let (alone, first) = parent.child();
+        let (_kept, second) = parent.child();
+        alone.stop();
+        first.stopped().await;
+        assert!(!second.is_stopping() && !parent.is_stopping());
+        parent_trigger.stop();
+        second.stopped().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@
 //! - `auth`: the bearer check, in constant time
 //! - `page`: the opaque cursors of paginated lists
 //! - `read`: the read endpoints
-//! - `write`: the write endpoints
+//! - `write`: the write endpoints (a config reload among them)
 //! - `client`: the same API from the command line's side
 
 pub(crate) mod auth;
@@ -30,11 +30,12 @@ use crate::secret::Secret;
 use crate::store::Store;
 use axum::Json;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
@@ -48,10 +49,39 @@ pub struct ApiState {
     pub sources: BTreeMap<String, Arc<SourceControl>>,
     /// Wakes every sink's loop (replayed entries are due now).
     pub wake_sinks: Arc<Notify>,
+    /// Reloads the config file `run` was started with.
+    pub reload: crate::reload::ReloadHandle,
 }
 
-/// The routes under `/api/v1/`, each behind the token.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// The state the handlers see, replaced whole when the config is reloaded
+/// (new sources and sinks, their switches); a call in progress keeps the
+/// state it began with.
+#[derive(Clone)]
+pub struct LiveState(Arc<RwLock<Arc<ApiState>>>);
+
+impl LiveState {
+    pub fn new(state: ApiState) -> LiveState {
+        LiveState(Arc::new(RwLock::new(Arc::new(state))))
+    }
+
+    pub fn replace(&self, state: ApiState) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+    }
+
+    /// The state as it is now.
+    pub fn current(&self) -> Arc<ApiState> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl FromRef<LiveState> for Arc<ApiState> {
+    fn from_ref(live: &LiveState) -> Arc<ApiState> {
+        live.current()
+    }
+}
+
+/// The routes under `/api/v1/`, each behind the token, on `state`.
+pub fn router(state: LiveState) -> Router {
     let api = Router::new()
         .route("/sources", get(read::sources))
         .route("/sources/{name}/poll", post(write::poll_now))
@@ -63,6 +93,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/dead-letters/replay", post(write::replay))
         .route("/sinks/{name}/pause", post(write::pause))
         .route("/sinks/{name}/resume", post(write::resume))
+        .route("/reload", post(write::reload))
         .fallback(|| async { ApiError::not_found("no such endpoint under /api/v1/") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

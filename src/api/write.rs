@@ -1,12 +1,13 @@
 //! The write endpoints: replay dead letters, poll a source now, pause and
-//! resume a sink. Each acts through the same store calls and loop handles
-//! the command line and the loops use.
+//! resume a sink, reload the config. Each acts through the same store calls
+//! and loop handles the command line and the loops use.
 
 use super::{ApiError, ApiState};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -100,6 +101,33 @@ fn set_paused(state: &ApiState, name: String, paused: bool) -> Result<Json<Value
         info!(sink = %name, "sink resumed (API)");
     }
     Ok(Json(serde_json::json!({ "sink": name, "paused": paused })))
+}
+
+/// Re-read the config file and apply it; answers once it is applied: 200
+/// with what changed, or 400 with every problem (and nothing changed).
+pub async fn reload(State(state): State<Arc<ApiState>>) -> Response {
+    match state.reload.reload(crate::reload::Origin::Api).await {
+        Some(Ok(changes)) => Json(serde_json::json!(changes)).into_response(),
+        Some(Err(e)) => {
+            let problems: Vec<Value> = e
+                .problems
+                .iter()
+                .map(
+                    |p| serde_json::json!({ "path": p.path, "line": p.line, "message": p.message }),
+                )
+                .collect();
+            let body = serde_json::json!({
+                "error": format!("{}: the configuration has problems; nothing changed", e.file.display()),
+                "problems": problems,
+            });
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "orderwatch is stopping" })),
+        )
+            .into_response(),
+    }
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -14,9 +14,9 @@ mod yaml;
 
 pub use decode::Problem;
 pub(crate) use decode::{Decoder, Fields, MILLI, index, opt};
-pub(crate) use env::read_secret_file;
 pub use env::{Environment, ProcessEnv};
-pub(crate) use yaml::Node;
+pub(crate) use env::{read_secret_file, substitute};
+pub(crate) use yaml::{Node, NodeValue, parse as parse_yaml};
 
 use crate::deliver::sinks::SinkSettings;
 use crate::event::EventType;
@@ -294,6 +294,12 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and validate the file, with variables from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = Config::read_text(path)?;
+        Config::parse(&text, path, &ProcessEnv)
+    }
+
+    /// The file's text, or the one problem that it cannot be read as text.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         let whole_file = |line, message| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
@@ -327,7 +333,7 @@ impl Config {
                 ),
             )
         })?;
-        Config::parse(&text, path, &ProcessEnv)
+        Ok(text)
     }
 
     /// Parse and validate YAML text; `file` only names it in errors.

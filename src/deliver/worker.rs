@@ -27,7 +27,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -88,8 +88,11 @@ impl PassReport {
 
 pub struct Dispatcher {
     store: Store,
-    sinks: Vec<Arc<NamedSink>>,
-    policy: RetryPolicy,
+    /// Replaced whole by a config reload ([`Dispatcher::replace`]); a pass
+    /// works with the sinks it started with, so a delivery in flight
+    /// finishes with the sink it began on.
+    sinks: RwLock<Arc<[Arc<NamedSink>]>>,
+    policy: RwLock<RetryPolicy>,
     wake: Arc<Notify>,
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Delivered, but the store refused to remove the entry: sink and seq.
@@ -107,13 +110,31 @@ impl Dispatcher {
     ) -> Dispatcher {
         Dispatcher {
             store,
-            sinks: sinks.into_iter().map(Arc::new).collect(),
-            policy,
+            sinks: RwLock::new(sinks.into_iter().map(Arc::new).collect()),
+            policy: RwLock::new(policy),
             wake,
             gauges_at: std::sync::Mutex::new(None),
             delivered_unremoved: Mutex::new(HashSet::new()),
             control: Arc::new(SinkControl::default()),
         }
+    }
+
+    /// Deliver through `sinks`, retrying by `policy`, from the next pass
+    /// on (a reloaded config). The outbox, the pause switch and what is
+    /// known of earlier deliveries stay.
+    pub fn replace(&self, sinks: Vec<NamedSink>, policy: RetryPolicy) {
+        let sinks: Arc<[Arc<NamedSink>]> = sinks.into_iter().map(Arc::new).collect();
+        *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        self.wake.notify_one();
+    }
+
+    fn sinks(&self) -> Arc<[Arc<NamedSink>]> {
+        self.sinks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pause switch the API flips, and the last failure it shows.
@@ -125,7 +146,8 @@ impl Dispatcher {
     /// delivery once `shutdown` fired. Sinks run side by side, so a slow or
     /// failing one never holds the others back.
     pub async fn deliver_due_until(&self, shutdown: &Shutdown) -> Result<PassReport, StoreError> {
-        let passes = self.sinks.iter().map(|s| self.deliver_due_for(s, shutdown));
+        let sinks = self.sinks();
+        let passes = sinks.iter().map(|s| self.deliver_due_for(s, shutdown));
         let mut total = PassReport::default();
         for result in futures::future::join_all(passes).await {
             total.add(result?);
@@ -245,7 +267,7 @@ impl Dispatcher {
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.created_ms));
-                if self.policy.gives_up(entry.attempts, age) {
+                if self.policy().gives_up(entry.attempts, age) {
                     let why = format!(
                         "gave up after {} attempts over {}: {reason}",
                         entry.attempts,
@@ -256,7 +278,7 @@ impl Dispatcher {
                     error!(sink = %sink.name, id = %entry.event_id, "{why}");
                     report.buried = 1;
                 } else {
-                    let wait = self.policy.wait(entry.attempts, retry_after);
+                    let wait = self.policy().wait(entry.attempts, retry_after);
                     // A `backoff.max` of years must not wrap the due time.
                     let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     self.store
@@ -292,7 +314,7 @@ impl Dispatcher {
     }
 
     fn update_gauges(&self) {
-        for s in &self.sinks {
+        for s in self.sinks().iter() {
             if let Ok(n) = self.store.outbox_depth(&s.name) {
                 metrics::gauge!(crate::metrics::OUTBOX_DEPTH, "sink" => s.name.clone())
                     .set(n as f64);
@@ -308,7 +330,7 @@ impl Dispatcher {
     pub fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
         let now = now_ms();
         let mut next: Option<u64> = None;
-        for s in &self.sinks {
+        for s in self.sinks().iter() {
             if let Some(due) = self.store.next_due(&s.name)? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }

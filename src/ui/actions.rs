@@ -24,7 +24,7 @@ pub async fn poll_now(
     let Some((id, _)) = checked_post(&state, &headers, &form) else {
         return forbidden(&state);
     };
-    let notice = match write::poll_now(State(state.api.clone()), Path(name.clone())).await {
+    let notice = match write::poll_now(State(state.api.current()), Path(name.clone())).await {
         Ok(_) => format!("A poll of {name} was requested."),
         Err(refused) => refused.message().to_owned(),
     };
@@ -60,7 +60,7 @@ async fn set_paused(
     let Some((id, _)) = checked_post(state, headers, form) else {
         return forbidden(state);
     };
-    let api = State(state.api.clone());
+    let api = State(state.api.current());
     let done = if paused {
         write::pause(api, Path(name.clone())).await
     } else {
@@ -91,7 +91,7 @@ pub async fn replay(
         (false, None) => json!({}),
     };
     let notice = match serde_json::from_value(request) {
-        Ok(request) => match write::replay(State(state.api.clone()), Ok(Json(request))).await {
+        Ok(request) => match write::replay(State(state.api.current()), Ok(Json(request))).await {
             Ok(Json(answer)) => match answer["replayed"].as_u64() {
                 Some(1) => "1 dead letter was put back in the outbox.".to_owned(),
                 Some(n) => format!("{n} dead letters were put back in the outbox."),

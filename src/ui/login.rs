@@ -62,7 +62,7 @@ pub async fn log_in(
     let token_ok = form
         .token
         .as_deref()
-        .is_some_and(|t| matches(t.trim(), state.api.token.expose()));
+        .is_some_and(|t| matches(t.trim(), state.api.current().token.expose()));
     if !token_ok {
         tracing::info!("a UI login was refused (wrong token)");
         return login_page(

@@ -17,7 +17,7 @@ mod pages;
 mod session;
 mod view;
 
-use crate::api::ApiState;
+use crate::api::LiveState;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -27,7 +27,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 pub struct UiState {
-    api: Arc<ApiState>,
+    api: LiveState,
     sessions: session::Sessions,
     templates: Environment<'static>,
 }
@@ -37,7 +37,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'none'; st
      img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The routes under `/ui/`.
-pub fn router(api: Arc<ApiState>) -> Router {
+pub fn router(api: LiveState) -> Router {
     let state = Arc::new(UiState {
         api,
         sessions: session::Sessions::default(),

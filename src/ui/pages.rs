@@ -30,7 +30,7 @@ pub async fn orders(
     asked.insert("limit".into(), ORDERS_PER_PAGE.into());
     let query = serde_json::from_value(Value::Object(asked.clone()));
     let answer = match query {
-        Ok(query) => read::orders(State(state.api.clone()), Query(query)).await,
+        Ok(query) => read::orders(State(state.api.current()), Query(query)).await,
         Err(_) => return state.error(&id, StatusCode::BAD_REQUEST, "unreadable filter"),
     };
     let mut page = match answer {
@@ -57,13 +57,8 @@ pub async fn orders(
         link.append_pair("cursor", cursor);
         format!("/ui/orders?{}", link.finish())
     });
-    let sources: Vec<&str> = state
-        .api
-        .config
-        .sources
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let api = state.api.current();
+    let sources: Vec<&str> = api.config.sources.iter().map(|s| s.name.as_str()).collect();
     state.page(
         &id,
         &session,
@@ -87,7 +82,7 @@ pub async fn order(
     let Some((id, session)) = signed_in(&state, &headers) else {
         return to_login();
     };
-    let mut order = match read::order(State(state.api.clone()), Path((source, order_id))).await {
+    let mut order = match read::order(State(state.api.current()), Path((source, order_id))).await {
         Ok(Json(order)) => order,
         Err(refused) => return state.refused(&id, refused),
     };
@@ -144,7 +139,7 @@ pub async fn sources(State(state): State<Arc<UiState>>, headers: HeaderMap) -> R
     let Some((id, session)) = signed_in(&state, &headers) else {
         return to_login();
     };
-    let Json(answer) = read::sources(State(state.api.clone())).await;
+    let Json(answer) = read::sources(State(state.api.current())).await;
     state.page(
         &id,
         &session,
@@ -157,7 +152,7 @@ pub async fn sinks(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Res
     let Some((id, session)) = signed_in(&state, &headers) else {
         return to_login();
     };
-    match read::outbox(State(state.api.clone())).await {
+    match read::outbox(State(state.api.current())).await {
         Ok(Json(answer)) => state.page(
             &id,
             &session,
@@ -178,7 +173,7 @@ pub async fn dead_letters(
     };
     let asked = asked(&params, &["sink", "cursor"]);
     let answer = match serde_json::from_value(Value::Object(asked.clone())) {
-        Ok(query) => read::dead_letters(State(state.api.clone()), Query(query)).await,
+        Ok(query) => read::dead_letters(State(state.api.current()), Query(query)).await,
         Err(_) => return state.error(&id, StatusCode::BAD_REQUEST, "unreadable filter"),
     };
     let page = match answer {

@@ -28,6 +28,7 @@ mod ordering_orders;
 mod outage;
 mod readonly;
 mod receivers;
+mod reload;
 mod retry_policy;
 mod secrets;
 mod shutdown;
