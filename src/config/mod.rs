@@ -14,8 +14,8 @@ mod yaml;
 
 pub use decode::Problem;
 pub(crate) use decode::{Decoder, Fields, MILLI, index, opt};
-pub(crate) use env::substitute;
 pub use env::{Environment, ProcessEnv};
+pub(crate) use env::{read_secret_file, substitute};
 pub(crate) use yaml::{Node, NodeValue, parse as parse_yaml};
 
 use crate::deliver::sinks::SinkSettings;

@@ -3,7 +3,7 @@
 //! - `worker`: claims due entries, per-order order, backoff, dead letters
 //! - `sink`: a configured sink, behind the [`sinks::Deliver`] trait
 //! - `sinks`: one module per kind of sink (webhook, slack, email, console,
-//!   http, teams, google-chat), what they share, and the registry of them
+//!   http, teams, google-chat, nats), what they share, and the registry of them
 //! - `template`: minijinja templates, checked at start-up, escaping per target
 //! - `answer`: what HTTP sinks keep of a receiver's answer
 //! - `gate`: spacing between one sink's messages

@@ -469,6 +469,22 @@ impl Admin {
     }
 }
 
+/// Close the first `n` Current orders of the tracking API; their ids.
+pub async fn close_orders(admin: &Admin, n: usize) -> Vec<String> {
+    let path = "/order-tracking/b2b/v1/orders";
+    let ids: Vec<String> = admin.ids(path, "status=Current").await[..n].to_vec();
+    for id in &ids {
+        admin
+            .patch(
+                "order-tracking",
+                id,
+                serde_json::json!({"status": "Closed"}),
+            )
+            .await;
+    }
+    ids
+}
+
 /// Verify a Standard Webhooks signature independently of orderwatch's code.
 pub fn verify_signature(r: &Received, secret: &str) -> bool {
     use base64::Engine;

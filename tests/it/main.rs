@@ -20,6 +20,7 @@ mod http_sink;
 mod incremental;
 mod limits;
 mod listen_abuse;
+mod nats;
 mod newcomer;
 mod once_outcome;
 mod ops;

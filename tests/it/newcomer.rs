@@ -67,7 +67,7 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             .into_bytes(),
             vec![
                 "orderwatch.yaml:3: sources[0].api: must be one of: order-tracking, ordering, generic (did you mean `order-tracking`?)",
-                "orderwatch.yaml:10: sinks[0].type: must be one of: webhook, slack, email, console, http, teams, google-chat (did you mean `webhook`?)",
+                "orderwatch.yaml:10: sinks[0].type: must be one of: webhook, slack, email, console, http, teams, google-chat, nats (did you mean `webhook`?)",
                 "orderwatch.yaml:14: sinks[1].url: not a URL: it must start with http:// or https:// (for example https://hooks.example.com/orderwatch)",
                 "orderwatch.yaml:17: sinks[2].template: not a valid template: syntax error: unexpected end of input, expected end of variable block (line 1 of the template)",
             ],

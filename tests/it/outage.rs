@@ -6,11 +6,9 @@
 
 use crate::helpers::*;
 use mailin_embedded::Server;
-use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-const TRACKING: &str = "/order-tracking/b2b/v1/orders";
 const INITIAL_MS: u64 = 100;
 /// Workspace's delivery backoff: `{ initial: 100ms, max: 1s }`.
 const MAX_MS: u64 = 1000;
@@ -68,16 +66,6 @@ fn check_desynchronised(attempts: &BTreeMap<String, Vec<Instant>>, start: Instan
     // machine may still serve several in one pass, so only "not all in the
     // same millisecond" is asserted.
     assert!(distinct.len() >= 2, "retries in lock-step: {millis:?}");
-}
-
-async fn close_orders(admin: &Admin, n: usize) -> Vec<String> {
-    let ids: Vec<String> = admin.ids(TRACKING, "status=Current").await[..n].to_vec();
-    for id in &ids {
-        admin
-            .patch("order-tracking", id, json!({"status": "Closed"}))
-            .await;
-    }
-    ids
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod console;
 mod email;
 mod google_chat;
 mod http;
+mod nats;
 mod signature;
 mod slack;
 mod teams;
@@ -34,6 +35,7 @@ pub(crate) const SINK_TYPES: &[SinkType] = &[
     http::TYPE,
     teams::TYPE,
     google_chat::TYPE,
+    nats::TYPE,
 ];
 
 /// One kind of sink, as the config reader sees it.
