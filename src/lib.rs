@@ -1,6 +1,7 @@
 //! orderwatch watches a company's orders with Orange Business (Order Tracking
 //! API v1 and Ordering API v2) and tells people when they change: signed HTTP
-//! webhooks, Slack-style chat, email.
+//! webhooks, Slack-style chat, Microsoft Teams, Google Chat, email, any HTTP
+//! API, NATS JetStream; and when the watching itself fails.
 //!
 //! # Public surface
 //!
