@@ -210,7 +210,7 @@ impl SledStore {
                 |(events, bodies, by_order)| {
                     for (k, seq, body, head) in &slice {
                         bodies.insert(k, body)?;
-                        events.insert(k, log::encode_record(&head.source, &head.order_id, None))?;
+                        events.insert(k, log::encode_record(&head.source, &head.order_id))?;
                         by_order.insert(
                             keys::event_of_order(&head.source, &head.order_id, *seq),
                             &[] as &[u8],

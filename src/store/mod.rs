@@ -15,20 +15,17 @@
 //!   store is opened)
 //! - `bodies`: `seq` → the event JSON, exactly the webhook body, once per
 //!   event; `body_refs`: `seq` → how many outbox entries and dead letters
-//!   refer to it, kept for events routed to two sinks or more (`log.rs`
-//!   says when a body goes)
+//!   refer to it (`log.rs` says when a body goes)
 //! - `outbox`: `sink \0 due_ms seq` → [`OutboxEntry`] (its body by `seq`);
 //!   what is due is a range scan
 //! - `outbox_order`: `sink \0 source \0 order seq` → due_ms; the pending
 //!   entries of one order, so a later event never overtakes an earlier one
 //! - `dead_letters`: `sink \0 seq` → [`DeadLetter`]
-//! - `events`: `seq` → which order the event is about (and its sink, when
-//!   it went to one): the bounded log
+//! - `events`: `seq` → which order the event is about: the bounded log
 //!   (the last [`EVENT_LOG_LEN`]) for `orderwatch events`
 //! - `events_by_order`: `source \0 order seq` → nothing: one order's logged
 //!   events; `deliveries`: `seq sink` → attempts and time, the delivery log,
-//!   trimmed with the event log (`timeline.rs` reads both), written just
-//!   after the delivery's transaction (`complete` says why)
+//!   trimmed with the event log (`timeline.rs` reads both)
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
 //!   last full listing ([`SyncState`]), and its health record
@@ -581,18 +578,12 @@ impl SledStore {
                     // The body once; the log and each sink's entry refer
                     // to it by sequence.
                     bodies.insert(&seq.to_be_bytes(), event.json.as_bytes())?;
-                    // One sink (the common case): the log record names it
-                    // and no count is kept (`log.rs`).
-                    let sole_sink = match event.sinks.as_slice() {
-                        [sink] => Some(sink.as_str()),
-                        _ => None,
-                    };
                     events.insert(
                         &seq.to_be_bytes(),
-                        log::encode_record(&commit.source, &event.order_id, sole_sink),
+                        log::encode_record(&commit.source, &event.order_id),
                     )?;
                     if let Ok(n) = u32::try_from(event.sinks.len())
-                        && n > 1
+                        && n > 0
                     {
                         body_refs.insert(&seq.to_be_bytes(), &n.to_be_bytes())?;
                     }
@@ -697,38 +688,30 @@ impl SledStore {
     }
 
     /// Delivered: forget the entry, and note it in the delivery log.
-    ///
-    /// The delivery log record is written after the transaction that
-    /// removes the entry, not in it: a transaction over fewer trees is what
-    /// keeps deliveries fast. A crash between the two loses only that
-    /// record, so the event's timeline shows no delivery to this sink (the
-    /// entry is gone, nothing is sent twice); it never shows one that did
-    /// not happen. An event already trimmed from the log gets no record.
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         let e = &due.entry;
         let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
+        let logged = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
+        let log_key = keys::delivery(e.seq, &e.sink);
         let trees = (
             &self.outbox,
             &self.outbox_order,
+            &self.deliveries,
             &self.bodies,
             &self.body_refs,
             &self.events,
         );
-        let logged = trees.transaction(|(outbox, order, bodies, body_refs, events)| {
+        trees.transaction(|(outbox, order, deliveries, bodies, body_refs, events)| {
             // Removed already (a retried removal after a full disk): the
             // body's reference went with it.
             if outbox.remove(due.key.as_slice())?.is_none() {
-                return Ok(false);
+                return Ok(());
             }
             order.remove(index.as_slice())?;
-            let logged = log::release_body(bodies, body_refs, events, e.seq)?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(logged)
+            deliveries.insert(log_key.as_slice(), &logged[..])?;
+            log::release_body(bodies, body_refs, events, e.seq)?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
-        if logged {
-            let record = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
-            self.deliveries
-                .insert(keys::delivery(e.seq, &e.sink), &record[..])?;
-        }
         Ok(())
     }
 

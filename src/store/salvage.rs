@@ -284,7 +284,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                             new.bodies.insert(key, value)?;
                         }
                         new.events
-                            .insert(key, super::log::encode_record(&source, &order_id, None))?;
+                            .insert(key, super::log::encode_record(&source, &order_id))?;
                         logged.push((seq, source, order_id));
                         true
                     }
@@ -450,8 +450,8 @@ fn legacy_dead_body(value: &[u8]) -> Option<String> {
 /// `(source, order id, whether the record is an old one holding the
 /// event's body)` of an event log record of any schema.
 fn log_record(value: &[u8]) -> Option<(String, String, bool)> {
-    if let Some(record) = super::log::decode_record(value) {
-        return Some((record.source, record.order_id, false));
+    if let Some((source, order_id)) = super::log::decode_record(value) {
+        return Some((source, order_id, false));
     }
     let event: serde_json::Value = serde_json::from_slice(value).ok()?;
     let data = event.get("data")?;
