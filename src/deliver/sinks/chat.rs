@@ -92,6 +92,26 @@ pub(crate) fn status(event: &Event) -> String {
     }
 }
 
+/// What a source event's data says, as (label, value), in the order cards
+/// show it: since, failed cycles, error, expiry; none of them empty.
+pub(crate) fn source_facts(event: &Event) -> Vec<(&'static str, String)> {
+    let d = &event.data;
+    let mut facts = Vec::new();
+    if let Some(since) = &d.since {
+        facts.push(("Failing since", since.clone()));
+    }
+    if let Some(failures) = d.failures {
+        facts.push(("Failed cycles", failures.to_string()));
+    }
+    if let Some(error) = &d.error {
+        facts.push(("Error", error.clone()));
+    }
+    if let Some(expires) = &d.expires {
+        facts.push(("API key expires", expires.clone()));
+    }
+    facts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@
 //! second per space: the sink's gate spaces a burst out; a 429 waits for
 //! `Retry-After`.
 
-use super::chat::{ChatHook, cut, shown, status};
+use super::chat::{ChatHook, cut, shown, source_facts, status};
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::DeliveryError;
@@ -275,19 +275,10 @@ fn order_card(event: &Event) -> About {
 fn source_card(event: &Event) -> About {
     let d = &event.data;
     let line = |label: &str, text: &str| json!({ "decoratedText": { "topLabel": label, "text": value(text), "wrapText": true } });
-    let mut facts = Vec::new();
-    if let Some(since) = &d.since {
-        facts.push(line("Failing since", since));
-    }
-    if let Some(failures) = d.failures {
-        facts.push(line("Failed cycles", &failures.to_string()));
-    }
-    if let Some(error) = &d.error {
-        facts.push(line("Error", error));
-    }
-    if let Some(expires) = &d.expires {
-        facts.push(line("API key expires", expires));
-    }
+    let mut facts: Vec<Value> = source_facts(event)
+        .iter()
+        .map(|(label, text)| line(label, text))
+        .collect();
     facts.push(line("Detected", &event.timestamp));
     let card = json!({
         "header": {

@@ -14,7 +14,7 @@
 //! error. Answers are read as the webhook sink reads them: Workflows answer
 //! 202 Accepted, which is a delivery.
 
-use super::chat::{ChatHook, cut, shown, status};
+use super::chat::{ChatHook, cut, shown, source_facts, status};
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::DeliveryError;
@@ -237,20 +237,8 @@ fn order_card(event: &Event) -> About {
 /// The FactSet of an event about a source itself (`source.*`): what its
 /// data holds, no changes.
 fn source_card(event: &Event) -> About {
-    let d = &event.data;
-    let mut facts = vec![("Source", d.source.clone())];
-    if let Some(since) = &d.since {
-        facts.push(("Failing since", since.clone()));
-    }
-    if let Some(failures) = d.failures {
-        facts.push(("Failed cycles", failures.to_string()));
-    }
-    if let Some(error) = &d.error {
-        facts.push(("Error", error.clone()));
-    }
-    if let Some(expires) = &d.expires {
-        facts.push(("API key expires", expires.clone()));
-    }
+    let mut facts = vec![("Source", event.data.source.clone())];
+    facts.extend(source_facts(event));
     facts.push(("Detected", event.timestamp.clone()));
     About {
         facts,
