@@ -119,7 +119,7 @@ impl App {
     /// Open the store and build every part; nothing is contacted and no
     /// port is bound yet.
     pub fn build(config: Config, templates: Arc<Templates>) -> anyhow::Result<App> {
-        let store = Store::open(&config.state_dir)?;
+        let store = Store::open_configured(&config.store, &config.state_dir)?;
         let wake = Arc::new(Notify::new());
         let router = Arc::new(Router::new(&config));
         let readiness = Arc::new(Readiness::default());

@@ -76,7 +76,7 @@ pub async fn backend(
     {
         return client(url, token.clone()).map(Backend::Api);
     }
-    match Store::open_existing(&config.state_dir) {
+    match Store::open_existing_configured(&config.store, &config.state_dir) {
         Ok(store) => Ok(Backend::Store { store, config }),
         Err(StoreError::Missing { .. }) if stopped_ok => Ok(Backend::Stopped(config)),
         Err(e @ StoreError::Locked { .. }) => match (api, config.listen) {

@@ -28,6 +28,10 @@
 //! - [`diff`], [`Snapshot`]: the pure comparison of an order with its
 //!   snapshot (benchmarked and fuzzed)
 //! - [`SCHEMA_VERSION`]: the store's schema version
+//! - [`Store`], with what it takes and gives ([`Commit`], [`NewEvent`],
+//!   [`SyncState`], [`SyncUpdate`], [`SourceHealth`], [`StoreError`], [`DeliveryStatus`],
+//!   [`now_ms`], [`EVENT_LOG_LEN`]): the store handle on sled or
+//!   PostgreSQL, which one contract suite drives on both
 //!
 //! # Layout
 //!
@@ -49,7 +53,8 @@
 //!   (`source.failing`...) they and its API key's expiry call for
 //! - [`diff`]: pure: (snapshot, order) → events
 //! - `event`: the event (about an order or a source), its type and deterministic id
-//! - `store`: the only module that imports sled
+//! - `store`: snapshots, outbox, dead letters, event log, behind one trait:
+//!   sled (the only module that imports sled) or PostgreSQL
 //! - `route`: which sinks an event goes to
 //! - `deliver`: the outbox worker and the sinks
 //! - `demo`: simulator + daemon + console sink in one process
@@ -101,4 +106,7 @@ pub use event::{Event, EventType};
 pub use source::{
     ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
 };
-pub use store::{SCHEMA_VERSION, Snapshot};
+pub use store::{
+    Commit, DeliveryStatus, EVENT_LOG_LEN, NewEvent, SCHEMA_VERSION, Snapshot, SourceHealth, Store,
+    StoreError, SyncState, SyncUpdate, now_ms,
+};

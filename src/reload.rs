@@ -225,6 +225,9 @@ impl Changes {
         if old.state_dir != new.state_dir {
             needs_restart.push("state_dir");
         }
+        if old.store != new.store {
+            needs_restart.push("store");
+        }
         if old.listen != new.listen {
             needs_restart.push("listen");
         }
@@ -249,6 +252,7 @@ impl Changes {
     pub fn keep_fixed(old: &Config, mut new: Config) -> Config {
         new.state_dir = old.state_dir.clone();
         new.listen = old.listen;
+        new.store = old.store.clone();
         new.api_token = old.api_token.clone();
         new.log = old.log.clone();
         new.shutdown_grace = old.shutdown_grace;

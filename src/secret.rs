@@ -62,6 +62,32 @@ impl Secret {
         Secret(value)
     }
 
+    /// A database URL (`postgres://user:password@host/db`): the whole URL
+    /// and its password (as written and percent-decoded) are remembered,
+    /// not its path or host: the database's name and host are no secret,
+    /// and the log says them.
+    pub fn database_url(value: impl Into<String>) -> Self {
+        let value = value.into();
+        let mut needles = vec![value.to_ascii_lowercase()];
+        if let Ok(url) = url::Url::parse(value.trim())
+            && let Some(password) = url.password()
+        {
+            needles.extend(forms(password));
+            let decoded: String = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default();
+            needles.extend(forms(&decoded));
+        }
+        let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+        for form in needles.into_iter().filter(|f| f.len() >= MIN_REDACTED_LEN) {
+            if !known.configured.contains(&form) {
+                known.configured.push(form);
+            }
+        }
+        Secret(value)
+    }
+
     /// A credential handed out at run time (an access token): remembered
     /// among the last few issued only.
     pub fn issued(value: impl Into<String>) -> Self {

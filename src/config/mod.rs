@@ -47,6 +47,19 @@ pub struct Config {
     /// Enables the operator API under `/api/v1/` on `listen`; every call
     /// must carry it as a bearer token.
     pub api_token: Option<Secret>,
+    /// Which store engine holds the state: sled in `state_dir` (the
+    /// default), or a PostgreSQL database.
+    pub store: StoreConfig,
+}
+
+/// The `store:` key (README.md "Store backends").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Sled,
+    /// The URL may carry a password: a secret, like every credential.
+    Postgres {
+        url: Secret,
+    },
 }
 
 #[derive(Debug, Clone)]

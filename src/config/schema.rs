@@ -18,6 +18,7 @@ const TOP: &[&str] = &[
     "delivery",
     "shutdown_grace",
     "api_token",
+    "store",
 ];
 const SOURCE: &[&str] = &[
     "name",
@@ -54,6 +55,7 @@ const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
 const INCREMENTAL: &[&str] = &["cursor", "overlap", "full_every"];
+const STORE: &[&str] = &["backend", "url"];
 
 /// How long deliveries in flight may finish after SIGTERM (README "Commands").
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -125,6 +127,11 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         None => Some(None),
     };
 
+    let store = match top.get("store") {
+        Some(n) => store(d, n),
+        None => Some(StoreConfig::Sled),
+    };
+
     cross_check(d, &top);
     Some(Config {
         state_dir: state_dir?,
@@ -136,7 +143,62 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         delivery: delivery?,
         shutdown_grace: shutdown_grace?,
         api_token: api_token?,
+        store: store?,
     })
+}
+
+/// `store: { backend: sled | postgres, url: ... }`: postgres needs a
+/// `postgres://` URL, sled takes none. The URL is a secret (it may carry a
+/// password): no message here echoes it.
+fn store(d: &mut Decoder, node: &Node) -> Option<StoreConfig> {
+    #[derive(Clone, Copy)]
+    enum Backend {
+        Sled,
+        Postgres,
+    }
+    let f = d.map(node, "store", STORE)?;
+    let backend = match f.get("backend") {
+        Some(n) => d.choice(
+            n,
+            "store.backend",
+            &[("sled", Backend::Sled), ("postgres", Backend::Postgres)],
+        )?,
+        None => Backend::Sled,
+    };
+    match backend {
+        Backend::Sled => {
+            if let Some(n) = f.get("url") {
+                d.problem(
+                    "store.url",
+                    n.line,
+                    "is only for `backend: postgres` (sled lives in state_dir)",
+                );
+                return None;
+            }
+            Some(StoreConfig::Sled)
+        }
+        Backend::Postgres => {
+            let Some(n) = f.get("url") else {
+                d.problem(
+                    "store.url",
+                    node.line,
+                    "is required with `backend: postgres` (postgres://user@host/db)",
+                );
+                return None;
+            };
+            let url = Secret::database_url(d.nonempty_string(n, "store.url")?);
+            let text = url.expose().trim();
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                d.problem(
+                    "store.url",
+                    n.line,
+                    "must be a postgres:// URL, such as postgres://orderwatch@db.example.com/orderwatch",
+                );
+                return None;
+            }
+            Some(StoreConfig::Postgres { url })
+        }
+    }
 }
 
 /// The operator API's token: long enough not to be guessed, and only where

@@ -11,11 +11,17 @@
 //! moments before the failure) are gone as after a crash. The next poll
 //! then sees the same changes again, under the same event ids, and an entry
 //! whose removal was lost is delivered once more, under the same id.
+//!
+//! A store on a server (postgres) is held for good instead: its pool
+//! reconnects by itself, so the handle only notes when it cannot be reached
+//! and when it can again, for `/healthz` and the log.
 
+use super::backend::StoreBackend;
 use super::{
     Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, SourceHealth,
     StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
 };
+use crate::config::StoreConfig;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +44,9 @@ struct Shared {
     /// `None` after a disk failure, until an open works again.
     open: RwLock<Option<Arc<SledStore>>>,
     health: Mutex<Health>,
+    /// A store on a server, which reconnects by itself: held for good, and
+    /// `open` stays empty.
+    server: Option<Arc<dyn StoreBackend>>,
 }
 
 #[derive(Default)]
@@ -78,6 +87,41 @@ impl Store {
                 dir: dir.to_owned(),
                 open: RwLock::new(Some(Arc::new(opened))),
                 health: Mutex::new(Health::default()),
+                server: None,
+            }),
+        })
+    }
+
+    /// Open (or create) the store the config names: sled in `state_dir`,
+    /// or postgres at `store.url` (its schema brought up to date).
+    pub fn open_configured(store: &StoreConfig, state_dir: &Path) -> Result<Store, StoreError> {
+        match store {
+            StoreConfig::Sled => Store::open(state_dir),
+            StoreConfig::Postgres { url } => Store::open_postgres(url.expose(), true),
+        }
+    }
+
+    /// [`Store::open_existing`] for the store the config names.
+    pub fn open_existing_configured(
+        store: &StoreConfig,
+        state_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        match store {
+            StoreConfig::Sled => Store::open_existing(state_dir),
+            StoreConfig::Postgres { url } => Store::open_postgres(url.expose(), false),
+        }
+    }
+
+    /// The postgres store at `url`; `create` sets its schema up in a
+    /// database that has none, otherwise such a database is refused.
+    pub fn open_postgres(url: &str, create: bool) -> Result<Store, StoreError> {
+        let opened = super::postgres::PgStore::open(url, create)?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                dir: PathBuf::new(),
+                open: RwLock::new(None),
+                health: Mutex::new(Health::default()),
+                server: Some(Arc::new(opened)),
             }),
         })
     }
@@ -110,16 +154,52 @@ impl Store {
     /// that a later call opens the store again.
     fn with<T>(
         &self,
-        op: impl FnOnce(&SledStore) -> Result<T, StoreError>,
+        op: impl FnOnce(&dyn StoreBackend) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if let Some(server) = &self.shared.server {
+            let result = op(server.as_ref());
+            self.note_server(result.as_ref().err());
+            return result;
+        }
         let opened = self.opened()?;
-        let result = op(&opened);
+        let result = op(opened.as_ref());
         if let Err(e) = &result
             && e.is_io()
         {
             self.let_go(&opened, e);
         }
         result
+    }
+
+    /// The backend to read a stream of records from.
+    fn backend(&self) -> Result<Arc<dyn StoreBackend>, StoreError> {
+        match &self.shared.server {
+            Some(server) => Ok(server.clone()),
+            None => Ok(self.opened()?),
+        }
+    }
+
+    /// A server that could not be reached (or can again): said once, and
+    /// kept for `/healthz` until a call works.
+    fn note_server(&self, error: Option<&StoreError>) {
+        let mut health = self.health();
+        match error {
+            Some(e @ StoreError::Unavailable(_)) => {
+                if health.failure.is_none() {
+                    error!("{e}");
+                    health.failure = Some(StoreFailure {
+                        since: SystemTime::now(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+            Some(_) => {}
+            None => {
+                if health.failure.take().is_some() {
+                    info!("the store can be reached again");
+                }
+            }
+        }
     }
 
     pub(super) fn opened(&self) -> Result<Arc<SledStore>, StoreError> {
@@ -261,8 +341,8 @@ impl Store {
         &self,
         source: &str,
     ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
-        match self.opened() {
-            Ok(opened) => Box::new(opened.snapshots_of(source)),
+        match self.backend() {
+            Ok(opened) => opened.snapshots_of(source),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
@@ -273,8 +353,8 @@ impl Store {
         source: &str,
         after: &str,
     ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
-        match self.opened() {
-            Ok(opened) => Box::new(opened.snapshots_of_after(source, after)),
+        match self.backend() {
+            Ok(opened) => opened.snapshots_of_after(source, after),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
@@ -289,7 +369,7 @@ impl Store {
 
     #[cfg(test)]
     pub fn listed_ids(&self, source: &str) -> Result<Vec<String>, StoreError> {
-        self.with(|s| s.listed_ids(source))
+        self.with(|s| s.listed_ids_except(source, &|_: &str| false))
     }
 
     pub fn listed_ids_except(
@@ -297,7 +377,7 @@ impl Store {
         source: &str,
         seen: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
-        self.with(|s| s.listed_ids_except(source, &seen))
+        self.with(|s| s.listed_ids_except(source, &|id: &str| seen(id)))
     }
 
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
@@ -345,7 +425,7 @@ impl Store {
     /// Entries waiting for any sink (0 while the store cannot be read).
     #[cfg(test)]
     pub fn outbox_len(&self) -> u64 {
-        self.with(|s| Ok(s.outbox_len())).unwrap_or(0)
+        self.opened().map_or(0, |s| s.outbox_len())
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -372,8 +452,8 @@ impl Store {
 
     /// The most recent events, newest first, as stored JSON.
     pub fn recent_events(&self) -> Box<dyn Iterator<Item = Result<String, StoreError>>> {
-        match self.opened() {
-            Ok(opened) => Box::new(opened.recent_events()),
+        match self.backend() {
+            Ok(opened) => opened.recent_events(),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
@@ -384,8 +464,8 @@ impl Store {
         &self,
         before: u64,
     ) -> Box<dyn Iterator<Item = Result<(u64, String), StoreError>>> {
-        match self.opened() {
-            Ok(opened) => Box::new(opened.events_before(before)),
+        match self.backend() {
+            Ok(opened) => opened.events_before(before),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }

@@ -7,6 +7,11 @@
 //! `leftovers.rs` clears the snapshot files sled began and could not finish,
 //! which would otherwise make a healthy store read as corrupt.
 //!
+//! The engine sits behind `backend.rs`'s trait: sled (the trees below) is
+//! one implementation, PostgreSQL (`postgres/`, the only module that
+//! imports its driver) the other. sled stays the only engine this file
+//! and its siblings know.
+//!
 //! Trees:
 //! - `snapshots`: `source \0 order_id` → [`Snapshot`]
 //! - `listed`: `source \0 order_id` → nothing, for each snapshot whose order
@@ -33,12 +38,14 @@
 //!
 //! Schema 3; `migrate.rs` upgrades a schema 1 or 2 store when it is opened.
 
+mod backend;
 mod handle;
 mod health;
 mod keys;
 mod leftovers;
 mod log;
 mod migrate;
+mod postgres;
 pub mod salvage;
 mod snapshot;
 mod timeline;
@@ -46,11 +53,7 @@ mod timeline;
 pub use handle::Store;
 pub use health::SourceHealth;
 pub use snapshot::Snapshot;
-#[allow(
-    unused_imports,
-    reason = "the HTTP API's order view reads these through Store::timeline"
-)]
-pub(crate) use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
+pub use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
 
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
@@ -118,6 +121,18 @@ pub enum StoreError {
         dir: PathBuf,
         found: u64,
         expected: u64,
+    },
+    #[error(
+        "the postgres database {at} holds no orderwatch store, so there is nothing to show: `orderwatch run` or `orderwatch once` with this store url creates it"
+    )]
+    NoPostgresStore { at: String },
+    #[error(
+        "the postgres store {at} has schema version {found}, this orderwatch knows versions up to {expected}: use the orderwatch release that wrote it (nothing was changed)"
+    )]
+    PostgresSchema {
+        at: String,
+        found: i64,
+        expected: i64,
     },
     #[error("store error: {0}")]
     Engine(String),

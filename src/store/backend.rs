@@ -1,0 +1,182 @@
+//! [`StoreBackend`]: what a store engine does for orderwatch, so that the
+//! [`Store`](super::Store) handle can hold sled or PostgreSQL and every
+//! caller stays as it is.
+//!
+//! The methods are the ones `Store` has always exposed, synchronous because
+//! sled is embedded and its callers (the pollers, the dispatcher, the API's
+//! handlers, the CLI) were written against a store that answers at once. A
+//! backend that talks to a server answers over a channel from its own
+//! thread instead (`postgres/runner.rs` says how), which works from any
+//! thread, async or not.
+//!
+//! The contract every backend keeps (tests/it/store_contract.rs runs one
+//! suite against each): a [`Commit`] writes its snapshots, outbox entries,
+//! event log records, baseline mark, sync state and health record together
+//! or not at all; one order's entries at one sink leave in sequence order
+//! ([`StoreBackend::is_first_of_order`]); an entry is removed only when it
+//! was delivered or dead-lettered; each event's body is stored once and
+//! kept while the log or an entry needs it; the log keeps the last
+//! [`EVENT_LOG_LEN`](super::EVENT_LOG_LEN) sequence numbers.
+
+use super::{
+    Commit, DeadLetter, DueEntry, OutboxEntry, Snapshot, SourceHealth, StoreError, SyncState,
+    TimelineEntry,
+};
+
+/// A stream of stored records, read lazily (a source's snapshots may be
+/// many more than fit comfortably in memory at once).
+pub(crate) type Records<T> = Box<dyn Iterator<Item = Result<T, StoreError>>>;
+
+pub(crate) trait StoreBackend: Send + Sync {
+    /// Make what was written durable (sled flushes; a server's commits
+    /// already are).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    fn has_baseline(&self, source: &str) -> Result<bool, StoreError>;
+    fn sync_state(&self, source: &str) -> Result<SyncState, StoreError>;
+    fn source_health(&self, source: &str) -> Result<SourceHealth, StoreError>;
+
+    fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError>;
+    /// The stored hash and listed flag, for the quiet-cycle comparison.
+    fn snapshot_hash(
+        &self,
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<(u128, bool)>, StoreError>;
+    /// Every snapshot of a source, in byte order of the order ids.
+    fn snapshots_of(&self, source: &str) -> Records<(String, Snapshot)>;
+    /// The snapshots of a source whose ids come after `after`, in byte order.
+    fn snapshots_of_after(&self, source: &str, after: &str) -> Records<(String, Snapshot)>;
+    /// The sources that have snapshots, in name order.
+    fn sources(&self) -> Result<Vec<String>, StoreError>;
+    /// The sinks that have entries waiting, in name order.
+    fn outbox_sinks(&self) -> Result<Vec<String>, StoreError>;
+    /// Ids of a source still listed but not `seen`.
+    fn listed_ids_except(
+        &self,
+        source: &str,
+        seen: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Everything of one page of a poll, in one transaction.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    fn due(&self, sink: &str, now_ms: u64, limit: usize) -> Result<Vec<DueEntry>, StoreError>;
+    fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError>;
+    fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError>;
+    fn complete(&self, due: &DueEntry) -> Result<(), StoreError>;
+    fn reschedule(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
+    fn bury(&self, due: &DueEntry, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError>;
+    fn outbox_depth(&self, sink: &str) -> Result<u64, StoreError>;
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError>;
+    fn replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError>;
+
+    fn timeline(&self, source: &str, order_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// The logged events below sequence `before`, newest first.
+    fn events_before(&self, before: u64) -> Records<(u64, String)>;
+    /// The most recent events, newest first, as stored JSON.
+    fn recent_events(&self) -> Records<String> {
+        Box::new(
+            self.events_before(u64::MAX)
+                .map(|item| item.map(|(_, json)| json)),
+        )
+    }
+}
+
+impl StoreBackend for super::SledStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        super::SledStore::flush(self)
+    }
+    fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
+        super::SledStore::has_baseline(self, source)
+    }
+    fn sync_state(&self, source: &str) -> Result<SyncState, StoreError> {
+        super::SledStore::sync_state(self, source)
+    }
+    fn source_health(&self, source: &str) -> Result<SourceHealth, StoreError> {
+        super::SledStore::source_health(self, source)
+    }
+    fn snapshot(&self, source: &str, order_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        super::SledStore::snapshot(self, source, order_id)
+    }
+    fn snapshot_hash(
+        &self,
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<(u128, bool)>, StoreError> {
+        super::SledStore::snapshot_hash(self, source, order_id)
+    }
+    fn snapshots_of(&self, source: &str) -> Records<(String, Snapshot)> {
+        Box::new(super::SledStore::snapshots_of(self, source))
+    }
+    fn snapshots_of_after(&self, source: &str, after: &str) -> Records<(String, Snapshot)> {
+        Box::new(super::SledStore::snapshots_of_after(self, source, after))
+    }
+    fn sources(&self) -> Result<Vec<String>, StoreError> {
+        super::SledStore::sources(self)
+    }
+    fn outbox_sinks(&self) -> Result<Vec<String>, StoreError> {
+        super::SledStore::outbox_sinks(self)
+    }
+    fn listed_ids_except(
+        &self,
+        source: &str,
+        seen: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        super::SledStore::listed_ids_except(self, source, seen)
+    }
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        super::SledStore::commit(self, commit)
+    }
+    fn due(&self, sink: &str, now_ms: u64, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        super::SledStore::due(self, sink, now_ms, limit)
+    }
+    fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        super::SledStore::next_due(self, sink)
+    }
+    fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError> {
+        super::SledStore::is_first_of_order(self, entry)
+    }
+    fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
+        super::SledStore::complete(self, due)
+    }
+    fn reschedule(
+        &self,
+        due: &DueEntry,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        super::SledStore::reschedule(self, due, entry, due_ms)
+    }
+    fn bury(&self, due: &DueEntry, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
+        super::SledStore::bury(self, due, entry, reason)
+    }
+    fn outbox_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        super::SledStore::outbox_depth(self, sink)
+    }
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        super::SledStore::dead_letters(self)
+    }
+    fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
+        super::SledStore::dead_letter_count(self, sink)
+    }
+    fn replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError> {
+        super::SledStore::replay(self, ids)
+    }
+    fn timeline(&self, source: &str, order_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        super::SledStore::timeline(self, source, order_id)
+    }
+    fn events_before(&self, before: u64) -> Records<(u64, String)> {
+        Box::new(super::SledStore::events_before(self, before))
+    }
+    fn recent_events(&self) -> Records<String> {
+        Box::new(super::SledStore::recent_events(self))
+    }
+}

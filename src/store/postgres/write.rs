@@ -1,0 +1,489 @@
+//! What the postgres store writes: a poll's commit, and the life of an
+//! outbox entry (due, delivered, rescheduled, buried, replayed).
+//!
+//! A commit is one transaction of a few statements, whatever its size:
+//! each table's new rows go in as arrays through `UNNEST`. Each outbox step
+//! is one statement, so it is atomic without a transaction around it.
+
+use super::read::{dead_letter_of, entry_of};
+use super::{OrStore, PgStore, signed, unsigned};
+use crate::store::{
+    Commit, DeadLetter, DueEntry, EVENT_LOG_LEN, OutboxEntry, Snapshot, StoreError, now_ms,
+};
+use std::collections::HashMap;
+
+/// A commit's rows, as the arrays its statements take.
+#[derive(Default)]
+struct Rows {
+    source: String,
+    upsert_ids: Vec<String>,
+    revisions: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+    listed: Vec<bool>,
+    statuses: Vec<Option<String>>,
+    changed_at: Vec<String>,
+    orders: Vec<String>,
+    delete_ids: Vec<String>,
+    /// Per event, in commit order: id, type, order, body, and its sinks.
+    events: Vec<(String, String, String, String, Vec<String>)>,
+    baseline: bool,
+    sync: Option<(Option<String>, Option<i64>)>,
+    health: Option<(Option<i64>, i64, bool, Option<String>)>,
+}
+
+impl Rows {
+    fn of(commit: &Commit) -> Rows {
+        let mut rows = Rows {
+            source: commit.source.clone(),
+            baseline: commit.mark_baseline,
+            ..Rows::default()
+        };
+        // One row per order id, the last write winning, as it does in sled
+        // (one statement cannot touch a row twice).
+        let mut last: HashMap<&str, &Option<Snapshot>> = HashMap::new();
+        let mut order: Vec<&str> = Vec::new();
+        for (id, snap) in &commit.snapshots {
+            if last.insert(id.as_str(), snap).is_none() {
+                order.push(id.as_str());
+            }
+        }
+        for id in order {
+            match last[id] {
+                Some(s) => {
+                    rows.upsert_ids.push(id.to_owned());
+                    rows.revisions.push(signed(s.revision));
+                    rows.hashes.push(s.hash.to_be_bytes().to_vec());
+                    rows.listed.push(s.listed);
+                    rows.statuses.push(s.status.clone());
+                    rows.changed_at.push(s.changed_at.clone());
+                    rows.orders.push(s.order.clone());
+                }
+                None => rows.delete_ids.push(id.to_owned()),
+            }
+        }
+        for e in &commit.events {
+            let mut sinks: Vec<String> = Vec::with_capacity(e.sinks.len());
+            for sink in &e.sinks {
+                if !sinks.contains(sink) {
+                    sinks.push(sink.clone());
+                }
+            }
+            rows.events.push((
+                e.event_id.clone(),
+                e.event_type.as_str().to_owned(),
+                e.order_id.clone(),
+                e.json.clone(),
+                sinks,
+            ));
+        }
+        rows.sync = commit
+            .sync
+            .as_ref()
+            .map(|u| (u.high_water.clone(), u.last_full_ms.map(signed)));
+        rows.health = commit.health.as_ref().map(|h| {
+            (
+                h.failing_since_ms.map(signed),
+                signed(h.failures),
+                h.failing_told,
+                h.expiry_told.clone(),
+            )
+        });
+        rows
+    }
+}
+
+impl PgStore {
+    pub(super) fn write_commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let rows = Rows::of(commit);
+        let now = signed(now_ms());
+        self.inner.run(move |mut c, at| async move {
+            let tx = c.transaction().await.or_store(&at)?;
+            let r = rows;
+            if !r.upsert_ids.is_empty() {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO snapshots
+                             (source, order_id, revision, hash, listed, status, changed_at, body)
+                         SELECT $1, u.* FROM UNNEST($2::text[], $3::bigint[], $4::bytea[],
+                             $5::boolean[], $6::text[], $7::text[], $8::text[]) AS u
+                         ON CONFLICT (source, order_id) DO UPDATE SET
+                             revision = EXCLUDED.revision, hash = EXCLUDED.hash,
+                             listed = EXCLUDED.listed, status = EXCLUDED.status,
+                             changed_at = EXCLUDED.changed_at, body = EXCLUDED.body",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(
+                    &st,
+                    &[
+                        &r.source,
+                        &r.upsert_ids,
+                        &r.revisions,
+                        &r.hashes,
+                        &r.listed,
+                        &r.statuses,
+                        &r.changed_at,
+                        &r.orders,
+                    ],
+                )
+                .await
+                .or_store(&at)?;
+            }
+            if !r.delete_ids.is_empty() {
+                let st = tx
+                    .prepare_cached(
+                        "DELETE FROM snapshots WHERE source = $1 AND order_id = ANY($2::text[])",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&r.source, &r.delete_ids])
+                    .await
+                    .or_store(&at)?;
+            }
+            if !r.events.is_empty() {
+                let n = i32::try_from(r.events.len()).unwrap_or(i32::MAX);
+                let st = tx
+                    .prepare_cached("SELECT nextval('event_seq') FROM generate_series(1, $1)")
+                    .await
+                    .or_store(&at)?;
+                let mut seqs: Vec<i64> = tx
+                    .query(&st, &[&n])
+                    .await
+                    .or_store(&at)?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                seqs.sort_unstable();
+                let (mut ids, mut kinds, mut orders, mut bodies) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut o_sinks, mut o_seqs, mut o_orders, mut o_ids, mut o_kinds) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for (seq, (id, kind, order, body, sinks)) in seqs.iter().zip(&r.events) {
+                    for sink in sinks {
+                        o_sinks.push(sink.clone());
+                        o_seqs.push(*seq);
+                        o_orders.push(order.clone());
+                        o_ids.push(id.clone());
+                        o_kinds.push(kind.clone());
+                    }
+                    ids.push(id.clone());
+                    kinds.push(kind.clone());
+                    orders.push(order.clone());
+                    bodies.push(body.clone());
+                }
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO bodies (seq, body)
+                         SELECT * FROM UNNEST($1::bigint[], $2::text[])",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&seqs, &bodies]).await.or_store(&at)?;
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO events (seq, event_id, type, source, order_id, committed_ms)
+                         SELECT u.seq, u.id, u.kind, $5, u.order_id, $6
+                         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+                             AS u(seq, id, kind, order_id)",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&seqs, &ids, &kinds, &orders, &r.source, &now])
+                    .await
+                    .or_store(&at)?;
+                if !o_seqs.is_empty() {
+                    let st = tx
+                        .prepare_cached(
+                            "INSERT INTO outbox (sink, seq, source, order_id, event_id, type,
+                                                 due_ms, attempts, created_ms)
+                             SELECT u.sink, u.seq, $6, u.order_id, u.id, u.kind, $7, 0, $7
+                             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                         $5::text[]) AS u(sink, seq, order_id, id, kind)",
+                        )
+                        .await
+                        .or_store(&at)?;
+                    tx.execute(
+                        &st,
+                        &[&o_sinks, &o_seqs, &o_orders, &o_ids, &o_kinds, &r.source, &now],
+                    )
+                    .await
+                    .or_store(&at)?;
+                }
+                // The log keeps the last EVENT_LOG_LEN sequence numbers;
+                // a body older than that stays while an entry needs it.
+                let last = seqs.last().copied().unwrap_or(0);
+                let keep_from = last - signed(EVENT_LOG_LEN);
+                if keep_from > 0 {
+                    let st = tx
+                        .prepare_cached(
+                            "WITH old_events AS (DELETE FROM events WHERE seq <= $1),
+                                  old_deliveries AS (DELETE FROM deliveries WHERE seq <= $1)
+                             DELETE FROM bodies b WHERE b.seq <= $1
+                                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = b.seq)
+                                 AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)",
+                        )
+                        .await
+                        .or_store(&at)?;
+                    tx.execute(&st, &[&keep_from]).await.or_store(&at)?;
+                }
+            }
+            if r.baseline {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO baselines (source, marked_ms) VALUES ($1, $2)
+                         ON CONFLICT (source) DO UPDATE SET marked_ms = EXCLUDED.marked_ms",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&r.source, &now]).await.or_store(&at)?;
+            }
+            if let Some((high_water, last_full)) = &r.sync {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO sync_state (source, high_water, last_full_ms)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (source) DO UPDATE SET
+                             high_water = coalesce(EXCLUDED.high_water, sync_state.high_water),
+                             last_full_ms = coalesce(EXCLUDED.last_full_ms, sync_state.last_full_ms)",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&r.source, high_water, last_full])
+                    .await
+                    .or_store(&at)?;
+            }
+            if let Some((since, failures, told, expiry)) = &r.health {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO source_health
+                             (source, failing_since_ms, failures, failing_told, expiry_told)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (source) DO UPDATE SET
+                             failing_since_ms = EXCLUDED.failing_since_ms,
+                             failures = EXCLUDED.failures,
+                             failing_told = EXCLUDED.failing_told,
+                             expiry_told = EXCLUDED.expiry_told",
+                    )
+                    .await
+                    .or_store(&at)?;
+                tx.execute(&st, &[&r.source, since, failures, told, expiry])
+                    .await
+                    .or_store(&at)?;
+            }
+            tx.commit().await.or_store(&at)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn write_due(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
+        let sink = sink.to_owned();
+        let (now, limit) = (signed(now_ms), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached(
+                    "SELECT o.*, b.body FROM outbox o LEFT JOIN bodies b ON b.seq = o.seq
+                     WHERE o.sink = $1 AND o.due_ms <= $2
+                     ORDER BY o.due_ms, o.seq LIMIT $3",
+                )
+                .await
+                .or_store(&at)?;
+            let rows = c.query(&st, &[&sink, &now, &limit]).await.or_store(&at)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DueEntry {
+                        key: Vec::new(),
+                        entry: entry_of(row)?,
+                        body: row.get("body"),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub(super) fn write_next_due(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        let sink = sink.to_owned();
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached("SELECT min(due_ms) FROM outbox WHERE sink = $1")
+                .await
+                .or_store(&at)?;
+            let row = c.query_one(&st, &[&sink]).await.or_store(&at)?;
+            Ok(row.get::<_, Option<i64>>(0).map(unsigned))
+        })
+    }
+
+    pub(super) fn write_is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError> {
+        let (sink, source, order) = (
+            entry.sink.clone(),
+            entry.source.clone(),
+            entry.order_id.clone(),
+        );
+        let seq = signed(entry.seq);
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached(
+                    "SELECT min(seq) FROM outbox WHERE sink = $1 AND source = $2 AND order_id = $3",
+                )
+                .await
+                .or_store(&at)?;
+            let row = c
+                .query_one(&st, &[&sink, &source, &order])
+                .await
+                .or_store(&at)?;
+            Ok(row.get::<_, Option<i64>>(0).is_none_or(|head| head == seq))
+        })
+    }
+
+    pub(super) fn write_complete(&self, due: &DueEntry) -> Result<(), StoreError> {
+        let e = &due.entry;
+        let (sink, seq) = (e.sink.clone(), signed(e.seq));
+        let attempts = i32::try_from(e.attempts.saturating_add(1)).unwrap_or(i32::MAX);
+        let now = signed(now_ms());
+        self.inner.run(move |c, at| async move {
+            // One statement: the entry goes, the delivery is logged, and
+            // the body goes when nothing else needs it. Its subqueries see
+            // the outbox as it was before the statement, hence `sink <> $1`.
+            let st = c
+                .prepare_cached(
+                    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2 RETURNING seq),
+                          logged AS (
+                              INSERT INTO deliveries (seq, sink, attempts, delivered_ms)
+                              SELECT seq, $1, $3, $4 FROM gone
+                              ON CONFLICT (seq, sink) DO UPDATE SET
+                                  attempts = EXCLUDED.attempts,
+                                  delivered_ms = EXCLUDED.delivered_ms)
+                     DELETE FROM bodies b USING gone WHERE b.seq = gone.seq
+                         AND NOT EXISTS (SELECT 1 FROM outbox o
+                                         WHERE o.seq = b.seq AND o.sink <> $1)
+                         AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
+                         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = b.seq)",
+                )
+                .await
+                .or_store(&at)?;
+            c.execute(&st, &[&sink, &seq, &attempts, &now])
+                .await
+                .or_store(&at)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn write_reschedule(
+        &self,
+        entry: &OutboxEntry,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (sink, seq) = (entry.sink.clone(), signed(entry.seq));
+        let attempts = i32::try_from(entry.attempts).unwrap_or(i32::MAX);
+        let (due, created) = (signed(due_ms), signed(entry.created_ms));
+        let last_error = entry.last_error.clone();
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached(
+                    "UPDATE outbox SET due_ms = $3, attempts = $4, last_error = $5, created_ms = $6
+                     WHERE sink = $1 AND seq = $2",
+                )
+                .await
+                .or_store(&at)?;
+            c.execute(&st, &[&sink, &seq, &due, &attempts, &last_error, &created])
+                .await
+                .or_store(&at)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn write_bury(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
+        let e = entry.clone();
+        let reason = reason.to_owned();
+        let dead = signed(now_ms());
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached(
+                    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2)
+                     INSERT INTO dead_letters (sink, seq, source, order_id, event_id, type,
+                                               attempts, created_ms, last_error, reason, dead_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (sink, seq) DO UPDATE SET
+                         attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+                         reason = EXCLUDED.reason, dead_ms = EXCLUDED.dead_ms",
+                )
+                .await
+                .or_store(&at)?;
+            let attempts = i32::try_from(e.attempts).unwrap_or(i32::MAX);
+            c.execute(
+                &st,
+                &[
+                    &e.sink,
+                    &signed(e.seq),
+                    &e.source,
+                    &e.order_id,
+                    &e.event_id,
+                    &e.event_type.as_str(),
+                    &attempts,
+                    &signed(e.created_ms),
+                    &e.last_error,
+                    &reason,
+                    &dead,
+                ],
+            )
+            .await
+            .or_store(&at)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn write_count(&self, table: &'static str, sink: &str) -> Result<u64, StoreError> {
+        let sink = sink.to_owned();
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE sink = $1"))
+                .await
+                .or_store(&at)?;
+            let row = c.query_one(&st, &[&sink]).await.or_store(&at)?;
+            Ok(unsigned(row.get(0)))
+        })
+    }
+
+    pub(super) fn write_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.run(move |c, at| async move {
+            let st = c
+                .prepare_cached("SELECT * FROM dead_letters ORDER BY sink, seq")
+                .await
+                .or_store(&at)?;
+            let rows = c.query(&st, &[]).await.or_store(&at)?;
+            rows.iter().map(dead_letter_of).collect()
+        })
+    }
+
+    pub(super) fn write_replay(&self, ids: Option<&[String]>) -> Result<usize, StoreError> {
+        let ids: Option<Vec<String>> = ids.map(<[String]>::to_vec);
+        let now = signed(now_ms());
+        self.inner.run(move |c, at| async move {
+            // Due now, attempts reset, as the sled store replays.
+            let st = c
+                .prepare_cached(
+                    "WITH moved AS (
+                         DELETE FROM dead_letters
+                         WHERE $1::text[] IS NULL OR event_id = ANY($1::text[])
+                             OR (sink || ':' || seq::text) = ANY($1::text[])
+                         RETURNING *)
+                     INSERT INTO outbox (sink, seq, source, order_id, event_id, type,
+                                         due_ms, attempts, created_ms, last_error)
+                     SELECT sink, seq, source, order_id, event_id, type, $2, 0, $2, last_error
+                     FROM moved
+                     ON CONFLICT (sink, seq) DO NOTHING",
+                )
+                .await
+                .or_store(&at)?;
+            let n = c.execute(&st, &[&ids, &now]).await.or_store(&at)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
