@@ -190,6 +190,14 @@ pub enum StoreCommand {
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
     },
+    /// Copy the configured sled store (stopped) into an empty PostgreSQL
+    /// database, so moving to `store: {backend: postgres}` needs no new
+    /// baseline; the sled store is only read
+    Copy {
+        /// The database to fill: postgres://user[:password]@host[:port]/db
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -381,6 +389,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(StoreCommand::Salvage { to, from }) => {
             Ok(salvage(from.as_deref().unwrap_or(&config.state_dir), &to))
         }
+        Command::Store(StoreCommand::Copy { to }) => Ok(copy(&config, to).await),
         Command::Simulate(_)
         | Command::Demo(_)
         | Command::Orders(_)
@@ -498,6 +507,46 @@ fn salvage(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            exit(1)
+        }
+    }
+}
+
+/// `orderwatch store copy`: counts per table on stdout, problems on stderr.
+async fn copy(config: &Config, to: String) -> ExitCode {
+    if config.store != crate::config::StoreConfig::Sled {
+        eprintln!(
+            "error: the config's store is not sled: `store copy` copies the sled store in state_dir (point the config at it with `store: {{ backend: sled }}`, or drop the `store` key)"
+        );
+        return exit(2);
+    }
+    // The URL may carry a password: known to the redactor before any
+    // message could quote it.
+    let to = crate::secret::Secret::database_url(to);
+    let from = config.state_dir.clone();
+    println!("copying the sled store in {} ...", from.display());
+    // The copy feeds the database from a thread that may block.
+    let copied =
+        tokio::task::spawn_blocking(move || crate::store::copy::copy(&from, to.expose())).await;
+    match copied {
+        Ok(Ok(report)) => {
+            println!("{:<14} {:>9}", "TABLE", "COPIED");
+            for (table, n) in &report.tables {
+                println!("{table:<14} {n:>9}");
+            }
+            println!(
+                "done: {} holds a copy of {}, which was not changed. Point the config at it (store: {{ backend: postgres, url: ... }}), then start orderwatch: no new baseline is needed.",
+                report.at,
+                config.state_dir.display()
+            );
+            exit(0)
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            exit(1)
+        }
+        Err(e) => {
+            eprintln!("error: the copy stopped: {e}");
             exit(1)
         }
     }

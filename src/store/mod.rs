@@ -39,6 +39,7 @@
 //! Schema 3; `migrate.rs` upgrades a schema 1 or 2 store when it is opened.
 
 mod backend;
+pub mod copy;
 mod handle;
 mod health;
 mod keys;
@@ -134,6 +135,10 @@ pub enum StoreError {
         found: i64,
         expected: i64,
     },
+    #[error(
+        "the postgres store {at} is not empty: `store copy` only fills an empty one (nothing was copied). Copy into a new database, or empty this one first"
+    )]
+    NotEmpty { at: String },
     #[error("store error: {0}")]
     Engine(String),
     #[error("a stored record is damaged: {0}")]

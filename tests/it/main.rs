@@ -40,6 +40,7 @@ mod source_health;
 mod source_ops;
 mod startup;
 mod store_contract;
+mod store_copy;
 mod store_faults;
 mod store_layout;
 mod teams;

@@ -8,6 +8,7 @@
 //!   one transaction; a database with a newer schema is refused
 //! - `read.rs`: snapshots, sync state, health, the log, the timeline
 //! - `write.rs`: a poll's commit, and the outbox and dead letters
+//! - `import.rs`: what `store copy` writes, in one transaction
 //!
 //! A commit is a handful of statements whatever its size: each table's
 //! rows go in as arrays (`UNNEST`), not one statement per row. Statements
@@ -17,10 +18,13 @@
 //!
 //! Not yet: TLS to the server (README.md, "Store backends").
 
+mod import;
 mod read;
 mod runner;
 mod schema;
 mod write;
+
+pub(crate) use import::{CopyChunk, LoggedEvent};
 
 use super::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -89,6 +93,11 @@ impl PgStore {
 
     fn at(&self) -> Arc<str> {
         self.inner.at.clone()
+    }
+
+    /// The store as logs may name it: host, port and database.
+    pub(crate) fn describe(&self) -> String {
+        self.inner.at.to_string()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::store::{
     Commit, DeadLetter, DueEntry, EVENT_LOG_LEN, OutboxEntry, Snapshot, StoreError, now_ms,
 };
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 
 /// A commit's rows, as the arrays its statements take.
 #[derive(Default)]
@@ -90,6 +91,55 @@ impl Rows {
         });
         rows
     }
+}
+
+/// A dead letter in, its entry out of the outbox (if still there).
+pub(super) const BURY: &str = "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2)
+     INSERT INTO dead_letters (sink, seq, source, order_id, event_id, type,
+                               attempts, created_ms, last_error, reason, dead_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (sink, seq) DO UPDATE SET
+         attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+         reason = EXCLUDED.reason, dead_ms = EXCLUDED.dead_ms";
+
+/// Statement parameters, owned.
+pub(super) struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Params {
+    pub(super) fn push(&mut self, value: impl ToSql + Sync + Send + 'static) {
+        self.0.push(Box::new(value));
+    }
+
+    pub(super) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// An entry's columns, in table order: sink, seq, source, order_id,
+/// event_id, type, attempts, created_ms, last_error.
+pub(super) fn entry_params(e: &OutboxEntry) -> Params {
+    Params(vec![
+        Box::new(e.sink.clone()),
+        Box::new(signed(e.seq)),
+        Box::new(e.source.clone()),
+        Box::new(e.order_id.clone()),
+        Box::new(e.event_id.clone()),
+        Box::new(e.event_type.as_str()),
+        Box::new(i32::try_from(e.attempts).unwrap_or(i32::MAX)),
+        Box::new(signed(e.created_ms)),
+        Box::new(e.last_error.clone()),
+    ])
+}
+
+/// [`BURY`]'s parameters.
+pub(super) fn dead_letter_params(d: &DeadLetter) -> Params {
+    let mut params = entry_params(&d.entry);
+    params.push(d.reason.clone());
+    params.push(signed(d.dead_ms));
+    params
 }
 
 impl PgStore {
@@ -400,41 +450,16 @@ impl PgStore {
     }
 
     pub(super) fn write_bury(&self, entry: &OutboxEntry, reason: &str) -> Result<(), StoreError> {
-        let e = entry.clone();
-        let reason = reason.to_owned();
-        let dead = signed(now_ms());
+        let dead = DeadLetter {
+            entry: entry.clone(),
+            reason: reason.to_owned(),
+            dead_ms: now_ms(),
+        };
         self.inner.run(move |c, at| async move {
-            let st = c
-                .prepare_cached(
-                    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2)
-                     INSERT INTO dead_letters (sink, seq, source, order_id, event_id, type,
-                                               attempts, created_ms, last_error, reason, dead_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                     ON CONFLICT (sink, seq) DO UPDATE SET
-                         attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                         reason = EXCLUDED.reason, dead_ms = EXCLUDED.dead_ms",
-                )
+            let st = c.prepare_cached(BURY).await.or_store(&at)?;
+            c.execute(&st, &dead_letter_params(&dead).refs())
                 .await
                 .or_store(&at)?;
-            let attempts = i32::try_from(e.attempts).unwrap_or(i32::MAX);
-            c.execute(
-                &st,
-                &[
-                    &e.sink,
-                    &signed(e.seq),
-                    &e.source,
-                    &e.order_id,
-                    &e.event_id,
-                    &e.event_type.as_str(),
-                    &attempts,
-                    &signed(e.created_ms),
-                    &e.last_error,
-                    &reason,
-                    &dead,
-                ],
-            )
-            .await
-            .or_store(&at)?;
             Ok(())
         })
     }
