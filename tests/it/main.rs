@@ -27,6 +27,7 @@ mod ops;
 mod ordering_orders;
 mod outage;
 mod pg;
+mod postgres;
 mod readonly;
 mod receivers;
 mod reload;

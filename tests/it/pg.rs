@@ -82,23 +82,31 @@ pub fn sql_at(url: &str, sql: &str) -> Result<(), String> {
 
 /// One number from a query on the database at `url`.
 pub fn count_at(url: &str, sql: &str) -> i64 {
+    try_count_at(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`count_at`], or why not (a table not made yet).
+pub fn try_count_at(url: &str, sql: &str) -> Result<i64, String> {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a runtime");
+            .map_err(|e| e.to_string())?;
         rt.block_on(async move {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
-                .expect("connect to the test database");
+                .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let row = client.query_one(&sql, &[]).await.expect("the query runs");
-            row.get::<_, i64>(0)
+            let row = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(row.get::<_, i64>(0))
         })
     })
     .join()
-    .expect("the SQL thread")
+    .map_err(|_| "the SQL thread panicked".to_owned())?
 }
 
 fn find_or_start() -> Result<String, String> {
@@ -211,5 +219,69 @@ fn start_cluster(bin: &Path) -> Result<String, String> {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+/// A TCP proxy in front of the test server that a test can cut and
+/// restore: the database going away under a running orderwatch (and
+/// coming back) without stopping the server the other tests share.
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    /// A proxy to the server of `url`; `url_through` gives the URL via it.
+    pub async fn start(url: &str) -> Proxy {
+        let parsed = url::Url::parse(url).expect("the database URL parses");
+        let upstream = format!(
+            "{}:{}",
+            parsed.host_str().expect("a host"),
+            parsed.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("its address").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open2.lock().unwrap().push(task);
+            }
+        });
+        Proxy { port, up, open }
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_through(&self, url: &str) -> String {
+        let mut parsed = url::Url::parse(url).expect("the database URL parses");
+        parsed.set_host(Some("127.0.0.1")).expect("a host");
+        parsed.set_port(Some(self.port)).expect("a port");
+        parsed.to_string()
+    }
+
+    /// Drop every connection, and refuse new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,207 @@
+//! orderwatch on the postgres store, through the real binary: `once` and
+//! `run` against the simulator and a receiver (a silent baseline, a change
+//! delivered once and signed, a restart that announces nothing again),
+//! `orders`, `events` and `dead-letters list|replay` answered from the
+//! database, and a database that is down at start (a plain error without
+//! its password) or goes away mid-run (the cycles fail plainly, then
+//! carry on by themselves when it is back).
+//!
+//! The server is `pg.rs`'s; without one these tests say they are skipped
+//! (but the one whose database is down at start needs none).
+
+use crate::helpers::*;
+use crate::pg;
+use serde_json::json;
+use std::time::Duration;
+
+const TRACKING: &str = "/order-tracking/b2b/v1/orders";
+/// The tests' server trusts local connections, so any password works: it
+/// is here to be kept out of every message.
+const PASSWORD: &str = "pg-Pa55word-kept-out-of-logs";
+
+fn with_password(url: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("the database URL parses");
+    parsed.set_password(Some(PASSWORD)).expect("a password");
+    parsed.to_string()
+}
+
+fn postgres_workspace(base: &str, hook: &str, url: &str) -> Workspace {
+    current_tracking_workspace(
+        base,
+        hook,
+        "",
+        &format!("listen: 127.0.0.1:0\nstore: {{ backend: postgres, url: \"{url}\" }}\n"),
+    )
+}
+
+fn stdout_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn once_and_run_on_postgres_tell_each_change_once_and_answer_the_cli() {
+    let Some(url) = pg::fresh_database(
+        "postgres::once_and_run_on_postgres_tell_each_change_once_and_answer_the_cli",
+    ) else {
+        return;
+    };
+    let url = with_password(&url);
+    let sim = simulator(30).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url);
+
+    ws.once_ok().await;
+    assert!(hook.received().is_empty(), "the baseline is silent");
+    let current = admin.ids(TRACKING, "status=Current").await;
+    let out = ws.run(&["orders", "list", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout_lines(&out).len(), current.len(), "{}", text(&out));
+    assert!(
+        !ws.dir.path().join("data").exists(),
+        "nothing was written to state_dir"
+    );
+
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    ws.once_ok().await;
+    let got = hook.delivered();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].json()["data"]["order_id"], current[0].as_str());
+    assert_eq!(got[0].json()["data"]["to"], "Closed");
+    assert!(verify_signature(&got[0], WEBHOOK_SECRET));
+    let out = ws.run(&["events", "--json"]).await;
+    let events = stdout_lines(&out);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains(&got[0].header("webhook-id")),
+        "{events:?}"
+    );
+    let out = ws.run(&["orders", "show", &current[0]]).await;
+    assert!(text(&out).contains("Closed"), "{}", text(&out));
+
+    // Refused for good: a dead letter, listed and replayed from postgres.
+    hook.script(&[410]);
+    admin
+        .patch("order-tracking", &current[1], json!({"status": "Closed"}))
+        .await;
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = ws.run(&["dead-letters", "list", "--json"]).await;
+    let dead = stdout_lines(&out);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains(&current[1]), "{dead:?}");
+    let out = ws.run(&["dead-letters", "replay", "--all"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.once_ok().await;
+    assert_eq!(hook.delivered().len(), 2);
+    let out = ws.run(&["dead-letters", "list", "--json"]).await;
+    assert!(stdout_lines(&out).is_empty(), "{}", text(&out));
+
+    // The daemon: the next change once; a restart announces nothing again.
+    let running = ws.spawn_run();
+    health_addr(&ws).await;
+    admin
+        .patch("order-tracking", &current[2], json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "the change delivered by run",
+        Duration::from_secs(30),
+        || hook.delivered().len() == 3,
+    )
+    .await;
+    stop_daemon(running).await;
+    ws.once_ok().await;
+    assert_eq!(hook.delivered().len(), 3, "nothing told twice");
+    let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+    assert!(!log.contains(PASSWORD), "{log}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_postgres_that_is_down_at_start_is_a_plain_error_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("postgres://orderwatch:{PASSWORD}@127.0.0.1:{port}/orders_db");
+    let sim = simulator(5).await;
+    let hook = Receiver::start().await;
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url);
+    for args in [
+        &["once"][..],
+        &["orders", "list"],
+        &["dead-letters", "list"],
+    ] {
+        let out = ws.run(args).await;
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains(&format!("postgres://127.0.0.1:{port}/orders_db")),
+            "names host, port and database: {said}"
+        );
+        assert!(said.contains("cannot be reached"), "{said}");
+        assert!(!said.contains(PASSWORD), "{said}");
+        assert!(!said.contains("orderwatch:"), "no user either: {said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_postgres_that_goes_away_mid_run_fails_the_cycles_plainly_then_carries_on() {
+    let Some(url) = pg::fresh_database(
+        "postgres::a_postgres_that_goes_away_mid_run_fails_the_cycles_plainly_then_carries_on",
+    ) else {
+        return;
+    };
+    let proxy = pg::Proxy::start(&url).await;
+    let sim = simulator(20).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = postgres_workspace(
+        &sim.base_url(),
+        &hook.url,
+        &with_password(&proxy.url_through(&url)),
+    );
+    let running = ws.spawn_run();
+    eventually("the baseline committed", Duration::from_secs(30), || {
+        pg::try_count_at(&url, "SELECT count(*) FROM baselines") == Ok(1)
+    })
+    .await;
+
+    proxy.cut();
+    let current = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "a cycle failing on the store",
+        Duration::from_secs(30),
+        || log_count(&ws, "cannot be reached") > 0,
+    )
+    .await;
+    assert!(hook.received().is_empty(), "nothing told while it is away");
+
+    proxy.restore();
+    eventually(
+        "the change delivered after all",
+        Duration::from_secs(60),
+        || hook.delivered().len() == 1,
+    )
+    .await;
+    assert_eq!(
+        hook.delivered()[0].json()["data"]["order_id"],
+        current[0].as_str()
+    );
+    assert!(log_count(&ws, "the store can be reached again") > 0);
+    stop_daemon(running).await;
+    let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert_eq!(hook.delivered().len(), 1, "once");
+    sim.shutdown().await;
+}
