@@ -224,6 +224,16 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_hides_its_password_not_its_database() {
+        let _ = Secret::database_url("postgres://ow:p%40ss-Wd-77@db.example.com/orderwatch_db");
+        let said =
+            redact("auth failed for ow with p@ss-Wd-77 (sent p%40ss-Wd-77) on orderwatch_db");
+        assert!(!said.contains("p@ss-Wd-77"), "{said}");
+        assert!(!said.contains("p%40ss-Wd-77"), "{said}");
+        assert!(said.contains("orderwatch_db"), "{said}");
+    }
+
+    #[test]
     fn redacted_url_keeps_scheme_and_host_only() {
         let u =
             url::Url::parse("https://user:pw@hooks.slack.com:8443/services/T0/B0/XYZ?k=v").unwrap();

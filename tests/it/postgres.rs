@@ -205,3 +205,32 @@ async fn a_postgres_that_goes_away_mid_run_fails_the_cycles_plainly_then_carries
     assert_eq!(hook.delivered().len(), 1, "once");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_store_key_is_checked_before_anything_is_opened() {
+    let sim = simulator(1).await;
+    let hook = Receiver::start().await;
+    for (store, says) in [
+        ("{ backend: postgres }", "store.url"),
+        ("{ backend: sled, url: \"postgres://h/db\" }", "store.url"),
+        ("{ backend: mysql }", "store.backend"),
+        (
+            "{ backend: postgres, url: \"https://u:Pw-0ut-of-sight@h/db\" }",
+            "store.url",
+        ),
+        ("{ engine: sled }", "store.engine"),
+    ] {
+        let ws = current_tracking_workspace(
+            &sim.base_url(),
+            &hook.url,
+            "",
+            &format!("store: {store}\n"),
+        );
+        let out = ws.run(&["check"]).await;
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{store}: {said}");
+        assert!(said.contains(says), "{store}: {said}");
+        assert!(!said.contains("Pw-0ut-of-sight"), "{said}");
+    }
+    sim.shutdown().await;
+}
