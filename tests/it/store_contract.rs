@@ -73,6 +73,7 @@ contract!(
     the_log_reads_in_pages_below_a_sequence,
     snapshots_read_in_pages_in_byte_order,
     baseline_health_and_bodies_move_with_their_commit,
+    a_snapshot_hash_follows_each_commit,
 );
 
 fn snap(rev: u64, status: &str, order: &str) -> Snapshot {
@@ -575,4 +576,43 @@ fn postgres_refuses_a_newer_schema_and_an_empty_database_for_reading() {
         2,
         "nothing was changed"
     );
+}
+
+fn a_snapshot_hash_follows_each_commit(b: &Backend) {
+    let store = b.open();
+    let commit = |snapshots: Vec<(String, Option<Snapshot>)>| {
+        store
+            .commit(&Commit {
+                source: "t".into(),
+                snapshots,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    commit(vec![
+        ("1".into(), Some(snap(1, "Current", "{\"v\":1}"))),
+        ("2".into(), Some(snap(1, "Current", "{\"v\":2}"))),
+    ]);
+    let hash = |id: &str| store.snapshot_hash("t", id).unwrap();
+    assert_eq!(hash("1"), Some((Snapshot::hash_of("{\"v\":1}"), true)));
+    // Changed, removed, added and no longer listed: each read as committed.
+    let mut unlisted = snap(2, "Closed", "{\"v\":3}");
+    unlisted.listed = false;
+    commit(vec![
+        ("1".into(), Some(unlisted)),
+        ("2".into(), None),
+        ("3".into(), Some(snap(1, "Current", "{\"v\":4}"))),
+    ]);
+    assert_eq!(hash("1"), Some((Snapshot::hash_of("{\"v\":3}"), false)));
+    assert_eq!(hash("2"), None);
+    assert_eq!(hash("3"), Some((Snapshot::hash_of("{\"v\":4}"), true)));
+    assert_eq!(store.snapshot_hash("u", "1").unwrap(), None);
+    // Opened again: the same answers, from the store itself.
+    drop(store);
+    let again = b.open();
+    assert_eq!(
+        again.snapshot_hash("t", "1").unwrap(),
+        Some((Snapshot::hash_of("{\"v\":3}"), false))
+    );
+    assert_eq!(again.snapshot_hash("t", "2").unwrap(), None);
 }

@@ -49,6 +49,8 @@ pub(super) struct Inner {
     runner: Runner,
     /// The store as logs and errors name it: host, port and database.
     at: Arc<str>,
+    /// Each source's snapshot hashes, read in bulk (`read.rs` says why).
+    hashes: read::HashCache,
 }
 
 impl PgStore {
@@ -85,6 +87,7 @@ impl PgStore {
         let inner = Arc::new(Inner {
             runner,
             at: at.into(),
+            hashes: read::HashCache::default(),
         });
         let store = PgStore { inner };
         store.migrate(create)?;

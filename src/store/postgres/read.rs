@@ -142,33 +142,40 @@ impl PgStore {
         })
     }
 
+    /// The stored hash and listed flag of one order, from the source's
+    /// hashes read in bulk.
     pub(super) fn read_snapshot_hash(
         &self,
         source: &str,
         order_id: &str,
     ) -> Result<Option<(u128, bool)>, StoreError> {
-        let (source, order_id) = (source.to_owned(), order_id.to_owned());
-        self.inner.run(move |c, at| async move {
+        if let Some(known) = self.inner.hashes.get(source, order_id) {
+            return Ok(known);
+        }
+        let owned = source.to_owned();
+        let hashes = self.inner.run(move |c, at| async move {
             let st = c
-                .prepare_cached(
-                    "SELECT hash, listed FROM snapshots WHERE source = $1 AND order_id = $2",
-                )
+                .prepare_cached("SELECT order_id, hash, listed FROM snapshots WHERE source = $1")
                 .await
                 .or_store(&at)?;
-            let Some(row) = c
-                .query_opt(&st, &[&source, &order_id])
-                .await
-                .or_store(&at)?
-            else {
-                return Ok(None);
-            };
-            let hash: Vec<u8> = row.get(0);
-            // A hash that does not read is "no snapshot to compare with":
-            // the order is then read in full, as sled does.
-            Ok(<[u8; 16]>::try_from(hash.as_slice())
-                .ok()
-                .map(|h| (u128::from_be_bytes(h), row.get(1))))
-        })
+            let rows = c.query(&st, &[&owned]).await.or_store(&at)?;
+            let mut out = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let hash: Vec<u8> = row.get(1);
+                // A hash that does not read is "no snapshot to compare
+                // with": the order is then read in full, as sled does.
+                if let Ok(hash) = <[u8; 16]>::try_from(hash.as_slice()) {
+                    out.insert(
+                        row.get::<_, String>(0),
+                        (u128::from_be_bytes(hash), row.get(2)),
+                    );
+                }
+            }
+            Ok(out)
+        })?;
+        let known = hashes.get(order_id).copied();
+        self.inner.hashes.fill(source, hashes);
+        Ok(known)
     }
 
     pub(super) fn read_snapshots_after(
@@ -330,6 +337,73 @@ impl PgStore {
                 })
                 .collect())
         })
+    }
+}
+
+/// Each source's snapshot hashes and listed flags, in memory.
+///
+/// A cycle compares every order it reads with its snapshot's hash, and an
+/// answer per order would be a round trip per order (a thousand a page).
+/// So the first comparison of a source reads all its hashes in one query,
+/// and this store's own commits keep them current; they are read again
+/// after [`HASHES_FOR`], and forgotten when a commit of the source fails
+/// (it may or may not have landed). That is exact because only this
+/// process writes a source's snapshots (one orderwatch per database, and
+/// `store copy` only into an empty one); the snapshot an event is made
+/// from is always read from the database itself.
+#[derive(Default)]
+pub(super) struct HashCache {
+    sources: std::sync::Mutex<HashMap<String, SourceHashes>>,
+}
+
+struct SourceHashes {
+    read_at: std::time::Instant,
+    hashes: HashMap<String, (u128, bool)>,
+}
+
+/// How long a source's hashes are used before they are read again.
+const HASHES_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl HashCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SourceHashes>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Some(answer)` when the source's hashes are known and fresh.
+    fn get(&self, source: &str, order_id: &str) -> Option<Option<(u128, bool)>> {
+        let sources = self.lock();
+        let known = sources.get(source)?;
+        (known.read_at.elapsed() < HASHES_FOR).then(|| known.hashes.get(order_id).copied())
+    }
+
+    fn fill(&self, source: &str, hashes: HashMap<String, (u128, bool)>) {
+        self.lock().insert(
+            source.to_owned(),
+            SourceHashes {
+                read_at: std::time::Instant::now(),
+                hashes,
+            },
+        );
+    }
+
+    /// A commit of `source` landed: its snapshots as they now are.
+    pub(super) fn committed(&self, source: &str, written: &[(String, Option<(u128, bool)>)]) {
+        let mut sources = self.lock();
+        let Some(known) = sources.get_mut(source) else {
+            return;
+        };
+        for (id, hash) in written {
+            match hash {
+                Some(h) => known.hashes.insert(id.clone(), *h),
+                None => known.hashes.remove(id),
+            };
+        }
+    }
+
+    /// A commit of `source` failed: what it may or may not have written is
+    /// read again.
+    pub(super) fn forget(&self, source: &str) {
+        self.lock().remove(source);
     }
 }
 

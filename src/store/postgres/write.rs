@@ -149,7 +149,12 @@ impl PgStore {
         }
         let rows = Rows::of(commit);
         let now = signed(now_ms());
-        self.inner.run(move |mut c, at| async move {
+        let written: Vec<(String, Option<(u128, bool)>)> = commit
+            .snapshots
+            .iter()
+            .map(|(id, snap)| (id.clone(), snap.as_ref().map(|s| (s.hash, s.listed))))
+            .collect();
+        let result = self.inner.run(move |mut c, at| async move {
             let tx = c.transaction().await.or_store(&at)?;
             let r = rows;
             if !r.upsert_ids.is_empty() {
@@ -325,7 +330,12 @@ impl PgStore {
             }
             tx.commit().await.or_store(&at)?;
             Ok(())
-        })
+        });
+        match &result {
+            Ok(()) => self.inner.hashes.committed(&commit.source, &written),
+            Err(_) => self.inner.hashes.forget(&commit.source),
+        }
+        result
     }
 
     pub(super) fn write_due(
