@@ -29,7 +29,7 @@
 //!   snapshot (benchmarked and fuzzed)
 //! - [`SCHEMA_VERSION`]: the store's schema version
 //! - [`Store`], with what it takes and gives ([`Commit`], [`NewEvent`],
-//!   [`SyncState`], [`SyncUpdate`], [`SourceHealth`], [`StoreError`], [`DeliveryStatus`],
+//!   [`SyncState`], [`SyncUpdate`], [`SourceHealth`], [`Leadership`], [`StoreError`], [`DeliveryStatus`],
 //!   [`now_ms`], [`EVENT_LOG_LEN`]): the store handle on sled or
 //!   PostgreSQL, which one contract suite drives on both
 //!
@@ -107,6 +107,6 @@ pub use source::{
     ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
 };
 pub use store::{
-    Commit, DeliveryStatus, EVENT_LOG_LEN, NewEvent, SCHEMA_VERSION, Snapshot, SourceHealth, Store,
-    StoreError, SyncState, SyncUpdate, now_ms,
+    Commit, DeliveryStatus, EVENT_LOG_LEN, Leadership, NewEvent, SCHEMA_VERSION, Snapshot,
+    SourceHealth, Store, StoreError, SyncState, SyncUpdate, now_ms,
 };

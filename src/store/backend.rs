@@ -19,9 +19,10 @@
 //! [`EVENT_LOG_LEN`](super::EVENT_LOG_LEN) sequence numbers.
 
 use super::{
-    Commit, DeadLetter, DueEntry, OutboxEntry, Snapshot, SourceHealth, StoreError, SyncState,
-    TimelineEntry,
+    Commit, DeadLetter, DueEntry, Leadership, OutboxEntry, Snapshot, SourceHealth, StoreError,
+    SyncState, TimelineEntry,
 };
+use std::time::Duration;
 
 /// A stream of stored records, read lazily (a source's snapshots may be
 /// many more than fit comfortably in memory at once).
@@ -81,6 +82,18 @@ pub(crate) trait StoreBackend: Send + Sync {
     fn timeline(&self, source: &str, order_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
     /// The logged events below sequence `before`, newest first.
     fn events_before(&self, before: u64) -> Records<(u64, String)>;
+    /// Let go of every source this process leads (on shutdown, so another
+    /// replica takes over at once rather than after the lease).
+    fn release(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Take or keep the lead of `source` for `lease`: only its leader
+    /// polls it. A store one process holds alone (sled) always leads.
+    fn lead(&self, _source: &str, _lease: Duration) -> Result<Leadership, StoreError> {
+        Ok(Leadership::Leads)
+    }
+
     /// The most recent events, newest first, as stored JSON.
     fn recent_events(&self) -> Records<String> {
         Box::new(

@@ -18,8 +18,8 @@
 
 use super::backend::StoreBackend;
 use super::{
-    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, SourceHealth,
-    StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
+    Commit, DeadLetter, DueEntry, LOCK_GRACE, Leadership, OutboxEntry, SledStore, Snapshot,
+    SourceHealth, StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
 };
 use crate::config::StoreConfig;
 use std::path::{Path, PathBuf};
@@ -302,14 +302,16 @@ impl Store {
         }
     }
 
-    /// Write everything to disk (on shutdown, and at the end of `once`).
+    /// Write everything to disk (on shutdown, and at the end of `once`),
+    /// and let go of the sources this process leads (postgres replicas).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.with(|s| s.flush()).map_err(|e| match e {
-            StoreError::DiskFull => StoreError::FlushDiskFull {
-                dir: self.shared.dir.clone(),
-            },
-            other => other,
-        })
+        self.with(|s| s.flush().and_then(|()| s.release()))
+            .map_err(|e| match e {
+                StoreError::DiskFull => StoreError::FlushDiskFull {
+                    dir: self.shared.dir.clone(),
+                },
+                other => other,
+            })
     }
 
     pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
@@ -378,6 +380,12 @@ impl Store {
         seen: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.listed_ids_except(source, &|id: &str| seen(id)))
+    }
+
+    /// Take or keep the lead of `source` for `lease` (replicas on one
+    /// postgres store: only the leader polls it; sled always leads).
+    pub fn lead(&self, source: &str, lease: Duration) -> Result<Leadership, StoreError> {
+        self.with(|s| s.lead(source, lease))
     }
 
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

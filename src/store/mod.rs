@@ -139,6 +139,12 @@ pub enum StoreError {
         "the postgres store {at} is not empty: `store copy` only fills an empty one (nothing was copied). Copy into a new database, or empty this one first"
     )]
     NotEmpty { at: String },
+    /// Another orderwatch took the lead of this source: nothing of this
+    /// commit was written.
+    #[error(
+        "source `{source_name}` is polled by another orderwatch now ({holder}): this commit was refused, and this orderwatch follows"
+    )]
+    Fenced { source_name: String, holder: String },
     #[error("store error: {0}")]
     Engine(String),
     #[error("a stored record is damaged: {0}")]
@@ -248,6 +254,16 @@ impl Commit {
             && self.sync.is_none()
             && self.health.is_none()
     }
+}
+
+/// Who polls a source, among the orderwatch sharing one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    Leads,
+    /// Another orderwatch holds its lease (its holder id).
+    Follows {
+        holder: String,
+    },
 }
 
 /// Where a source's incremental listing stands: what the next cycle reads

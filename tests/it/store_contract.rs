@@ -13,9 +13,10 @@
 
 use crate::pg;
 use orderwatch::{
-    Commit, DeliveryStatus, EVENT_LOG_LEN, EventType, NewEvent, Snapshot, Store, StoreError,
-    SyncState, SyncUpdate, now_ms,
+    Commit, DeliveryStatus, EVENT_LOG_LEN, EventType, Leadership, NewEvent, Snapshot, Store,
+    StoreError, SyncState, SyncUpdate, now_ms,
 };
+use std::time::{Duration, Instant};
 
 /// Where a check's store lives; `open` opens it (again).
 pub enum Backend {
@@ -561,6 +562,7 @@ fn postgres_refuses_a_newer_schema_and_an_empty_database_for_reading() {
     );
     drop(Store::open_postgres(&url, true).expect("created"));
     assert!(Store::open_postgres(&url, false).is_ok());
+    let applied = pg::count_at(&url, "SELECT count(*)::bigint FROM schema_migrations");
     pg::sql_at(&url, "INSERT INTO schema_migrations (version) VALUES (99)").unwrap();
     let err = Store::open_postgres(&url, true)
         .err()
@@ -573,7 +575,7 @@ fn postgres_refuses_a_newer_schema_and_an_empty_database_for_reading() {
     assert!(text.contains("schema version 99"), "{text}");
     assert_eq!(
         pg::count_at(&url, "SELECT count(*)::bigint FROM schema_migrations"),
-        2,
+        applied + 1,
         "nothing was changed"
     );
 }
@@ -615,4 +617,110 @@ fn a_snapshot_hash_follows_each_commit(b: &Backend) {
         Some((Snapshot::hash_of("{\"v\":3}"), false))
     );
     assert_eq!(again.snapshot_hash("t", "2").unwrap(), None);
+}
+
+/// Two stores on one database, as two orderwatch processes hold them.
+fn two_replicas(url: &str) -> (Store, Store) {
+    (
+        Store::open_postgres(url, true).unwrap(),
+        Store::open_postgres(url, true).unwrap(),
+    )
+}
+
+/// Wait (polling, with a deadline) until `store` leads `source`.
+fn until_it_leads(store: &Store, source: &str, lease: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.lead(source, lease).unwrap() != Leadership::Leads {
+        assert!(Instant::now() < deadline, "never took the lead");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sled_always_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.lead("t", Duration::from_secs(1)).unwrap(),
+        Leadership::Leads
+    );
+}
+
+#[test]
+fn postgres_replicas_one_leads_and_a_former_leader_can_never_commit() {
+    let Some(url) = pg::fresh_database(
+        "store_contract::postgres_replicas_one_leads_and_a_former_leader_can_never_commit",
+    ) else {
+        return;
+    };
+    let (a, b) = two_replicas(&url);
+    let short = Duration::from_millis(300);
+    assert_eq!(a.lead("t", short).unwrap(), Leadership::Leads);
+    let Leadership::Follows { holder } = b.lead("t", short).unwrap() else {
+        panic!("two leaders");
+    };
+    assert!(!holder.is_empty());
+    assert_eq!(b.lead("u", short).unwrap(), Leadership::Leads, "per source");
+    let change = |store: &Store, rev: u64| {
+        store.commit(&Commit {
+            source: "t".into(),
+            snapshots: vec![("1".into(), Some(snap(rev, "Current", "{}")))],
+            events: vec![event(&format!("evt_{rev}"), "1", &["hook"])],
+            ..Default::default()
+        })
+    };
+    change(&a, 1).unwrap();
+    // A stops renewing (paused, cut off): B takes over once the lease ran
+    // out, and A's next commit is refused, writing nothing.
+    until_it_leads(&b, "t", Duration::from_secs(60));
+    let err = change(&a, 2).expect_err("fenced");
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert_eq!(b.snapshot("t", "1").unwrap().unwrap().revision, 1);
+    assert_eq!(b.outbox_depth("hook").unwrap(), 1, "nothing of A's commit");
+    let Leadership::Follows { .. } = a.lead("t", short).unwrap() else {
+        panic!("A still leads");
+    };
+    change(&b, 2).unwrap();
+    assert_eq!(a.snapshot("t", "1").unwrap().unwrap().revision, 2);
+}
+
+#[test]
+fn postgres_replicas_do_not_take_each_other_s_claimed_deliveries() {
+    let Some(url) = pg::fresh_database(
+        "store_contract::postgres_replicas_do_not_take_each_other_s_claimed_deliveries",
+    ) else {
+        return;
+    };
+    let (a, b) = two_replicas(&url);
+    commit_events(
+        &a,
+        "t",
+        vec![
+            status_event("evt_1", "t", "1", &["hook"]),
+            status_event("evt_2", "t", "2", &["hook"]),
+        ],
+    );
+    let now = now_ms() + 1;
+    let mine = a.due("hook", now, 10).unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(b.due("hook", now, 10).unwrap().is_empty(), "claimed by A");
+    assert!(
+        a.due("hook", now, 10).unwrap().len() == 2,
+        "A's own claims are A's"
+    );
+    assert!(
+        b.next_due("hook").unwrap().unwrap() > now,
+        "B waits for A's claims to run out"
+    );
+    // A fails one for now: rescheduled, it is anyone's when due again.
+    let mut failed = mine[0].entry.clone();
+    failed.attempts = 1;
+    a.reschedule(&mine[0], &failed, now_ms()).unwrap();
+    let taken = b.due("hook", now_ms() + 1, 10).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].entry.event_id, mine[0].entry.event_id);
+    assert_eq!(taken[0].entry.attempts, 1);
+    b.complete(&taken[0]).unwrap();
+    a.complete(&mine[1]).unwrap();
+    assert_eq!(a.outbox_depth("hook").unwrap(), 0);
 }

@@ -9,6 +9,8 @@
 //! - `read.rs`: snapshots, sync state, health, the log, the timeline
 //! - `write.rs`: a poll's commit, and the outbox and dead letters
 //! - `import.rs`: what `store copy` writes, in one transaction
+//! - `lease.rs`: replicas: who polls each source, and the fencing check
+//!   every commit makes
 //!
 //! A commit is a handful of statements whatever its size: each table's
 //! rows go in as arrays (`UNNEST`), not one statement per row. Statements
@@ -19,6 +21,7 @@
 //! Not yet: TLS to the server (README.md, "Store backends").
 
 mod import;
+mod lease;
 mod read;
 mod runner;
 mod schema;
@@ -51,6 +54,10 @@ pub(super) struct Inner {
     at: Arc<str>,
     /// Each source's snapshot hashes, read in bulk (`read.rs` says why).
     hashes: read::HashCache,
+    /// This replica's name in leases and delivery claims.
+    holder: String,
+    /// The sources this replica leads, with their fencing tokens.
+    fences: lease::Fences,
 }
 
 impl PgStore {
@@ -88,6 +95,8 @@ impl PgStore {
             runner,
             at: at.into(),
             hashes: read::HashCache::default(),
+            holder: lease::holder_id(),
+            fences: lease::Fences::default(),
         });
         let store = PgStore { inner };
         store.migrate(create)?;
@@ -318,5 +327,11 @@ impl super::backend::StoreBackend for PgStore {
     }
     fn events_before(&self, before: u64) -> super::backend::Records<(u64, String)> {
         self.read_events_before(before)
+    }
+    fn lead(&self, source: &str, lease: Duration) -> Result<super::Leadership, StoreError> {
+        self.lead_source(source, lease)
+    }
+    fn release(&self) -> Result<(), StoreError> {
+        self.release_leases()
     }
 }

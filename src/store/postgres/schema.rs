@@ -14,10 +14,13 @@ use crate::store::StoreError;
 
 /// `(version, SQL)`, oldest first. A new migration is a new file and a new
 /// line here; a released one is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_leases.sql")),
+];
 
 /// The schema version this binary writes.
-pub(crate) const PG_SCHEMA_VERSION: i32 = 1;
+pub(crate) const PG_SCHEMA_VERSION: i32 = 2;
 
 /// Any number, the same in every orderwatch: the advisory lock's key.
 const MIGRATION_LOCK: i64 = 0x6f72_6465_7277_6174;

@@ -93,6 +93,13 @@ impl Rows {
     }
 }
 
+/// How long a replica's claim on the entries `due` gave it lasts.
+const CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The database's clock in unix milliseconds: claims are timed by it, so
+/// the replicas' clocks need not agree.
+const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 /// A dead letter in, its entry out of the outbox (if still there).
 pub(super) const BURY: &str = "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2)
      INSERT INTO dead_letters (sink, seq, source, order_id, event_id, type,
@@ -154,9 +161,14 @@ impl PgStore {
             .iter()
             .map(|(id, snap)| (id.clone(), snap.as_ref().map(|s| (s.hash, s.listed))))
             .collect();
+        let (me, held) = (
+            self.inner.holder.clone(),
+            self.inner.fences.of(&commit.source),
+        );
         let result = self.inner.run(move |mut c, at| async move {
             let tx = c.transaction().await.or_store(&at)?;
             let r = rows;
+            super::lease::check_in(&tx, &at, &r.source, &me, held).await?;
             if !r.upsert_ids.is_empty() {
                 let st = tx
                     .prepare_cached(
@@ -333,49 +345,83 @@ impl PgStore {
         });
         match &result {
             Ok(()) => self.inner.hashes.committed(&commit.source, &written),
-            Err(_) => self.inner.hashes.forget(&commit.source),
+            Err(e) => {
+                if matches!(e, StoreError::Fenced { .. }) {
+                    self.inner.fences.drop_source(&commit.source);
+                }
+                self.inner.hashes.forget(&commit.source);
+            }
         }
         result
     }
 
+    /// What is due, claimed by this replica for [`CLAIM`]: another
+    /// replica's `due` skips it (`SKIP LOCKED` while the claim is made, the
+    /// claim after), until it is delivered, rescheduled or the claim ran
+    /// out (its replica died: retried, same id).
     pub(super) fn write_due(
         &self,
         sink: &str,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueEntry>, StoreError> {
-        let sink = sink.to_owned();
+        let (sink, me) = (sink.to_owned(), self.inner.holder.clone());
         let (now, limit) = (signed(now_ms), i64::try_from(limit).unwrap_or(i64::MAX));
+        let claim = signed(CLAIM.as_millis() as u64);
         self.inner.run(move |c, at| async move {
             let st = c
-                .prepare_cached(
-                    "SELECT o.*, b.body FROM outbox o LEFT JOIN bodies b ON b.seq = o.seq
-                     WHERE o.sink = $1 AND o.due_ms <= $2
-                     ORDER BY o.due_ms, o.seq LIMIT $3",
-                )
+                .prepare_cached(&format!(
+                    "WITH due AS (
+                         SELECT sink, seq FROM outbox
+                         WHERE sink = $1 AND due_ms <= $2
+                             AND (claimed_by IS NULL OR claimed_by = $4
+                                  OR claimed_until_ms < {DB_NOW_MS})
+                         ORDER BY due_ms, seq LIMIT $3
+                         FOR UPDATE SKIP LOCKED)
+                     UPDATE outbox o SET claimed_by = $4, claimed_until_ms = {DB_NOW_MS} + $5
+                     FROM due WHERE o.sink = due.sink AND o.seq = due.seq
+                     RETURNING o.*, (SELECT body FROM bodies b WHERE b.seq = o.seq) AS body"
+                ))
                 .await
                 .or_store(&at)?;
-            let rows = c.query(&st, &[&sink, &now, &limit]).await.or_store(&at)?;
-            rows.iter()
+            let rows = c
+                .query(&st, &[&sink, &now, &limit, &me, &claim])
+                .await
+                .or_store(&at)?;
+            let mut due = rows
+                .iter()
                 .map(|row| {
-                    Ok(DueEntry {
-                        key: Vec::new(),
-                        entry: entry_of(row)?,
-                        body: row.get("body"),
-                    })
+                    Ok((
+                        (row.get::<_, i64>("due_ms"), row.get::<_, i64>("seq")),
+                        DueEntry {
+                            key: Vec::new(),
+                            entry: entry_of(row)?,
+                            body: row.get("body"),
+                        },
+                    ))
                 })
-                .collect()
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            due.sort_by_key(|(order, _)| *order);
+            Ok(due.into_iter().map(|(_, d)| d).collect())
         })
     }
 
+    /// When the next entry of `sink` may be taken: its due time, or for
+    /// one another replica claimed, when that claim runs out.
     pub(super) fn write_next_due(&self, sink: &str) -> Result<Option<u64>, StoreError> {
-        let sink = sink.to_owned();
+        let (sink, me) = (sink.to_owned(), self.inner.holder.clone());
         self.inner.run(move |c, at| async move {
             let st = c
-                .prepare_cached("SELECT min(due_ms) FROM outbox WHERE sink = $1")
+                .prepare_cached(&format!(
+                    "SELECT min(CASE WHEN claimed_by IS NOT NULL AND claimed_by <> $2
+                                          AND claimed_until_ms > {DB_NOW_MS}
+                                     THEN greatest(due_ms, claimed_until_ms)
+                                     ELSE due_ms END)
+                     FROM outbox WHERE sink = $1"
+                ))
                 .await
                 .or_store(&at)?;
-            let row = c.query_one(&st, &[&sink]).await.or_store(&at)?;
+            let row = c.query_one(&st, &[&sink, &me]).await.or_store(&at)?;
             Ok(row.get::<_, Option<i64>>(0).map(unsigned))
         })
     }
@@ -447,7 +493,8 @@ impl PgStore {
         self.inner.run(move |c, at| async move {
             let st = c
                 .prepare_cached(
-                    "UPDATE outbox SET due_ms = $3, attempts = $4, last_error = $5, created_ms = $6
+                    "UPDATE outbox SET due_ms = $3, attempts = $4, last_error = $5, created_ms = $6,
+                         claimed_by = NULL, claimed_until_ms = NULL
                      WHERE sink = $1 AND seq = $2",
                 )
                 .await
