@@ -427,6 +427,7 @@ async fn poll_loop(
     }
     let mut ticks = tokio::time::interval(poller.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let leader = crate::leader::Leader::new(poller.name(), poller.interval());
     loop {
         tokio::select! {
             biased;
@@ -435,6 +436,19 @@ async fn poll_loop(
             _ = control.poll_requested() => ticks.reset(),
         }
         readiness.started(poller.name());
+        // Replicas on one store: only the source's leader polls it; a
+        // follower is as ready as its leader.
+        match leader.leads(poller.store()) {
+            Ok(true) => {}
+            Ok(false) => {
+                readiness.record(poller.name(), None);
+                continue;
+            }
+            Err(e) => {
+                readiness.record(poller.name(), Some(e.to_string()));
+                continue;
+            }
+        }
         // Store writes are synchronous: stopping here can only cut an HTTP
         // call, never a commit.
         tokio::select! {

@@ -49,6 +49,7 @@
 //! - `supervise`: restarts a loop that dies, and says so on `/healthz`
 //! - `source`: reading Orange: token cache, request budget, paging, typed errors
 //! - `poll`: one cycle: pages → diff → commit; vanished orders resolved by id
+//! - `leader`: which replica polls a source, asked before each cycle
 //! - `health`: a source's failed cycles in a row, and the source events
 //!   (`source.failing`...) they and its API key's expiry call for
 //! - [`diff`]: pure: (snapshot, order) → events
@@ -85,6 +86,7 @@ mod event;
 mod health;
 mod http;
 mod inspect;
+mod leader;
 mod metrics;
 mod poll;
 mod reload;

@@ -14,6 +14,7 @@ pub const OUTBOX_DEPTH: &str = "orderwatch_outbox_depth";
 pub const DEAD_LETTERS: &str = "orderwatch_dead_letters";
 pub const TASK_RESTARTS_TOTAL: &str = "orderwatch_task_restarts_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "orderwatch_config_reloads_total";
+pub const LEADER: &str = "orderwatch_leader";
 
 /// Give every metric its description; called once the recorder is set.
 pub fn describe() {
@@ -48,6 +49,10 @@ pub fn describe() {
     describe_counter!(
         TASK_RESTARTS_TOTAL,
         "Restarts of a loop that ended unexpectedly, per task"
+    );
+    describe_gauge!(
+        LEADER,
+        "1 where this orderwatch polls the source, 0 where another replica does"
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,

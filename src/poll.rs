@@ -276,6 +276,11 @@ impl Poller {
         &self.cfg.name
     }
 
+    /// The store it commits to: the poll loop asks it who leads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn interval(&self) -> Duration {
         self.cfg.interval
     }

@@ -138,6 +138,11 @@ impl Store {
         Store::open(dir)
     }
 
+    /// Whether other processes may share this store (postgres replicas).
+    pub fn is_shared(&self) -> bool {
+        self.shared.server.is_some()
+    }
+
     /// Why the store cannot be used, while it cannot.
     pub fn failure(&self) -> Option<StoreFailure> {
         self.health().failure.clone()

@@ -31,6 +31,7 @@ mod postgres;
 mod readonly;
 mod receivers;
 mod reload;
+mod replicas;
 mod retry_policy;
 mod secrets;
 mod shutdown;

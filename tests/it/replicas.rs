@@ -1,0 +1,126 @@
+//! Two `orderwatch run` on one postgres store, through the real binary:
+//! one leads the source (and says so), the other follows, is ready and
+//! says who leads; each change is delivered once between them; when the
+//! leader is killed (SIGKILL, no goodbye), the follower takes over within
+//! the lease and tells the next change, once.
+
+use crate::helpers::*;
+use crate::pg;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TRACKING: &str = "/order-tracking/b2b/v1/orders";
+
+fn replica(base: &str, hook: &str, url: &str) -> Workspace {
+    current_tracking_workspace(
+        base,
+        hook,
+        "",
+        &format!("listen: 127.0.0.1:0\nstore: {{ backend: postgres, url: \"{url}\" }}\n"),
+    )
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// How many times each event id reached the hook.
+fn deliveries_by_id(hook: &Receiver) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in hook.delivered() {
+        *out.entry(r.header("webhook-id")).or_insert(0) += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_work_and_a_follower_takes_over_from_a_dead_leader() {
+    let Some(url) = pg::fresh_database(
+        "replicas::two_replicas_share_the_work_and_a_follower_takes_over_from_a_dead_leader",
+    ) else {
+        return;
+    };
+    let sim = simulator(20).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let (one, two) = (
+        replica(&sim.base_url(), &hook.url, &url),
+        replica(&sim.base_url(), &hook.url, &url),
+    );
+    let mut first = one.spawn_run();
+    eventually("the first replica leading", Duration::from_secs(30), || {
+        log_count(&one, "leads source `tracking`") == 1
+    })
+    .await;
+    let second = two.spawn_run();
+    eventually(
+        "the second replica following",
+        Duration::from_secs(30),
+        || log_count(&two, "is polled by another orderwatch") == 1,
+    )
+    .await;
+    let (health_one, health_two) = (health_addr(&one).await, health_addr(&two).await);
+    eventually_async("the follower ready", Duration::from_secs(30), || async {
+        get(&format!("http://{health_two}/readyz")).await.0 == 200
+    })
+    .await;
+    let (_, metrics) = get(&format!("http://{health_two}/metrics")).await;
+    assert!(
+        metrics.contains("orderwatch_leader{source=\"tracking\"} 0"),
+        "{metrics}"
+    );
+    let (_, metrics) = get(&format!("http://{health_one}/metrics")).await;
+    assert!(
+        metrics.contains("orderwatch_leader{source=\"tracking\"} 1"),
+        "{metrics}"
+    );
+
+    let current = admin.ids(TRACKING, "status=Current").await;
+    for id in &current[..3] {
+        admin
+            .patch("order-tracking", id, json!({"status": "Closed"}))
+            .await;
+    }
+    eventually("three closings delivered", Duration::from_secs(30), || {
+        deliveries_by_id(&hook).len() == 3
+    })
+    .await;
+
+    // The leader dies without a word: its lease runs out, the follower
+    // takes over and tells the next change.
+    first.kill().await.expect("SIGKILL the leader");
+    eventually("the follower taking over", Duration::from_secs(60), || {
+        log_count(&two, "leads source `tracking`") == 1
+    })
+    .await;
+    admin
+        .patch("order-tracking", &current[3], json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "the next closing delivered",
+        Duration::from_secs(30),
+        || deliveries_by_id(&hook).len() == 4,
+    )
+    .await;
+    stop_daemon(second).await;
+    let told = deliveries_by_id(&hook);
+    assert!(told.values().all(|n| *n == 1), "each once: {told:?}");
+    let orders: Vec<String> = hook
+        .delivered()
+        .iter()
+        .map(|r| {
+            r.json()["data"]["order_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for id in &current[..4] {
+        assert_eq!(orders.iter().filter(|o| *o == id).count(), 1, "{orders:?}");
+    }
+    sim.shutdown().await;
+}
