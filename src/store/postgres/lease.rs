@@ -120,11 +120,17 @@ impl PgStore {
         })?;
         Ok(match got {
             Ok(token) => {
+                // Led by another in between (or never before): what this
+                // replica remembers of the source's hashes may be stale.
+                if self.inner.fences.of(source).map(|(t, _)| t) != Some(token) {
+                    self.inner.hashes.forget(source);
+                }
                 self.inner.fences.hold(source, token, lease_ms);
                 Leadership::Leads
             }
             Err(holder) => {
                 self.inner.fences.drop_source(source);
+                self.inner.hashes.forget(source);
                 Leadership::Follows { holder }
             }
         })
@@ -156,14 +162,14 @@ pub(super) async fn check_in(
     held: Option<(i64, i64)>,
 ) -> Result<(), StoreError> {
     let lease_ms = held.map_or(millis(COMMIT_LEASE), |(_, ms)| ms) as f64;
-    let row = tx
-        .query_opt(
+    let read = tx
+        .prepare_cached(
             "SELECT holder, fencing_token, lease_until < clock_timestamp()
              FROM leases WHERE source = $1 FOR UPDATE",
-            &[&source],
         )
         .await
         .or_store(at)?;
+    let row = tx.query_opt(&read, &[&source]).await.or_store(at)?;
     let fenced = |holder: String| StoreError::Fenced {
         source_name: source.to_owned(),
         holder,
@@ -174,13 +180,16 @@ pub(super) async fn check_in(
                 // Our lease row went away: someone cleared the leases.
                 return Err(fenced(String::new()));
             }
-            tx.execute(
-                "INSERT INTO leases (source, holder, fencing_token, lease_until)
-                 VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond')",
-                &[&source, &me, &lease_ms],
-            )
-            .await
-            .or_store(at)?;
+            let take = tx
+                .prepare_cached(
+                    "INSERT INTO leases (source, holder, fencing_token, lease_until)
+                     VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond')",
+                )
+                .await
+                .or_store(at)?;
+            tx.execute(&take, &[&source, &me, &lease_ms])
+                .await
+                .or_store(at)?;
         }
         Some(row) => {
             let (holder, token, expired): (String, i64, bool) =
@@ -190,15 +199,18 @@ pub(super) async fn check_in(
             if !ours && !free {
                 return Err(fenced(holder));
             }
-            tx.execute(
-                "UPDATE leases SET holder = $2,
-                     fencing_token = fencing_token + CASE WHEN holder = $2 THEN 0 ELSE 1 END,
-                     lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE source = $1",
-                &[&source, &me, &lease_ms],
-            )
-            .await
-            .or_store(at)?;
+            let renew = tx
+                .prepare_cached(
+                    "UPDATE leases SET holder = $2,
+                         fencing_token = fencing_token + CASE WHEN holder = $2 THEN 0 ELSE 1 END,
+                         lease_until = clock_timestamp() + $3 * interval '1 millisecond'
+                     WHERE source = $1",
+                )
+                .await
+                .or_store(at)?;
+            tx.execute(&renew, &[&source, &me, &lease_ms])
+                .await
+                .or_store(at)?;
         }
     }
     Ok(())

@@ -347,10 +347,11 @@ impl PgStore {
 /// So the first comparison of a source reads all its hashes in one query,
 /// and this store's own commits keep them current; they are read again
 /// after [`HASHES_FOR`], and forgotten when a commit of the source fails
-/// (it may or may not have landed). That is exact because only this
-/// process writes a source's snapshots (one orderwatch per database, and
-/// `store copy` only into an empty one); the snapshot an event is made
-/// from is always read from the database itself.
+/// (it may or may not have landed), or when another replica led the source
+/// in between (`lease.rs`). That is exact because only a source's leader
+/// writes its snapshots (fenced), and `store copy` only into an empty
+/// store; the snapshot an event is made from is always read from the
+/// database itself.
 #[derive(Default)]
 pub(super) struct HashCache {
     sources: std::sync::Mutex<HashMap<String, SourceHashes>>,
@@ -400,8 +401,8 @@ impl HashCache {
         }
     }
 
-    /// A commit of `source` failed: what it may or may not have written is
-    /// read again.
+    /// Read `source`'s hashes again on their next use: a commit failed (it
+    /// may or may not have landed), or another replica led the source.
     pub(super) fn forget(&self, source: &str) {
         self.lock().remove(source);
     }
