@@ -124,3 +124,71 @@ async fn two_replicas_share_the_work_and_a_follower_takes_over_from_a_dead_leade
     }
     sim.shutdown().await;
 }
+
+/// A leader frozen (SIGSTOP) long enough for its lease to run out: the
+/// follower takes over and tells the change; thawed, the former leader
+/// finds it follows now, and nothing is told twice.
+#[tokio::test]
+async fn a_paused_leader_resumes_as_a_follower_and_tells_nothing_twice() {
+    let Some(url) = pg::fresh_database(
+        "replicas::a_paused_leader_resumes_as_a_follower_and_tells_nothing_twice",
+    ) else {
+        return;
+    };
+    let sim = simulator(20).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let (one, two) = (
+        replica(&sim.base_url(), &hook.url, &url),
+        replica(&sim.base_url(), &hook.url, &url),
+    );
+    let first = one.spawn_run();
+    eventually("the first replica leading", Duration::from_secs(30), || {
+        log_count(&one, "leads source `tracking`") == 1
+    })
+    .await;
+    let second = two.spawn_run();
+    eventually(
+        "the second replica following",
+        Duration::from_secs(30),
+        || log_count(&two, "is polled by another orderwatch") == 1,
+    )
+    .await;
+    let pid = first.id().expect("the leader's pid") as libc::pid_t;
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    eventually("the follower taking over", Duration::from_secs(60), || {
+        log_count(&two, "leads source `tracking`") == 1
+    })
+    .await;
+    let current = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "the change told by the new leader",
+        Duration::from_secs(30),
+        || deliveries_by_id(&hook).len() == 1,
+    )
+    .await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    eventually(
+        "the former leader following",
+        Duration::from_secs(30),
+        || log_count(&one, "is polled by another orderwatch") >= 1,
+    )
+    .await;
+    admin
+        .patch("order-tracking", &current[1], json!({"status": "Closed"}))
+        .await;
+    eventually("the next change told", Duration::from_secs(30), || {
+        deliveries_by_id(&hook).len() == 2
+    })
+    .await;
+    stop_daemon(first).await;
+    stop_daemon(second).await;
+    let told = deliveries_by_id(&hook);
+    assert!(told.values().all(|n| *n == 1), "each once: {told:?}");
+    sim.shutdown().await;
+}
