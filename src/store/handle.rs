@@ -25,7 +25,7 @@ use crate::config::StoreConfig;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// How often a failed store is opened again.
 const REOPEN_EVERY: Duration = Duration::from_secs(2);
@@ -310,13 +310,20 @@ impl Store {
     /// Write everything to disk (on shutdown, and at the end of `once`),
     /// and let go of the sources this process leads (postgres replicas).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.with(|s| s.flush().and_then(|()| s.release()))
-            .map_err(|e| match e {
-                StoreError::DiskFull => StoreError::FlushDiskFull {
-                    dir: self.shared.dir.clone(),
-                },
-                other => other,
-            })
+        if self.is_shared()
+            && let Err(e) = self.with(|s| s.release())
+        {
+            // Not a failed shutdown: the leases simply run out instead.
+            warn!(
+                "could not let go of this orderwatch's leases ({e}): other replicas take over once they run out"
+            );
+        }
+        self.with(|s| s.flush()).map_err(|e| match e {
+            StoreError::DiskFull => StoreError::FlushDiskFull {
+                dir: self.shared.dir.clone(),
+            },
+            other => other,
+        })
     }
 
     pub fn has_baseline(&self, source: &str) -> Result<bool, StoreError> {
@@ -390,6 +397,11 @@ impl Store {
     /// Take or keep the lead of `source` for `lease` (replicas on one
     /// postgres store: only the leader polls it; sled always leads).
     pub fn lead(&self, source: &str, lease: Duration) -> Result<Leadership, StoreError> {
+        // Not even a look at a store one process holds alone: a failed disk
+        // must fail the cycle at its commit, as it always did.
+        if !self.is_shared() {
+            return Ok(Leadership::Leads);
+        }
         self.with(|s| s.lead(source, lease))
     }
 
