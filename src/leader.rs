@@ -3,10 +3,13 @@
 //! cycle is skipped, and counts as ready), a change of leader is logged,
 //! and `orderwatch_leader{source}` is 1 where it leads, 0 where it follows.
 //!
-//! The lease is three intervals (at least [`MIN_LEASE`]): the leader renews
-//! it every cycle and with every commit, so a leader that stops or is cut
-//! off is replaced within its lease plus one interval of the follower. A
-//! store one process holds alone (sled) always leads, and says nothing.
+//! The lease is two intervals, but at most one interval and [`MAX_SLACK`]
+//! and at least [`MIN_LEASE`]: the leader renews it every cycle and with
+//! every commit, so it holds it through a slow cycle, and a leader that
+//! stops or is cut off is replaced within its lease plus one interval of
+//! the follower. Short, because an orderwatch restarted after a crash is a
+//! new holder and waits for its old lease to run out too. A store one
+//! process holds alone (sled) always leads, and says nothing.
 
 use crate::metrics::LEADER;
 use crate::store::{Leadership, Store, StoreError};
@@ -15,6 +18,7 @@ use std::time::Duration;
 use tracing::info;
 
 const MIN_LEASE: Duration = Duration::from_secs(5);
+const MAX_SLACK: Duration = Duration::from_secs(60);
 
 pub struct Leader {
     source: String,
@@ -27,7 +31,7 @@ impl Leader {
     pub fn new(source: &str, interval: Duration) -> Leader {
         Leader {
             source: source.to_owned(),
-            lease: (interval * 3).max(MIN_LEASE),
+            lease: (interval * 2).min(interval + MAX_SLACK).max(MIN_LEASE),
             last: Mutex::new(None),
         }
     }
