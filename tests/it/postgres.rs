@@ -234,3 +234,44 @@ async fn the_store_key_is_checked_before_anything_is_opened() {
     }
     sim.shutdown().await;
 }
+
+/// `run` killed (SIGKILL: its lease stays behind) and started again: once
+/// the old lease ran out, the new process leads and tells the change made
+/// meanwhile, once, under its deterministic id.
+#[tokio::test]
+async fn run_killed_and_started_again_carries_on_after_its_old_lease() {
+    let Some(url) =
+        pg::fresh_database("postgres::run_killed_and_started_again_carries_on_after_its_old_lease")
+    else {
+        return;
+    };
+    let sim = simulator(10).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url);
+    let mut running = ws.spawn_run();
+    eventually("the baseline committed", Duration::from_secs(30), || {
+        pg::try_count_at(&url, "SELECT count(*) FROM baselines") == Ok(1)
+    })
+    .await;
+    running.kill().await.expect("SIGKILL");
+    let current = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    let again = ws.spawn_run();
+    eventually(
+        "the change told after the restart",
+        Duration::from_secs(60),
+        || hook.delivered().len() == 1,
+    )
+    .await;
+    stop_daemon(again).await;
+    assert_eq!(hook.delivered().len(), 1);
+    assert_eq!(
+        pg::count_at(&url, "SELECT count(*) FROM leases"),
+        0,
+        "a clean stop lets go of its leases"
+    );
+    sim.shutdown().await;
+}
