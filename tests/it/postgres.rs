@@ -4,7 +4,9 @@
 //! `orders`, `events` and `dead-letters list|replay` answered from the
 //! database, and a database that is down at start (a plain error without
 //! its password) or goes away mid-run (the cycles fail plainly, then
-//! carry on by themselves when it is back).
+//! carry on by themselves when it is back), and `run` killed and started
+//! again (it leads once its old lease ran out), and the `store` key's
+//! checks.
 //!
 //! The server is `pg.rs`'s; without one these tests say they are skipped
 //! (but the one whose database is down at start needs none).
