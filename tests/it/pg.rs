@@ -146,7 +146,12 @@ fn free_port() -> u16 {
 fn as_owner(program: &Path) -> Command {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        let mut cmd = Command::new("runuser");
+        // util-linux puts it in /usr/sbin (or /sbin), which a PATH may lack.
+        let runuser = ["/usr/sbin/runuser", "/sbin/runuser"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or("runuser");
+        let mut cmd = Command::new(runuser);
         cmd.args(["-u", "postgres", "--"]).arg(program);
         cmd
     } else {
