@@ -318,3 +318,43 @@ async fn a_due_date_that_is_not_a_date_is_warned_about_once() {
     assert!(hook.delivered().is_empty());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn due_dates_turned_on_for_an_existing_store_tell_only_what_comes_due_later() {
+    let (sim, admin, ids, hook, ws) = setup(2, "    watch: [/request/status]\n").await;
+    let past =
+        humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(60)).to_string();
+    set_due(&admin, &ids[0], &past).await;
+    // The baseline and a poll, with no timers configured.
+    ws.once_ok().await;
+    ws.once_ok().await;
+    let (due_at, due) = in_secs(4);
+    set_due(&admin, &ids[1], &due).await;
+    ws.once_ok().await;
+
+    let config = std::fs::read_to_string(ws.config_path()).unwrap();
+    let config = config.replace(
+        "    watch: [/request/status]\n",
+        &format!("    watch: [/request/status]\n{DUE}"),
+    );
+    std::fs::write(ws.config_path(), config).unwrap();
+    let daemon = ws.spawn_run();
+    eventually("the order due later told overdue", WAIT, || {
+        !told(&hook, "order.overdue", &ids[1]).is_empty()
+    })
+    .await;
+    until(due_at).await;
+    marker(&admin, &hook, &ids[0], 1).await;
+    cycles_pass(&ws, 2).await;
+    stop_daemon(daemon).await;
+    assert_eq!(log_count(&ws, "building the source's timer index"), 1);
+    assert_eq!(told(&hook, "order.due_soon", &ids[1]).len(), 1);
+    assert_eq!(told(&hook, "order.overdue", &ids[1]).len(), 1);
+    for kind in ["order.due_soon", "order.overdue"] {
+        assert!(
+            told(&hook, kind, &ids[0]).is_empty(),
+            "{kind} for the order past its date"
+        );
+    }
+    sim.shutdown().await;
+}
