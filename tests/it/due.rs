@@ -358,3 +358,39 @@ async fn due_dates_turned_on_for_an_existing_store_tell_only_what_comes_due_late
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_that_turns_due_on_arms_the_running_source() {
+    let (sim, admin, ids, hook, ws) = setup(1, "    watch: [/request/status]\n").await;
+    let daemon = ws.spawn_run();
+    cycles_pass(&ws, 1).await;
+    let (_, due) = in_secs(8);
+    set_due(&admin, &ids[0], &due).await;
+    cycles_pass(&ws, 1).await;
+
+    let config = std::fs::read_to_string(ws.config_path()).unwrap();
+    let config = config.replace(
+        "    watch: [/request/status]\n",
+        &format!("    watch: [/request/status]\n{DUE}"),
+    );
+    std::fs::write(ws.config_path(), config).unwrap();
+    let pid = daemon.id().expect("running").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("config reloaded", WAIT, || {
+        log_count(&ws, "config reloaded") == 1
+    })
+    .await;
+    eventually("due_soon and overdue after the reload", WAIT, || {
+        !told(&hook, "order.due_soon", &ids[0]).is_empty()
+            && !told(&hook, "order.overdue", &ids[0]).is_empty()
+    })
+    .await;
+    stop_daemon(daemon).await;
+    assert_eq!(delivered_of_type(&hook, "order.due_soon").len(), 1);
+    assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
+    sim.shutdown().await;
+}
