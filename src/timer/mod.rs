@@ -38,6 +38,8 @@ use tracing::{info, warn};
 
 /// The longest the timer waits between two evaluations.
 pub const EVERY: Duration = Duration::from_secs(30);
+/// The pause after an evaluation that failed.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// Timers fired in one commit.
 const BATCH: usize = 256;
 /// Rounds of one evaluation whose commit met a poll that moved an order's
@@ -373,15 +375,23 @@ impl Timer {
     /// the next timer fires, and at least every [`EVERY`], until `stop`.
     pub async fn run(self: Arc<Self>, stop: Shutdown) {
         loop {
-            if let Err(e) = self.evaluate(now_ms()) {
-                warn!(
-                    "the timer could not tell what came due (due dates, stalled orders; tried again shortly): {e}"
-                );
-            }
+            // A timer left due (the store failing, or polls moving dates
+            // faster than they fire) is tried again after a pause, not in
+            // a spin.
+            let floor = match self.evaluate(now_ms()) {
+                Ok(_) => Duration::from_millis(50),
+                Err(e) => {
+                    warn!(
+                        "the timer could not tell what came due (due dates, stalled orders; tried again shortly): {e}"
+                    );
+                    RETRY_AFTER_ERROR
+                }
+            };
             let wait = match self.store.next_timer() {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(EVERY),
                 _ => EVERY,
-            };
+            }
+            .max(floor);
             tokio::select! {
                 biased;
                 _ = stop.stopped() => return,
