@@ -394,3 +394,61 @@ async fn a_reload_that_turns_due_on_arms_the_running_source() {
     assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn timer_events_are_routed_by_type_and_by_the_order_they_carry() {
+    let sim = simulator(2).await;
+    let admin = Admin::new(&sim);
+    let ids = open_orders(&admin, 2).await;
+    let (late, open, moved) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    let sinks = [
+        webhook_sink_yaml("late", &late.url),
+        webhook_sink_yaml("open", &open.url),
+        webhook_sink_yaml("moved", &moved.url),
+    ]
+    .concat();
+    // `from` never matches an event that has none; `to` and `match` read
+    // the order as the last poll saw it.
+    let routes = format!(
+        "routes:\n  \
+         - {{sinks: [late], events: [order.overdue]}}\n  \
+         - {{sinks: [open], to: [Current], match: {{/id: \"{}\"}}}}\n  \
+         - {{sinks: [moved], from: [Current]}}\n",
+        ids[0]
+    );
+    let ws = Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), DUE),
+        &sinks,
+        &routes,
+    );
+    let daemon = ws.spawn_run();
+    cycles_pass(&ws, 1).await;
+    let (_, due) = in_secs(3);
+    for id in &ids {
+        set_due(&admin, id, &due).await;
+    }
+    eventually("both overdue at late", WAIT, || {
+        delivered_of_type(&late, "order.overdue").len() == 2
+    })
+    .await;
+    eventually("the first order's two events at open", WAIT, || {
+        !delivered_of_type(&open, "order.overdue").is_empty()
+    })
+    .await;
+    cycles_pass(&ws, 2).await;
+    stop_daemon(daemon).await;
+    assert!(delivered_of_type(&late, "order.due_soon").is_empty());
+    let at_open: Vec<_> = open.delivered().iter().map(Received::json).collect();
+    assert_eq!(at_open.len(), 2, "{at_open:?}");
+    assert!(
+        at_open
+            .iter()
+            .all(|e| e["data"]["order_id"] == ids[0].as_str())
+    );
+    assert!(moved.delivered().is_empty());
+    sim.shutdown().await;
+}
