@@ -54,6 +54,8 @@
 //!   (`source.failing`...) they and its API key's expiry call for
 //! - [`diff`]: pure: (snapshot, order) → events
 //! - `event`: the event (about an order or a source), its type and deterministic id
+//! - `timer`: what comes with time: due dates (`order.due_soon`,
+//!   `order.overdue`) and stalled orders, from the store's index by fire time
 //! - `store`: snapshots, outbox, dead letters, event log, behind one trait:
 //!   sled (the only module that imports sled) or PostgreSQL
 //! - `route`: which sinks an event goes to
@@ -98,6 +100,7 @@ mod source;
 mod store;
 mod supervise;
 mod telemetry;
+mod timer;
 mod ui;
 
 pub use app::App;
@@ -109,6 +112,7 @@ pub use source::{
     ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
 };
 pub use store::{
-    Commit, DeliveryStatus, EVENT_LOG_LEN, Leadership, NewEvent, SCHEMA_VERSION, Snapshot,
-    SourceHealth, Store, StoreError, SyncState, SyncUpdate, now_ms,
+    Commit, DeliveryStatus, DueDate, EVENT_LOG_LEN, FiredTimer, IndexBuild, IndexMode, Leadership,
+    NewEvent, OrderTimes, SCHEMA_VERSION, Snapshot, SourceHealth, Store, StoreError, SyncState,
+    SyncUpdate, TimerKind, TimerSettings, TimerUpdate, now_ms,
 };

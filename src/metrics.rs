@@ -15,6 +15,8 @@ pub const DEAD_LETTERS: &str = "orderwatch_dead_letters";
 pub const TASK_RESTARTS_TOTAL: &str = "orderwatch_task_restarts_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "orderwatch_config_reloads_total";
 pub const LEADER: &str = "orderwatch_leader";
+pub const TIMER_EVALUATIONS_TOTAL: &str = "orderwatch_timer_evaluations_total";
+pub const TIMER_EVALUATION_SECONDS: &str = "orderwatch_timer_evaluation_seconds";
 
 /// Give every metric its description; called once the recorder is set.
 pub fn describe() {
@@ -53,6 +55,15 @@ pub fn describe() {
     describe_gauge!(
         LEADER,
         "1 where this orderwatch polls the source, 0 where another replica does"
+    );
+    describe_counter!(
+        TIMER_EVALUATIONS_TOTAL,
+        "Evaluations of the timers (due dates, stalled orders), by outcome (ok, error)"
+    );
+    describe_histogram!(
+        TIMER_EVALUATION_SECONDS,
+        Unit::Seconds,
+        "How long an evaluation of the timers took"
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,

@@ -16,11 +16,14 @@
 //! ([`StoreBackend::is_first_of_order`]); an entry is removed only when it
 //! was delivered or dead-lettered; each event's body is stored once and
 //! kept while the log or an entry needs it; the log keeps the last
-//! [`EVENT_LOG_LEN`](super::EVENT_LOG_LEN) sequence numbers.
+//! [`EVENT_LOG_LEN`](super::EVENT_LOG_LEN) sequence numbers; the timer
+//! index moves with the snapshots of its commit, and a fired timer with
+//! its event (refused as [`StoreError::TimerMoved`] when a poll changed
+//! the order's record in between).
 
 use super::{
-    Commit, DeadLetter, DueEntry, Leadership, OutboxEntry, Snapshot, SourceHealth, StoreError,
-    SyncState, TimelineEntry,
+    Commit, DeadLetter, DueEntry, DueTimer, IndexBuild, Leadership, OutboxEntry, OverdueOrder,
+    Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry,
 };
 use std::time::Duration;
 
@@ -82,6 +85,27 @@ pub(crate) trait StoreBackend: Send + Sync {
     fn timeline(&self, source: &str, order_id: &str) -> Result<Vec<TimelineEntry>, StoreError>;
     /// The logged events below sequence `before`, newest first.
     fn events_before(&self, before: u64) -> Records<(u64, String)>;
+
+    /// Armed timers due at `now_ms`, earliest first, at most `limit`.
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
+    /// When the earliest armed timer fires (unix ms).
+    fn next_timer(&self) -> Result<Option<u64>, StoreError>;
+    /// The settings a source's index was built with.
+    fn timer_settings(&self, source: &str) -> Result<Option<String>, StoreError>;
+    /// The sources that have timer settings recorded, in name order.
+    fn timer_sources(&self) -> Result<Vec<String>, StoreError>;
+    /// Build a source's index again from its snapshots; the settings are
+    /// recorded last, so a rebuild cut short is done again.
+    fn rebuild_timers(
+        &self,
+        source: &str,
+        build: &IndexBuild<'_>,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Open orders past their date that the baseline (or a rebuild) found
+    /// so already, never announced.
+    fn overdue_orders(&self, source: &str, now_ms: u64) -> Result<Vec<OverdueOrder>, StoreError>;
+
     /// Let go of every source this process leads (on shutdown, so another
     /// replica takes over at once rather than after the lease).
     fn release(&self) -> Result<(), StoreError> {
@@ -191,5 +215,28 @@ impl StoreBackend for super::SledStore {
     }
     fn recent_events(&self) -> Records<String> {
         Box::new(super::SledStore::recent_events(self))
+    }
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        super::SledStore::due_timers(self, now_ms, limit)
+    }
+    fn next_timer(&self) -> Result<Option<u64>, StoreError> {
+        super::SledStore::next_timer(self)
+    }
+    fn timer_settings(&self, source: &str) -> Result<Option<String>, StoreError> {
+        super::SledStore::timer_settings(self, source)
+    }
+    fn timer_sources(&self) -> Result<Vec<String>, StoreError> {
+        super::SledStore::timer_sources(self)
+    }
+    fn rebuild_timers(
+        &self,
+        source: &str,
+        build: &IndexBuild<'_>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        super::SledStore::rebuild_timers(self, source, build, now_ms)
+    }
+    fn overdue_orders(&self, source: &str, now_ms: u64) -> Result<Vec<OverdueOrder>, StoreError> {
+        super::SledStore::overdue_orders(self, source, now_ms)
     }
 }

@@ -3,7 +3,10 @@
 //! baseline: snapshots (with their listed flags), the outbox (each entry
 //! due when it was, attempts kept), dead letters, the event log with its
 //! bodies and delivery log, baseline marks, incremental cursors and source
-//! health, and the event sequence, so the next event follows the last.
+//! health, the timer index (what was told of each due date and stalled
+//! status, and what is armed: rebuilding it instead would pass over what
+//! came due while the store moved), and the event sequence, so the next
+//! event follows the last.
 //!
 //! The sled store is opened as `run` would open it (so a running
 //! orderwatch holding it makes the copy refuse, and an old schema is
@@ -209,10 +212,15 @@ fn read_all(
     count(&mut report, "baselines", baselines.len());
     count(&mut report, "sync_state", sync.len());
     count(&mut report, "source_health", health.len());
+    let timers = sled.timer_rows()?;
+    count(&mut report, "timers", timers.records.len());
+    count(&mut report, "timer_schedule", timers.schedule.len());
+    count(&mut report, "timer_settings", timers.settings.len());
     for chunk in [
         CopyChunk::Baselines(baselines),
         CopyChunk::Sync(sync),
         CopyChunk::Health(health),
+        CopyChunk::Timers(timers),
     ] {
         if !send(chunk) {
             return Err(stopped());

@@ -157,7 +157,7 @@ impl Store {
 
     /// Run `op` on the open database; after an I/O error, let go of it so
     /// that a later call opens the store again.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         op: impl FnOnce(&dyn StoreBackend) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

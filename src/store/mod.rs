@@ -31,6 +31,9 @@
 //! - `events_by_order`: `source \0 order seq` → nothing: one order's logged
 //!   events; `deliveries`: `seq sink` → attempts and time, the delivery log,
 //!   trimmed with the event log (`timeline.rs` reads both)
+//! - `timers`: the timer index by fire time, and what each open order's
+//!   due date and status episode are (`timers.rs`); built from the
+//!   snapshots when absent, so it needs no schema version of its own
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
 //!   last full listing ([`SyncState`]), and its health record
@@ -50,11 +53,22 @@ mod postgres;
 pub mod salvage;
 mod snapshot;
 mod timeline;
+mod timers;
 
 pub use handle::Store;
 pub use health::SourceHealth;
 pub use snapshot::Snapshot;
 pub use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
+#[allow(
+    unused_imports,
+    reason = "what Store::overdue_orders answers: the orders a digest lists as overdue from the start"
+)]
+pub use timers::OverdueOrder;
+pub(crate) use timers::TimerRows;
+pub use timers::{
+    DueDate, DueTimer, FiredTimer, IndexBuild, IndexMode, OrderTimes, TimerKind, TimerSettings,
+    TimerUpdate,
+};
 
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
@@ -149,6 +163,10 @@ pub enum StoreError {
     Engine(String),
     #[error("a stored record is damaged: {0}")]
     Damaged(String),
+    /// A timer fired for an order whose dates a poll changed meanwhile:
+    /// nothing was written, and the timer reads again.
+    #[error("an order's timers changed while they fired")]
+    TimerMoved,
 }
 
 impl From<sled::Error> for StoreError {
@@ -244,6 +262,10 @@ pub struct Commit {
     pub sync: Option<SyncUpdate>,
     /// The source's new health record, written with the events it led to.
     pub health: Option<SourceHealth>,
+    /// The timers of the orders in `snapshots`, kept in step with them.
+    pub timers: Option<TimerUpdate>,
+    /// Timers whose events are in `events`: removed or moved on with them.
+    pub fired: Vec<FiredTimer>,
 }
 
 impl Commit {
@@ -253,6 +275,8 @@ impl Commit {
             && !self.mark_baseline
             && self.sync.is_none()
             && self.health.is_none()
+            && self.fired.is_empty()
+            && self.timers.as_ref().is_none_or(|t| t.orders.is_empty())
     }
 }
 
@@ -300,6 +324,7 @@ pub(crate) struct SledStore {
     bodies: sled::Tree,
     body_refs: sled::Tree,
     meta: sled::Tree,
+    timers: sled::Tree,
 }
 
 pub fn now_ms() -> u64 {
@@ -379,6 +404,7 @@ impl SledStore {
             bodies: tree("bodies")?,
             body_refs: tree("body_refs")?,
             meta: tree("meta")?,
+            timers: tree("timers")?,
             dir: dir.to_owned(),
             db,
         };
@@ -563,20 +589,34 @@ impl SledStore {
                 )
             })
             .collect();
+        let timer_mode = timers::IndexMode::Poll {
+            baseline: commit.timers.is_some() && !self.has_baseline(&commit.source)?,
+        };
+        let index_timers = |tree: &sled::transaction::TransactionalTree| {
+            for fired in &commit.fired {
+                timers::fire(tree, &commit.source, fired)?;
+            }
+            match &commit.timers {
+                Some(update) => timers::apply_orders(tree, &commit.source, update, timer_mode, now),
+                None => Ok(()),
+            }
+        };
         if commit.events.is_empty()
             && !commit.mark_baseline
             && commit.sync.is_none()
             && commit.health.is_none()
         {
-            // Only snapshots: a transaction over the two trees they touch,
-            // much cheaper than over six (a baseline cycle is a thousand of
-            // these at 100,000 orders).
-            (&self.snapshots, &self.listed).transaction(|(snapshots, listed)| {
-                for (key, value, is_listed) in &encoded {
-                    write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })?;
+            // Only snapshots (and their timers): a transaction over the
+            // trees they touch, much cheaper than over all of them (a
+            // baseline cycle is a thousand of these at 100,000 orders).
+            (&self.snapshots, &self.listed, &self.timers).transaction(
+                |(snapshots, listed, timers)| {
+                    for (key, value, is_listed) in &encoded {
+                        write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
+                    }
+                    index_timers(timers)
+                },
+            )?;
             return Ok(());
         }
         let trees = (
@@ -589,6 +629,7 @@ impl SledStore {
             &self.bodies,
             &self.body_refs,
             &self.meta,
+            &self.timers,
         );
         let last_seq = trees.transaction(
             |(
@@ -601,7 +642,9 @@ impl SledStore {
                 bodies,
                 body_refs,
                 meta,
+                timers,
             )| {
+                index_timers(timers)?;
                 for (key, value, is_listed) in &encoded {
                     write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
                 }

@@ -9,6 +9,7 @@ mod crash;
 mod crash_loop;
 mod delivery;
 mod disk_full;
+mod due;
 mod fault_matrix;
 mod flow;
 mod flow_faults;

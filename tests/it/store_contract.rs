@@ -8,8 +8,10 @@
 //! and the sync state are committed together; one order's entries at one
 //! sink leave in order; dead letters are buried and replayed; the log is
 //! bounded and read in pages; each event's timeline; sources and sinks
-//! listed once; what was committed survives opening the store again; and,
-//! for postgres, the schema check.
+//! listed once; what was committed survives opening the store again; the
+//! timer index (`timers.rs`); and, for postgres, the schema check.
+
+mod timers;
 
 use crate::pg;
 use orderwatch::{
@@ -75,7 +77,11 @@ contract!(
     snapshots_read_in_pages_in_byte_order,
     baseline_health_and_bodies_move_with_their_commit,
     a_snapshot_hash_follows_each_commit,
+    the_baseline_keeps_what_was_overdue_then_and_a_fired_timer_moves_on,
+    a_fired_timer_commits_with_its_event_and_survives_a_reopen,
+    a_rebuild_follows_the_snapshots_and_records_its_settings,
 );
+use timers::*;
 
 fn snap(rev: u64, status: &str, order: &str) -> Snapshot {
     Snapshot {

@@ -4,6 +4,9 @@
 //! baseline, delivers the queued entry under its id, shows the dead
 //! letter, and tells the next change once. A second copy into the same
 //! (now full) database is refused, as is a copy while the store is in use.
+//! The timer index comes along: a due date told `order.due_soon` on sled
+//! is not told again on postgres, and its `order.overdue` still comes,
+//! once, with no rebuild of the index.
 
 use crate::helpers::*;
 use crate::pg;
@@ -115,5 +118,70 @@ async fn a_copied_store_carries_on_on_postgres_without_a_new_baseline() {
     let out = ws.run(&["store", "copy", "--to", &url]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not empty"), "{}", text(&out));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_copied_store_keeps_what_its_timers_told_and_what_they_still_will() {
+    let Some(url) = pg::fresh_database(
+        "store_copy::a_copied_store_keeps_what_its_timers_told_and_what_they_still_will",
+    ) else {
+        return;
+    };
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = current_tracking_workspace(
+        &sim.base_url(),
+        &hook.url,
+        "    due: { field: /keyDates/expectedAt, warn_before: 1h }\n",
+        "",
+    );
+    ws.once_ok().await;
+    let current = admin.ids(TRACKING, "status=Current").await;
+    let order = current[0].as_str();
+    let at = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
+    let due = humantime::format_rfc3339_seconds(at).to_string();
+    admin
+        .patch(
+            "order-tracking",
+            order,
+            json!({"keyDates": {"expectedAt": due}}),
+        )
+        .await;
+    // Within warn_before when first seen: due_soon now, overdue armed.
+    ws.once_ok().await;
+    assert_eq!(delivered_of_type(&hook, "order.due_soon").len(), 1);
+    assert!(delivered_of_type(&hook, "order.overdue").is_empty());
+
+    let out = ws.run(&["store", "copy", "--to", &url]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("timer_schedule"), "{}", text(&out));
+    let config = std::fs::read_to_string(ws.config_path()).unwrap();
+    std::fs::write(
+        ws.config_path(),
+        format!("{config}{}", postgres_store(&url)),
+    )
+    .unwrap();
+    eventually(
+        "the due date to pass",
+        std::time::Duration::from_secs(30),
+        || std::time::SystemTime::now() > at,
+    )
+    .await;
+    let out = ws.run(&["once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !text(&out).contains("building the source's timer index"),
+        "the copied index is used as it is: {}",
+        text(&out)
+    );
+    let overdue = delivered_of_type(&hook, "order.overdue");
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(overdue[0]["data"]["order_id"], order);
+    assert_eq!(overdue[0]["data"]["due"], due.as_str());
+    assert_eq!(delivered_of_type(&hook, "order.due_soon").len(), 1);
+    ws.once_ok().await;
+    assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
     sim.shutdown().await;
 }

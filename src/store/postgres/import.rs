@@ -37,6 +37,9 @@ pub(crate) enum CopyChunk {
     Baselines(Vec<(String, u64)>),
     Sync(Vec<(String, SyncState)>),
     Health(Vec<(String, SourceHealth)>),
+    /// The timer index, whole: what was told of each due date and status
+    /// episode, and what is armed.
+    Timers(crate::store::TimerRows),
     /// The last sequence number given out: the next event comes after it.
     Done {
         event_seq: u64,
@@ -78,7 +81,8 @@ impl PgStore {
             // Nothing else may write while the copy checks and fills.
             tx.batch_execute(
                 "LOCK TABLE snapshots, outbox, dead_letters, events, bodies, deliveries,
-                      baselines, sync_state, source_health IN EXCLUSIVE MODE",
+                      baselines, sync_state, source_health, timers, timer_schedule,
+                      timer_settings IN EXCLUSIVE MODE",
             )
             .await
             .or_store(&at)?;
@@ -88,7 +92,10 @@ impl PgStore {
                          OR EXISTS (SELECT 1 FROM dead_letters) OR EXISTS (SELECT 1 FROM events)
                          OR EXISTS (SELECT 1 FROM bodies) OR EXISTS (SELECT 1 FROM baselines)
                          OR EXISTS (SELECT 1 FROM sync_state)
-                         OR EXISTS (SELECT 1 FROM source_health)",
+                         OR EXISTS (SELECT 1 FROM source_health)
+                         OR EXISTS (SELECT 1 FROM timers)
+                         OR EXISTS (SELECT 1 FROM timer_schedule)
+                         OR EXISTS (SELECT 1 FROM timer_settings)",
                     &[],
                 )
                 .await
@@ -228,6 +235,46 @@ impl PgStore {
                                     &h.failing_told,
                                     &h.expiry_told,
                                 ],
+                            )
+                            .await
+                            .or_store(&at)?;
+                        }
+                    }
+                    CopyChunk::Timers(rows) => {
+                        let (sources, orders, records): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+                            rows.records.iter().map(|r| r.0.as_str()).collect(),
+                            rows.records.iter().map(|r| r.1.as_str()).collect(),
+                            rows.records.iter().map(|r| r.2.as_str()).collect(),
+                        );
+                        tx.execute(
+                            "INSERT INTO timers (source, order_id, record)
+                             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+                            &[&sources, &orders, &records],
+                        )
+                        .await
+                        .or_store(&at)?;
+                        let fires: Vec<i64> = rows.schedule.iter().map(|s| signed(s.0)).collect();
+                        let sources: Vec<&str> =
+                            rows.schedule.iter().map(|s| s.1.as_str()).collect();
+                        let orders: Vec<&str> =
+                            rows.schedule.iter().map(|s| s.2.as_str()).collect();
+                        let kinds: Vec<i16> = rows
+                            .schedule
+                            .iter()
+                            .map(|s| i16::from(s.3.byte()))
+                            .collect();
+                        tx.execute(
+                            "INSERT INTO timer_schedule (fire_ms, source, order_id, kind)
+                             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[],
+                                 $4::smallint[])",
+                            &[&fires, &sources, &orders, &kinds],
+                        )
+                        .await
+                        .or_store(&at)?;
+                        for (source, settings) in &rows.settings {
+                            tx.execute(
+                                "INSERT INTO timer_settings (source, fingerprint) VALUES ($1, $2)",
+                                &[source, settings],
                             )
                             .await
                             .or_store(&at)?;

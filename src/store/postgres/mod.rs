@@ -9,6 +9,8 @@
 //! - `read.rs`: snapshots, sync state, health, the log, the timeline
 //! - `write.rs`: a poll's commit, and the outbox and dead letters
 //! - `import.rs`: what `store copy` writes, in one transaction
+//! - `timers.rs`: the timer index (due dates, stalled orders), written
+//!   in the commit's transaction
 //! - `lease.rs`: replicas: who polls each source, and the fencing check
 //!   every commit makes
 //!
@@ -25,6 +27,7 @@ mod lease;
 mod read;
 mod runner;
 mod schema;
+mod timers;
 mod write;
 
 pub(crate) use import::{CopyChunk, LoggedEvent};
@@ -327,6 +330,33 @@ impl super::backend::StoreBackend for PgStore {
     }
     fn events_before(&self, before: u64) -> super::backend::Records<(u64, String)> {
         self.read_events_before(before)
+    }
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<super::DueTimer>, StoreError> {
+        self.read_due_timers(now_ms, limit)
+    }
+    fn next_timer(&self) -> Result<Option<u64>, StoreError> {
+        self.read_next_timer()
+    }
+    fn timer_settings(&self, source: &str) -> Result<Option<String>, StoreError> {
+        self.read_timer_settings(source)
+    }
+    fn timer_sources(&self) -> Result<Vec<String>, StoreError> {
+        self.read_timer_sources()
+    }
+    fn rebuild_timers(
+        &self,
+        source: &str,
+        build: &super::IndexBuild<'_>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write_rebuild_timers(source, build, now_ms)
+    }
+    fn overdue_orders(
+        &self,
+        source: &str,
+        now_ms: u64,
+    ) -> Result<Vec<super::OverdueOrder>, StoreError> {
+        self.read_overdue_orders(source, now_ms)
     }
     fn lead(&self, source: &str, lease: Duration) -> Result<super::Leadership, StoreError> {
         self.lead_source(source, lease)

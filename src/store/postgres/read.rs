@@ -20,10 +20,10 @@ use tokio_postgres::Row;
 /// Rows read per page of a stream.
 const PAGE: i64 = 500;
 
-const SNAPSHOT_COLUMNS: &str = "revision, hash, listed, status, changed_at, body";
+pub(super) const SNAPSHOT_COLUMNS: &str = "revision, hash, listed, status, changed_at, body";
 
 /// A snapshot from its columns, in [`SNAPSHOT_COLUMNS`] order from `at`.
-fn snapshot_of(row: &Row, first: usize) -> Result<Snapshot, StoreError> {
+pub(super) fn snapshot_of(row: &Row, first: usize) -> Result<Snapshot, StoreError> {
     let hash: Vec<u8> = row.try_get(first + 1).map_err(damaged)?;
     let hash = <[u8; 16]>::try_from(hash.as_slice())
         .map(u128::from_be_bytes)
@@ -38,7 +38,7 @@ fn snapshot_of(row: &Row, first: usize) -> Result<Snapshot, StoreError> {
     })
 }
 
-fn damaged(e: tokio_postgres::Error) -> StoreError {
+pub(super) fn damaged(e: tokio_postgres::Error) -> StoreError {
     StoreError::Damaged(format!("a stored row does not read: {e}"))
 }
 

@@ -155,7 +155,9 @@ impl PgStore {
             return Ok(());
         }
         let rows = Rows::of(commit);
-        let now = signed(now_ms());
+        let now_unsigned = now_ms();
+        let now = signed(now_unsigned);
+        let (fired, timers) = (commit.fired.clone(), commit.timers.clone());
         let written: Vec<(String, Option<(u128, bool)>)> = commit
             .snapshots
             .iter()
@@ -169,6 +171,17 @@ impl PgStore {
             let tx = c.transaction().await.or_store(&at)?;
             let r = rows;
             super::lease::check_in(&tx, &at, &r.source, &me, held).await?;
+            // Before the baseline mark below: a baseline's timers tell
+            // nothing already due.
+            super::timers::write_in_commit(
+                &tx,
+                &at,
+                &r.source,
+                &fired,
+                timers.as_ref(),
+                now_unsigned,
+            )
+            .await?;
             if !r.upsert_ids.is_empty() {
                 let st = tx
                     .prepare_cached(
