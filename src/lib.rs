@@ -50,7 +50,8 @@
 //! - [`diff`]: pure: (snapshot, order) → events
 //! - `event`: the event (about an order or a source), its type and deterministic id
 //! - `store`: the only module that imports sled
-//! - `route`: which sinks an event goes to
+//! - `route`: which sinks an event goes to, and when (a route's quiet hours)
+//! - `digest`: a sink's digest: its periods, and the one message per period
 //! - `deliver`: the outbox worker and the sinks
 //! - `demo`: simulator + daemon + console sink in one process
 //! - `http`: `/healthz`, `/readyz`, `/metrics`
@@ -76,6 +77,7 @@ mod control;
 mod deliver;
 mod demo;
 pub mod diff;
+mod digest;
 mod event;
 mod health;
 mod http;

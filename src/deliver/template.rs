@@ -528,9 +528,10 @@ pub fn sample_event(kind: EventType) -> Event {
         ),
         // As a real removal: `from` is the last status seen.
         EventType::Removed => (Some("Current"), None, 5, vec![]),
-        EventType::SourceFailing | EventType::SourceRecovered | EventType::CredentialsExpiring => {
-            (None, None, 0, vec![])
-        }
+        EventType::SourceFailing
+        | EventType::SourceRecovered
+        | EventType::CredentialsExpiring
+        | EventType::Digest => (None, None, 0, vec![]),
     };
     let source = "tracking";
     let order_id = "123456";

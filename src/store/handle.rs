@@ -108,7 +108,7 @@ impl Store {
 
     /// Run `op` on the open database; after an I/O error, let go of it so
     /// that a later call opens the store again.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         op: impl FnOnce(&SledStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

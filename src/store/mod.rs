@@ -26,6 +26,8 @@
 //! - `events_by_order`: `source \0 order seq` → nothing: one order's logged
 //!   events; `deliveries`: `seq sink` → attempts and time, the delivery log,
 //!   trimmed with the event log (`timeline.rs` reads both)
+//! - `digest_held`: `sink \0 seq` → [`OutboxEntry`]: the events kept for a
+//!   sink's digest until its period ends (`hold.rs`)
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
 //!   last full listing ([`SyncState`]), and its health record
@@ -35,6 +37,7 @@
 
 mod handle;
 mod health;
+mod hold;
 mod keys;
 mod leftovers;
 mod log;
@@ -45,6 +48,7 @@ mod timeline;
 
 pub use handle::Store;
 pub use health::SourceHealth;
+pub use hold::{HeldEntry, Hold, NewDigest, Routed};
 pub use snapshot::Snapshot;
 #[allow(
     unused_imports,
@@ -201,7 +205,8 @@ pub struct NewEvent {
     pub event_type: EventType,
     pub order_id: String,
     pub json: String,
-    pub sinks: Vec<String>,
+    /// The sinks, and when the event leaves for each (`hold.rs`).
+    pub sinks: Vec<Routed>,
 }
 
 /// Everything one page (or the vanish step) of a poll commits at once.
@@ -263,6 +268,7 @@ pub(crate) struct SledStore {
     deliveries: sled::Tree,
     bodies: sled::Tree,
     body_refs: sled::Tree,
+    digest_held: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -342,6 +348,7 @@ impl SledStore {
             deliveries: tree("deliveries")?,
             bodies: tree("bodies")?,
             body_refs: tree("body_refs")?,
+            digest_held: tree("digest_held")?,
             meta: tree("meta")?,
             dir: dir.to_owned(),
             db,
@@ -553,6 +560,7 @@ impl SledStore {
             &self.bodies,
             &self.body_refs,
             &self.meta,
+            &self.digest_held,
         );
         let last_seq = trees.transaction(
             |(
@@ -565,6 +573,7 @@ impl SledStore {
                 bodies,
                 body_refs,
                 meta,
+                digest_held,
             )| {
                 for (key, value, is_listed) in &encoded {
                     write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
@@ -591,10 +600,10 @@ impl SledStore {
                         keys::event_of_order(&commit.source, &event.order_id, seq),
                         &[] as &[u8],
                     )?;
-                    for sink in &event.sinks {
+                    for routed in &event.sinks {
                         let entry = OutboxEntry {
                             seq,
-                            sink: sink.clone(),
+                            sink: routed.sink.clone(),
                             source: commit.source.clone(),
                             order_id: event.order_id.clone(),
                             event_id: event.event_id.clone(),
@@ -603,14 +612,7 @@ impl SledStore {
                             created_ms: now,
                             last_error: None,
                         };
-                        let value = serde_json::to_vec(&entry).map_err(|e| {
-                            ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
-                        })?;
-                        outbox.insert(keys::outbox(sink, now, seq), value)?;
-                        outbox_order.insert(
-                            keys::order_index(sink, &commit.source, &event.order_id, seq),
-                            &now.to_be_bytes(),
-                        )?;
+                        hold::place(outbox, outbox_order, digest_held, entry, routed.hold)?;
                     }
                 }
                 if !commit.events.is_empty() {

@@ -1,0 +1,377 @@
+//! A digest as it is stored and sent: one JSON document (the body of a
+//! webhook or http sink, README.md "Digests"), built once from the bodies
+//! of the events it holds. Every sink renders its message from this.
+//!
+//! Orders come in three parts, each in the order its orders first changed
+//! in the period: those that closed (or were removed), those at risk
+//! (`order.due_soon`, `order.overdue`, `order.stalled`), then every other
+//! change. An order is on one line however many events it had; news of a
+//! source (`source.failing`...) follows on lines of its own.
+
+use super::DigestSchedule;
+use crate::event::Event;
+use crate::store::HeldEntry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// The types that put an open order in the "at risk" part.
+const AT_RISK: [&str; 3] = ["order.due_soon", "order.overdue", "order.stalled"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Always `digest`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was made (RFC 3339, UTC, seconds).
+    pub timestamp: String,
+    pub data: DigestData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestData {
+    /// `dig_` and a hash of the sink and the period's start: the same on
+    /// every attempt, and after a crash.
+    pub id: String,
+    pub sink: String,
+    pub period: Period,
+    /// How many events it holds.
+    pub events: u64,
+    /// Events by type.
+    pub counts: BTreeMap<String, u64>,
+    pub orders: Vec<OrderLine>,
+    pub sources: Vec<SourceLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Period {
+    /// RFC 3339, UTC.
+    pub start: String,
+    pub end: String,
+    /// The `timezone` of the sink's `digest:`, to show times in.
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Closed,
+    AtRisk,
+    Changed,
+}
+
+impl Part {
+    pub fn title(self) -> &'static str {
+        match self {
+            Part::Closed => "Closed",
+            Part::AtRisk => "At risk",
+            Part::Changed => "Changed",
+        }
+    }
+}
+
+/// One order's events in the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub part: Part,
+    pub source: String,
+    pub order_id: String,
+    /// The status before its first event of the period, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<String>,
+    /// The status after its last event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub to: Option<String>,
+    pub closed: bool,
+    pub removed: bool,
+    /// The due date of its last `order.due_soon` or `order.overdue`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub due: Option<String>,
+    /// Its revision after its last event.
+    pub revision: u64,
+    /// Its events' types, oldest first.
+    pub types: Vec<String>,
+    /// Its events' ids, oldest first.
+    pub ids: Vec<String>,
+    /// When its last event was detected.
+    pub last: String,
+}
+
+impl OrderLine {
+    /// What happened to the order, in a few words: `Current → Closed`.
+    pub fn summary(&self) -> String {
+        let mut text = match (&self.from, &self.to) {
+            (Some(from), Some(to)) if from != to => format!("{from} → {to}"),
+            (_, Some(to)) => to.clone(),
+            (Some(from), None) => format!("was {from}"),
+            (None, None) => String::new(),
+        };
+        let mut add = |word: String| {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.push_str(&word);
+        };
+        if self.removed {
+            add("removed".to_owned());
+        }
+        for kind in AT_RISK {
+            if self.types.iter().any(|t| t == kind) {
+                let word = kind.trim_start_matches("order.").replace('_', " ");
+                add(match (&self.due, kind) {
+                    (Some(due), "order.due_soon" | "order.overdue") => {
+                        format!("{word} (due {due})")
+                    }
+                    _ => word,
+                });
+            }
+        }
+        if self.types.iter().any(|t| t == "order.updated") {
+            add("updated".to_owned());
+        }
+        if self.types.len() > 1 {
+            add(format!("{} events", self.types.len()));
+        }
+        text
+    }
+}
+
+/// News of a source in the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceLine {
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub timestamp: String,
+    /// The event's own facts, in a few words.
+    pub text: String,
+}
+
+/// The id of `sink`'s digest of the period starting at `start_ms`.
+pub fn digest_id(sink: &str, start_ms: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(b"digest\0");
+    h.update(sink.as_bytes());
+    h.update([0]);
+    h.update(start_ms.to_be_bytes());
+    format!("dig_{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// RFC 3339, UTC, seconds.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+impl Digest {
+    /// The digest of `held` (the events kept for `sink`), for the period
+    /// from `start_ms` to `end_ms`, made at `now_ms`. Events whose body the
+    /// store lost are counted but have no line.
+    pub fn build(
+        sink: &str,
+        schedule: Option<&DigestSchedule>,
+        (start_ms, end_ms): (u64, u64),
+        held: &[HeldEntry],
+        now_ms: u64,
+    ) -> Digest {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut orders: Vec<OrderLine> = Vec::new();
+        let mut line_of: HashMap<(String, String), usize> = HashMap::new();
+        let mut sources = Vec::new();
+        for h in held {
+            *counts
+                .entry(h.entry.event_type.as_str().to_owned())
+                .or_default() += 1;
+            let Some(event) = h
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Event>(b).ok())
+            else {
+                continue;
+            };
+            let kind = event.kind.as_str();
+            let d = &event.data;
+            if !event.kind.is_about_an_order() {
+                sources.push(SourceLine {
+                    source: d.source.clone(),
+                    kind: kind.to_owned(),
+                    id: d.id.clone(),
+                    timestamp: event.timestamp.clone(),
+                    text: source_text(&event),
+                });
+                continue;
+            }
+            let key = (d.source.clone(), d.order_id.clone());
+            let index = *line_of.entry(key).or_insert_with(|| {
+                orders.push(OrderLine {
+                    part: Part::Changed,
+                    source: d.source.clone(),
+                    order_id: d.order_id.clone(),
+                    from: d.from.clone(),
+                    to: None,
+                    closed: false,
+                    removed: false,
+                    due: None,
+                    revision: 0,
+                    types: Vec::new(),
+                    ids: Vec::new(),
+                    last: String::new(),
+                });
+                orders.len() - 1
+            });
+            let line = &mut orders[index];
+            if d.to.is_some() {
+                line.to.clone_from(&d.to);
+            }
+            line.closed = d.closed;
+            line.removed |= kind == "order.removed";
+            if AT_RISK.contains(&kind)
+                && let Some(due) = h.body.as_deref().and_then(event_due)
+            {
+                line.due = Some(due);
+            }
+            line.revision = line.revision.max(d.revision);
+            line.types.push(kind.to_owned());
+            line.ids.push(d.id.clone());
+            line.last.clone_from(&event.timestamp);
+        }
+        for line in &mut orders {
+            line.part = if line.closed || line.removed {
+                Part::Closed
+            } else if line.types.iter().any(|t| AT_RISK.contains(&t.as_str())) {
+                Part::AtRisk
+            } else {
+                Part::Changed
+            };
+        }
+        // Stable: each part keeps the order of first change.
+        orders.sort_by_key(|l| l.part);
+        Digest {
+            kind: "digest".to_owned(),
+            timestamp: rfc3339(now_ms),
+            data: DigestData {
+                id: digest_id(sink, start_ms),
+                sink: sink.to_owned(),
+                period: Period {
+                    start: rfc3339(start_ms),
+                    end: rfc3339(end_ms),
+                    timezone: schedule.map_or("UTC", |s| &s.timezone_name).to_owned(),
+                },
+                events: held.len() as u64,
+                counts,
+                orders,
+                sources,
+            },
+        }
+    }
+
+    /// The lines of one part.
+    pub fn part(&self, part: Part) -> impl Iterator<Item = &OrderLine> {
+        self.data.orders.iter().filter(move |l| l.part == part)
+    }
+
+    /// `3 events: 2 order.status_changed, 1 order.created`.
+    pub fn counts_text(&self) -> String {
+        let counts: Vec<String> = self
+            .data
+            .counts
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        let n = self.data.events;
+        let events = if n == 1 { "event" } else { "events" };
+        format!("{n} {events}: {}", counts.join(", "))
+    }
+
+    /// `orderwatch digest for ops: 3 events, 2026-11-22 08:00 → 2026-11-23 08:00 (Europe/Paris)`.
+    pub fn title(&self) -> String {
+        let n = self.data.events;
+        let events = if n == 1 { "event" } else { "events" };
+        format!(
+            "orderwatch digest for {}: {n} {events}, {}",
+            self.data.sink,
+            self.period_text()
+        )
+    }
+
+    /// The digest as plain text, one line each: its title, the counts,
+    /// then each part's orders and the sources' news. What console, email's
+    /// text part and the text of chat messages show.
+    pub fn text_lines(&self) -> Vec<String> {
+        let mut out = vec![self.title(), self.counts_text()];
+        for part in [Part::Closed, Part::AtRisk, Part::Changed] {
+            let mut lines = self.part(part).peekable();
+            if lines.peek().is_none() {
+                continue;
+            }
+            out.push(String::new());
+            out.push(format!("{}:", part.title()));
+            for line in lines {
+                out.push(format!(
+                    "- {}/{}: {}",
+                    line.source,
+                    line.order_id,
+                    line.summary()
+                ));
+            }
+        }
+        if !self.data.sources.is_empty() {
+            out.push(String::new());
+            out.push("Sources:".to_owned());
+            for s in &self.data.sources {
+                out.push(format!("- {} {}: {}", s.source, s.kind, s.text));
+            }
+        }
+        out
+    }
+
+    /// The period in its time zone: `2026-11-22 08:00 → 2026-11-23 08:00 (Europe/Paris)`.
+    pub fn period_text(&self) -> String {
+        let p = &self.data.period;
+        let local = |text: &str| -> String {
+            let tz = jiff::tz::TimeZone::get(&p.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+            text.parse::<jiff::Timestamp>()
+                .map(|t| t.to_zoned(tz).strftime("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|_| text.to_owned())
+        };
+        format!("{} → {} ({})", local(&p.start), local(&p.end), p.timezone)
+    }
+}
+
+/// A timer event's due date, read from its JSON (`data.due`).
+fn event_due(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Body {
+        data: Due,
+    }
+    #[derive(Deserialize)]
+    struct Due {
+        due: Option<String>,
+    }
+    serde_json::from_str::<Body>(body).ok()?.data.due
+}
+
+fn source_text(event: &Event) -> String {
+    let d = &event.data;
+    match event.kind.as_str() {
+        "source.failing" => format!(
+            "failing since {} ({} failed cycles): {}",
+            d.since.as_deref().unwrap_or("?"),
+            d.failures.unwrap_or(0),
+            d.error.as_deref().unwrap_or("")
+        ),
+        "source.recovered" => format!(
+            "recovered (failing since {}, {} failed cycles)",
+            d.since.as_deref().unwrap_or("?"),
+            d.failures.unwrap_or(0)
+        ),
+        "source.credentials_expiring" => {
+            format!("API key expires on {}", d.expires.as_deref().unwrap_or("?"))
+        }
+        other => other.to_owned(),
+    }
+}

@@ -1,0 +1,78 @@
+//! Digests: the events routed to a sink with `digest:` are kept in the
+//! store and sent as one message per period (README.md "Digests").
+//!
+//! - `schedule`: when periods begin, in the digest's time zone
+//! - `document`: the digest as stored and sent, built from the events' bodies
+//!
+//! The dispatcher calls [`roll_up`] on each pass over a digest sink: once
+//! a period has ended, what was kept before it becomes one outbox entry
+//! (the store does that in one transaction), which the dispatcher then
+//! delivers like any event, with retries, backoff and dead letters. After
+//! a stop across one or more boundaries, the first pass makes one digest of
+//! everything kept before the current period, never one per missed period.
+
+mod document;
+mod schedule;
+
+pub use document::{Digest, Part};
+pub use schedule::DigestSchedule;
+
+use crate::store::{NewDigest, Store, StoreError};
+use tracing::{info, warn};
+
+/// Make the digest of `sink` if a period with kept events has ended by
+/// `now_ms`. Returns its id when one was made. A sink that no longer has a
+/// `digest:` (a reloaded config) sends what it had kept at once.
+pub fn roll_up(
+    store: &Store,
+    sink: &str,
+    schedule: Option<&DigestSchedule>,
+    now_ms: u64,
+) -> Result<Option<String>, StoreError> {
+    let Some(oldest) = store.oldest_kept_for_digest(sink)? else {
+        return Ok(None);
+    };
+    let end = schedule.map_or(now_ms.saturating_add(1), |s| s.period_start_ms(now_ms));
+    if oldest >= end {
+        return Ok(None);
+    }
+    let held = store.held_for_digest(sink, end)?;
+    let Some(first) = held.iter().map(|h| h.entry.created_ms).min() else {
+        return Ok(None);
+    };
+    let start = schedule.map_or(first, |s| s.period_start_ms(first));
+    let lost = held.iter().filter(|h| h.body.is_none()).count();
+    if lost > 0 {
+        warn!(
+            sink,
+            lost,
+            "events kept for a digest have lost their bodies (a damaged store): they are counted in it, without a line"
+        );
+    }
+    let digest = Digest::build(sink, schedule, (start, end), &held, now_ms);
+    let json =
+        serde_json::to_string(&digest).map_err(|e| StoreError::Damaged(format!("digest: {e}")))?;
+    let made = store.make_digest(&NewDigest {
+        sink,
+        id: &digest.data.id,
+        json: &json,
+        entries: &held,
+    })?;
+    if !made {
+        return Ok(None);
+    }
+    info!(sink, id = %digest.data.id, events = held.len(), period_start = %digest.data.period.start, period_end = %digest.data.period.end, "digest made");
+    Ok(Some(digest.data.id))
+}
+
+/// When `sink`'s next digest is due (unix ms): the end of the period of
+/// its oldest kept event; `None` when it keeps none.
+pub fn next_digest_ms(
+    store: &Store,
+    sink: &str,
+    schedule: Option<&DigestSchedule>,
+) -> Result<Option<u64>, StoreError> {
+    Ok(store
+        .oldest_kept_for_digest(sink)?
+        .map(|oldest| schedule.map_or(oldest, |s| s.period_end_ms(oldest))))
+}
