@@ -12,6 +12,7 @@ use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::supervise::Liveness;
+use crate::timer::Timer;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub struct App {
     store: Store,
     /// Shared by every poller, so a reload replaces the routes for all.
     router: Arc<Router>,
+    /// Due dates and stalled orders: evaluated after every poll and on
+    /// its own schedule.
+    timer: Arc<Timer>,
     pollers: Vec<Arc<Poller>>,
     /// One per sink, each with its own loop: a slow or failing receiver
     /// never holds the other sinks back.
@@ -124,9 +128,13 @@ impl App {
         let router = Arc::new(Router::new(&config));
         let readiness = Arc::new(Readiness::default());
         readiness.watch_store(store.clone());
+        let timer = Arc::new(Timer::new(store.clone(), router.clone(), wake.clone()));
+        // Before any poll: a source whose timer settings changed since the
+        // last run (or a store from before timers) gets its index first.
+        timer.prepare(&config)?;
         let mut pollers = Vec::new();
         for source in &config.sources {
-            let poller = new_poller(source, &store, &router, &wake)?;
+            let poller = new_poller(source, &store, &router, &wake, &timer)?;
             readiness.register(&source.name, source.interval);
             pollers.push(Arc::new(poller));
         }
@@ -148,6 +156,7 @@ impl App {
             config,
             store,
             router,
+            timer,
             source_controls: pollers
                 .iter()
                 .map(|_| Arc::new(SourceControl::default()))
@@ -218,6 +227,11 @@ impl App {
     /// deadline deliveries in flight are abandoned and stay queued.
     pub async fn once(&self, drain_timeout: Duration) -> anyhow::Result<OnceReport> {
         let reports = self.poll_all().await;
+        if let Err(e) = self.timer.evaluate(crate::store::now_ms()) {
+            warn!(
+                "the timer could not tell what came due (due dates, stalled orders; told by the next run): {e}"
+            );
+        }
         let drains =
             futures::future::join_all(self.dispatchers.iter().map(|d| d.drain(drain_timeout)))
                 .await;
@@ -275,6 +289,7 @@ impl App {
         let mut running = Running {
             store: self.store.clone(),
             router: self.router.clone(),
+            timer: self.timer.clone(),
             committed: self.committed.clone(),
             readiness: self.readiness.clone(),
             liveness: liveness.clone(),
@@ -317,6 +332,8 @@ impl App {
             let limits = http::ServerLimits::from_env();
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
+
+        tasks.spawn(self.timer.clone().run(stop.clone()));
 
         // Fan the pollers' "committed" signal out to every sink's loop. Notify
         // keeps one permit per waker, so a signal is not lost while a loop is

@@ -1,15 +1,17 @@
-//! An event: one change of one order, or news about a source itself (its
-//! cycles keep failing, it recovered, its API key expires soon), as
+//! An event: one change of one order, a date of an order coming or passing
+//! (due soon, overdue, stalled in one status), or news about a source itself
+//! (its cycles keep failing, it recovered, its API key expires soon), as
 //! receivers see it.
 //!
 //! The JSON shape is the contract README.md "Events" documents: `type`,
 //! `timestamp`, and `data` with `id` and `source`; an order event's `data`
-//! has the order fields, a source event's only its own (`since`,
-//! `failures`, `error`, `expires`). `data.id` is derived from what the event
-//! is about (the order's revision and change; the source, the type and the
-//! failing episode or expiry date), so the same event detected twice (after
-//! a crash, before the commit) has the same id and receivers can
-//! deduplicate.
+//! has the order fields (and a timer's event `due` or `since`), a source
+//! event's only its own (`since`, `failures`, `error`, `expires`).
+//! `data.id` is derived from what the event is about (the order's revision
+//! and change; the order, the type and the due date or status episode; the
+//! source, the type and the failing episode or expiry date), so the same
+//! event detected twice (after a crash, before the commit) has the same id
+//! and receivers can deduplicate.
 //!
 //! [`EventData`] keeps one flat shape for both kinds, so the many places
 //! that read an order event's fields read them as they always did; what a
@@ -33,6 +35,15 @@ pub enum EventType {
     Updated,
     #[serde(rename = "order.removed")]
     Removed,
+    /// The order's due date is within its source's `due.warn_before`.
+    #[serde(rename = "order.due_soon")]
+    DueSoon,
+    /// The order's due date has passed and it is still open.
+    #[serde(rename = "order.overdue")]
+    Overdue,
+    /// The order's status has not changed for its source's `stalled_after`.
+    #[serde(rename = "order.stalled")]
+    Stalled,
     /// A source's cycles have all failed for `alert_after`.
     #[serde(rename = "source.failing")]
     SourceFailing,
@@ -50,11 +61,14 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 10] = [
         EventType::Created,
         EventType::StatusChanged,
         EventType::Updated,
         EventType::Removed,
+        EventType::DueSoon,
+        EventType::Overdue,
+        EventType::Stalled,
         EventType::SourceFailing,
         EventType::SourceRecovered,
         EventType::CredentialsExpiring,
@@ -66,6 +80,9 @@ impl EventType {
             EventType::StatusChanged => "order.status_changed",
             EventType::Updated => "order.updated",
             EventType::Removed => "order.removed",
+            EventType::DueSoon => "order.due_soon",
+            EventType::Overdue => "order.overdue",
+            EventType::Stalled => "order.stalled",
             EventType::SourceFailing => "source.failing",
             EventType::SourceRecovered => "source.recovered",
             EventType::CredentialsExpiring => "source.credentials_expiring",
@@ -80,7 +97,10 @@ impl EventType {
             EventType::Created
             | EventType::StatusChanged
             | EventType::Updated
-            | EventType::Removed => true,
+            | EventType::Removed
+            | EventType::DueSoon
+            | EventType::Overdue
+            | EventType::Stalled => true,
             EventType::SourceFailing
             | EventType::SourceRecovered
             | EventType::CredentialsExpiring
@@ -138,9 +158,14 @@ pub struct EventData {
     #[serde(default)]
     pub order: Value,
     /// `source.failing`, `source.recovered`: when the failing began (RFC
-    /// 3339), the first failed cycle after the last good one.
+    /// 3339), the first failed cycle after the last good one;
+    /// `order.stalled`: when the order's status began.
     #[serde(default)]
     pub since: Option<String>,
+    /// `order.due_soon`, `order.overdue`: the due date the event is about
+    /// (RFC 3339, UTC, seconds: a plain date read in the source's timezone).
+    #[serde(default)]
+    pub due: Option<String>,
     /// `source.failing`: failed cycles in a row so far; `source.recovered`:
     /// how many had failed.
     #[serde(default)]
@@ -168,6 +193,10 @@ struct OrderData<'a> {
     revision: u64,
     changes: &'a [Change],
     order: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: &'a Option<String>,
 }
 
 /// A source event's `data` as it is sent: no order fields at all.
@@ -214,6 +243,8 @@ impl Serialize for Event {
                     revision: d.revision,
                     changes: &d.changes,
                     order: &d.order,
+                    due: &d.due,
+                    since: &d.since,
                 },
             )?;
         } else {
@@ -280,6 +311,21 @@ impl Event {
                 ..EventData::default()
             },
         }
+    }
+
+    /// The deterministic id of an order's timer event (`order.due_soon`,
+    /// `order.overdue`, `order.stalled`): a hash of the source, the order,
+    /// the type and what it is about (the due date; the status and its
+    /// `since`), so a crash between telling it and recording that it was
+    /// told makes the same id again, and a moved date a new one.
+    pub fn derive_timer_id(source: &str, order_id: &str, kind: EventType, about: &str) -> String {
+        let mut h = Sha256::new();
+        for part in ["timer", source, order_id, kind.as_str(), about] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        format!("evt_{}", hex::encode(&digest[..16]))
     }
 
     /// The deterministic id of a source event: a hash of the source, the
@@ -448,6 +494,44 @@ mod tests {
             id("t", EventType::SourceFailing, "2026-11-22T07:46:00Z"),
         ] {
             assert_ne!(failing, other);
+        }
+    }
+
+    #[test]
+    fn a_timer_event_carries_the_order_fields_and_its_date() {
+        let mut due = order_event();
+        due.kind = EventType::Overdue;
+        due.data.from = None;
+        due.data.to = Some("Current".into());
+        due.data.closed = false;
+        due.data.changes = vec![];
+        due.data.due = Some("2026-11-21T23:00:00Z".into());
+        let json = serde_json::to_string(&due).unwrap();
+        assert!(
+            json.contains(
+                r#""order":{"id":"123","status":"Closed"},"due":"2026-11-21T23:00:00Z"}"#
+            ),
+            "{json}"
+        );
+        assert!(!json.contains("since"), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, due);
+        assert_eq!(back.order_id(), Some("123"));
+    }
+
+    #[test]
+    fn timer_event_ids_depend_on_order_type_and_what_they_are_about() {
+        let id = |order, kind, about| Event::derive_timer_id("t", order, kind, about);
+        let a = id("1", EventType::DueSoon, "2026-07-03T00:00:00Z");
+        assert_eq!(a, id("1", EventType::DueSoon, "2026-07-03T00:00:00Z"));
+        assert!(a.starts_with("evt_") && a.len() == 36);
+        for other in [
+            id("2", EventType::DueSoon, "2026-07-03T00:00:00Z"),
+            id("1", EventType::Overdue, "2026-07-03T00:00:00Z"),
+            id("1", EventType::DueSoon, "2026-07-04T00:00:00Z"),
+            Event::derive_source_id("t", EventType::DueSoon, "2026-07-03T00:00:00Z"),
+        ] {
+            assert_ne!(a, other);
         }
     }
 

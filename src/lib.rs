@@ -49,6 +49,8 @@
 //!   (`source.failing`...) they and its API key's expiry call for
 //! - [`diff`]: pure: (snapshot, order) → events
 //! - `event`: the event (about an order or a source), its type and deterministic id
+//! - `timer`: what comes with time: due dates (`order.due_soon`,
+//!   `order.overdue`) and stalled orders, from the store's index by fire time
 //! - `store`: the only module that imports sled
 //! - `route`: which sinks an event goes to, and when (a route's quiet hours)
 //! - `digest`: a sink's digest: its periods, and the one message per period
@@ -93,6 +95,7 @@ mod source;
 mod store;
 mod supervise;
 mod telemetry;
+mod timer;
 mod ui;
 
 pub use app::App;

@@ -14,6 +14,8 @@ pub const OUTBOX_DEPTH: &str = "orderwatch_outbox_depth";
 pub const DEAD_LETTERS: &str = "orderwatch_dead_letters";
 pub const TASK_RESTARTS_TOTAL: &str = "orderwatch_task_restarts_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "orderwatch_config_reloads_total";
+pub const TIMER_EVALUATIONS_TOTAL: &str = "orderwatch_timer_evaluations_total";
+pub const TIMER_EVALUATION_SECONDS: &str = "orderwatch_timer_evaluation_seconds";
 
 /// Give every metric its description; called once the recorder is set.
 pub fn describe() {
@@ -48,6 +50,15 @@ pub fn describe() {
     describe_counter!(
         TASK_RESTARTS_TOTAL,
         "Restarts of a loop that ended unexpectedly, per task"
+    );
+    describe_counter!(
+        TIMER_EVALUATIONS_TOTAL,
+        "Evaluations of the timers (due dates, stalled orders), by outcome (ok, error)"
+    );
+    describe_histogram!(
+        TIMER_EVALUATION_SECONDS,
+        Unit::Seconds,
+        "How long an evaluation of the timers took"
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,

@@ -32,6 +32,7 @@ use crate::route::Router;
 use crate::source::cursor::{self, Instant as CursorInstant};
 use crate::source::{ApiError, ApiErrorKind, Detail, Page, SourceClient};
 use crate::store::{Commit, NewEvent, Store, StoreError, SyncState, SyncUpdate, now_ms};
+use crate::timer::SourceTimers;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -178,6 +179,11 @@ pub struct Poller {
     outbox_ready: Arc<Notify>,
     /// An unreadable cursor is warned about once per source, not per cycle.
     cursor_warned: AtomicBool,
+    /// The source's `due`/`stalled_after`: each committed order's times go
+    /// to the timer index with its snapshot.
+    timers: Option<SourceTimers>,
+    /// Woken after every cycle: the timer evaluates then.
+    polled: Option<Arc<Notify>>,
 }
 
 /// What an incremental source's cycle tracks as its pages come in.
@@ -263,13 +269,21 @@ impl Poller {
     ) -> Result<Poller, ApiError> {
         Ok(Poller {
             rules: Rules::from_config(&cfg),
+            timers: SourceTimers::from_config(&cfg),
             client: SourceClient::new(&cfg)?,
             cfg,
             store,
             router,
             outbox_ready,
             cursor_warned: AtomicBool::new(false),
+            polled: None,
         })
+    }
+
+    /// Wake `polled` after every cycle (the timer's evaluation).
+    pub fn waking_after_polls(mut self, polled: Arc<Notify>) -> Poller {
+        self.polled = Some(polled);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -303,6 +317,9 @@ impl Poller {
         report.duration = started.elapsed();
         self.record(&report);
         report.events += self.assess_health(&report, started_at);
+        if let Some(polled) = &self.polled {
+            polled.notify_one();
+        }
         release_freed_memory();
         report
     }
@@ -665,6 +682,14 @@ impl Poller {
         pending.bytes += order_id.len()
             + snapshot.as_ref().map_or(0, |s| s.order.len())
             + event.as_ref().map_or(0, |e| e.json.len());
+        if let Some(timers) = &self.timers {
+            let times = snapshot.as_ref().map(|s| timers.times_of(s));
+            commit
+                .timers
+                .get_or_insert_with(|| timers.update())
+                .orders
+                .push((order_id.to_owned(), times));
+        }
         commit.snapshots.push((order_id.to_owned(), snapshot));
         commit.events.extend(event);
         if !pending.is_full() {

@@ -12,6 +12,7 @@ use crate::route::Router;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::Store;
 use crate::supervise::{Liveness, supervise};
+use crate::timer::Timer;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ pub(super) struct Running {
     pub(super) config_file: Option<(PathBuf, Sections)>,
     pub(super) store: Store,
     pub(super) router: Arc<Router>,
+    /// Its sources' settings follow each reload.
+    pub(super) timer: Arc<Timer>,
     pub(super) committed: Arc<Notify>,
     pub(super) readiness: Arc<Readiness>,
     pub(super) liveness: Arc<Liveness>,
@@ -176,7 +179,13 @@ impl Running {
         for (i, source) in config.sources.iter().enumerate() {
             let name = &source.name;
             if changes.sources.added.contains(name) || changes.sources.changed.contains(name) {
-                match new_poller(source, &self.store, &self.router, &self.committed) {
+                match new_poller(
+                    source,
+                    &self.store,
+                    &self.router,
+                    &self.committed,
+                    &self.timer,
+                ) {
                     Ok(poller) => new_pollers.push(Arc::new(poller)),
                     Err(e) => problems.push(Problem {
                         path: format!("sources[{i}]"),
@@ -261,6 +270,14 @@ impl Running {
         for name in &changes.sources.removed {
             self.readiness.unregister(name);
         }
+        // With the changed sources' pollers stopped and before the new
+        // ones start: a source whose timer settings changed has its index
+        // rebuilt with nothing committing beside it.
+        if let Err(e) = self.timer.prepare(&config) {
+            tracing::warn!(
+                "the timer index could not follow the new config (due dates and stalled orders may be told late until the next start): {e}"
+            );
+        }
         for poller in new_pollers {
             if let Some(source) = config.source(poller.name()) {
                 self.readiness.register(&source.name, source.interval);
@@ -304,6 +321,7 @@ pub(super) fn new_poller(
     store: &Store,
     router: &Arc<Router>,
     wake: &Arc<Notify>,
+    timer: &Timer,
 ) -> anyhow::Result<Poller> {
     Poller::new(
         Arc::new(source.clone()),
@@ -311,6 +329,7 @@ pub(super) fn new_poller(
         router.clone(),
         wake.clone(),
     )
+    .map(|p| p.waking_after_polls(timer.polled()))
     .with_context(|| format!("source `{}`", source.name))
 }
 

@@ -188,6 +188,43 @@ impl IncrementalConfig {
     }
 }
 
+/// `due:` — where an order says when it is due, and how long before that
+/// `order.due_soon` is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueConfig {
+    /// JSON pointer to the due date (an RFC 3339 time or a plain date).
+    pub field: String,
+    pub warn_before: Duration,
+}
+
+/// `timezone:` — how a source's plain dates are read (a name of the IANA
+/// time zone database, bundled in the binary: no system tzdata needed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTimezone {
+    /// As written, `Europe/Paris`; `UTC` by default.
+    pub name: String,
+    pub zone: jiff::tz::TimeZone,
+}
+
+impl SourceTimezone {
+    pub fn utc() -> SourceTimezone {
+        SourceTimezone {
+            name: "UTC".to_owned(),
+            zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    /// A zone of the bundled database, by its IANA name.
+    pub fn parse(name: &str) -> Option<SourceTimezone> {
+        let name = name.trim();
+        let zone = jiff::tz::db().get(name).ok()?;
+        Some(SourceTimezone {
+            name: name.to_owned(),
+            zone,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstPoll {
     /// Record what is there and say nothing.
@@ -227,6 +264,11 @@ pub struct SourceConfig {
     pub alert_after: Duration,
     /// When the API key expires: `source.credentials_expiring` 30 days before.
     pub api_key_expires: Option<KeyExpiry>,
+    /// `order.due_soon` and `order.overdue` from the order's due date.
+    pub due: Option<DueConfig>,
+    /// `order.stalled` once an open order's status is this old.
+    pub stalled_after: Option<Duration>,
+    pub timezone: SourceTimezone,
     pub path: String,
     pub id_field: String,
     pub status_field: String,

@@ -46,6 +46,9 @@ const SOURCE: &[&str] = &[
     "closed_statuses",
     "alert_after",
     "api_key_expires",
+    "due",
+    "stalled_after",
+    "timezone",
 ];
 /// Keys every sink has, whatever its type.
 const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery", "digest"];
@@ -62,6 +65,7 @@ const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
 const INCREMENTAL: &[&str] = &["cursor", "overlap", "full_every"];
+const DUE: &[&str] = &["field", "warn_before"];
 
 /// How long deliveries in flight may finish after SIGTERM (README "Commands").
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -70,6 +74,10 @@ const MIN_API_TOKEN_CHARS: usize = 16;
 const SECOND: Duration = Duration::from_secs(1);
 /// How long a source fails before `source.failing` (README "Source health").
 const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Where Orange's Ordering orders keep their expected delivery date (and
+/// the simulator's Order Tracking orders too).
+const DEFAULT_DUE_FIELD: &str = "/keyDates/expectedAt";
+const DEFAULT_WARN_BEFORE: Duration = Duration::from_secs(3 * 86_400);
 
 pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let top = d.map(root, "", TOP)?;
@@ -328,6 +336,22 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         }
         parsed.map(Some)
     });
+    let due = opt!(d, f, "due", None, |n, p| due(d, n, &p).map(Some));
+    let stalled_after = opt!(d, f, "stalled_after", None, |n, p| d
+        .duration(n, &p, SECOND)
+        .map(Some));
+    let timezone = opt!(d, f, "timezone", SourceTimezone::utc(), |n, p| {
+        let text = d.string(n, &p)?;
+        let parsed = SourceTimezone::parse(&text);
+        if parsed.is_none() {
+            d.problem(
+                &p,
+                n.line,
+                "not a time zone: write an IANA name such as Europe/Paris or UTC",
+            );
+        }
+        parsed
+    });
     let closed = match f.get("closed_statuses") {
         Some(n) => d.strings(n, &f.path("closed_statuses")).map(Some),
         None => Some(None),
@@ -434,6 +458,40 @@ fn source(d: &mut Decoder, node: &Node, path: &str) -> Option<SourceConfig> {
         closed_statuses,
         alert_after: alert_after?,
         api_key_expires: api_key_expires?,
+        due: due?,
+        stalled_after: stalled_after?,
+        timezone: timezone?,
+    })
+}
+
+/// A pointer key that is empty (the whole order) where a field is meant.
+fn refuse_the_whole_order<T>(d: &mut Decoder, f: &Fields, key: &str) -> Option<T> {
+    d.problem(
+        f.path(key),
+        f.line,
+        "must point into the order, not be the whole order",
+    );
+    None
+}
+
+/// `due: { field: /keyDates/expectedAt, warn_before: 3d }`, each key
+/// optional (`due: {}` is both defaults).
+fn due(d: &mut Decoder, node: &Node, path: &str) -> Option<DueConfig> {
+    let f = d.map(node, path, DUE)?;
+    let field = opt!(d, f, "field", DEFAULT_DUE_FIELD.to_owned(), |n, p| d
+        .pointer(n, &p));
+    let warn_before = opt!(d, f, "warn_before", DEFAULT_WARN_BEFORE, |n, p| d.duration(
+        n,
+        &p,
+        Duration::ZERO
+    ));
+    let field = field?;
+    if field.is_empty() {
+        return refuse_the_whole_order(d, &f, "field");
+    }
+    Some(DueConfig {
+        field,
+        warn_before: warn_before?,
     })
 }
 
@@ -449,12 +507,7 @@ fn incremental(d: &mut Decoder, node: &Node, path: &str) -> Option<IncrementalCo
         .duration(n, &p, SECOND));
     let cursor = cursor?;
     if cursor.is_empty() {
-        d.problem(
-            f.path("cursor"),
-            f.line,
-            "must point into the order, not be the whole order",
-        );
-        return None;
+        return refuse_the_whole_order(d, &f, "cursor");
     }
     Some(IncrementalConfig {
         cursor,

@@ -457,6 +457,7 @@ fn context(event: &Event) -> Value {
     optional("failures", d.failures.map(Into::into));
     optional("error", d.error.clone().map(Into::into));
     optional("expires", d.expires.clone().map(Into::into));
+    optional("due", d.due.clone().map(Into::into));
     if event.kind.is_about_an_order() {
         optional("from", d.from.clone().map(Into::into));
         optional("to", d.to.clone().map(Into::into));
@@ -528,6 +529,11 @@ pub fn sample_event(kind: EventType) -> Event {
         ),
         // As a real removal: `from` is the last status seen.
         EventType::Removed => (Some("Current"), None, 5, vec![]),
+        // A timer's event is about the order as it stands: `to` is its
+        // status, nothing changed.
+        EventType::DueSoon | EventType::Overdue | EventType::Stalled => {
+            (None, Some("Current"), 3, vec![])
+        }
         EventType::SourceFailing
         | EventType::SourceRecovered
         | EventType::CredentialsExpiring
@@ -543,7 +549,15 @@ pub fn sample_event(kind: EventType) -> Event {
         "site": { "city": "Rennes", "country": "FR" },
         "expectedDeliveryDate": "2026-12-04",
     });
-    let id = Event::derive_id(source, order_id, kind, revision, from, to, &changes);
+    let (due, since) = match kind {
+        EventType::DueSoon | EventType::Overdue => (Some("2026-12-04T00:00:00Z"), None),
+        EventType::Stalled => (None, Some("2026-11-08T08:00:00Z")),
+        _ => (None, None),
+    };
+    let id = match due.or(since) {
+        Some(about) => Event::derive_timer_id(source, order_id, kind, about),
+        None => Event::derive_id(source, order_id, kind, revision, from, to, &changes),
+    };
     Event {
         kind,
         timestamp: "2026-11-22T08:00:00Z".into(),
@@ -557,6 +571,8 @@ pub fn sample_event(kind: EventType) -> Event {
             revision,
             changes,
             order,
+            due: due.map(str::to_owned),
+            since: since.map(str::to_owned),
             ..EventData::default()
         },
     }

@@ -28,6 +28,9 @@
 //!   trimmed with the event log (`timeline.rs` reads both)
 //! - `digest_held`: `sink \0 seq` → [`OutboxEntry`]: the events kept for a
 //!   sink's digest until its period ends (`hold.rs`)
+//! - `timers`: the timer index by fire time, and what each open order's
+//!   due date and status episode are (`timers.rs`); built from the
+//!   snapshots when absent, so it needs no schema version of its own
 //! - `meta`: schema version, baseline markers, the event sequence, and per
 //!   source the incremental listing's high-water mark and the time of its
 //!   last full listing ([`SyncState`]), and its health record
@@ -45,6 +48,7 @@ mod migrate;
 pub mod salvage;
 mod snapshot;
 mod timeline;
+mod timers;
 
 pub use handle::Store;
 pub use health::SourceHealth;
@@ -55,6 +59,15 @@ pub use snapshot::Snapshot;
     reason = "the HTTP API's order view reads these through Store::timeline"
 )]
 pub(crate) use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
+#[allow(
+    unused_imports,
+    reason = "what Store::overdue_orders answers: the orders a digest lists as overdue from the start"
+)]
+pub use timers::OverdueOrder;
+pub use timers::{
+    DueDate, DueTimer, FiredTimer, IndexBuild, IndexMode, OrderTimes, TimerKind, TimerSettings,
+    TimerUpdate,
+};
 
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
@@ -127,6 +140,10 @@ pub enum StoreError {
     Engine(String),
     #[error("a stored record is damaged: {0}")]
     Damaged(String),
+    /// A timer fired for an order whose dates a poll changed meanwhile:
+    /// nothing was written, and the timer reads again.
+    #[error("an order's timers changed while they fired")]
+    TimerMoved,
 }
 
 impl From<sled::Error> for StoreError {
@@ -223,6 +240,10 @@ pub struct Commit {
     pub sync: Option<SyncUpdate>,
     /// The source's new health record, written with the events it led to.
     pub health: Option<SourceHealth>,
+    /// The timers of the orders in `snapshots`, kept in step with them.
+    pub timers: Option<TimerUpdate>,
+    /// Timers whose events are in `events`: removed or moved on with them.
+    pub fired: Vec<FiredTimer>,
 }
 
 impl Commit {
@@ -232,6 +253,8 @@ impl Commit {
             && !self.mark_baseline
             && self.sync.is_none()
             && self.health.is_none()
+            && self.fired.is_empty()
+            && self.timers.as_ref().is_none_or(|t| t.orders.is_empty())
     }
 }
 
@@ -270,6 +293,7 @@ pub(crate) struct SledStore {
     body_refs: sled::Tree,
     digest_held: sled::Tree,
     meta: sled::Tree,
+    timers: sled::Tree,
 }
 
 pub fn now_ms() -> u64 {
@@ -350,6 +374,7 @@ impl SledStore {
             body_refs: tree("body_refs")?,
             digest_held: tree("digest_held")?,
             meta: tree("meta")?,
+            timers: tree("timers")?,
             dir: dir.to_owned(),
             db,
         };
@@ -534,20 +559,34 @@ impl SledStore {
                 )
             })
             .collect();
+        let timer_mode = timers::IndexMode::Poll {
+            baseline: commit.timers.is_some() && !self.has_baseline(&commit.source)?,
+        };
+        let index_timers = |tree: &sled::transaction::TransactionalTree| {
+            for fired in &commit.fired {
+                timers::fire(tree, &commit.source, fired)?;
+            }
+            match &commit.timers {
+                Some(update) => timers::apply_orders(tree, &commit.source, update, timer_mode, now),
+                None => Ok(()),
+            }
+        };
         if commit.events.is_empty()
             && !commit.mark_baseline
             && commit.sync.is_none()
             && commit.health.is_none()
         {
-            // Only snapshots: a transaction over the two trees they touch,
-            // much cheaper than over six (a baseline cycle is a thousand of
-            // these at 100,000 orders).
-            (&self.snapshots, &self.listed).transaction(|(snapshots, listed)| {
-                for (key, value, is_listed) in &encoded {
-                    write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })?;
+            // Only snapshots (and their timers): a transaction over the
+            // trees they touch, much cheaper than over all of them (a
+            // baseline cycle is a thousand of these at 100,000 orders).
+            (&self.snapshots, &self.listed, &self.timers).transaction(
+                |(snapshots, listed, timers)| {
+                    for (key, value, is_listed) in &encoded {
+                        write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
+                    }
+                    index_timers(timers)
+                },
+            )?;
             return Ok(());
         }
         let trees = (
@@ -560,6 +599,7 @@ impl SledStore {
             &self.bodies,
             &self.body_refs,
             &self.meta,
+            &self.timers,
             &self.digest_held,
         );
         let last_seq = trees.transaction(
@@ -573,8 +613,10 @@ impl SledStore {
                 bodies,
                 body_refs,
                 meta,
+                timers,
                 digest_held,
             )| {
+                index_timers(timers)?;
                 for (key, value, is_listed) in &encoded {
                     write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
                 }

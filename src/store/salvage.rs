@@ -631,6 +631,7 @@ mod tests {
                 mark_baseline: true,
                 sync: None,
                 health: None,
+                ..Default::default()
             })
             .unwrap();
         for (i, id) in ["1", "2", "1"].iter().enumerate() {
@@ -648,6 +649,7 @@ mod tests {
                     mark_baseline: false,
                     sync: None,
                     health: None,
+                    ..Default::default()
                 })
                 .unwrap();
         }
@@ -703,6 +705,7 @@ mod tests {
             mark_baseline: false,
             sync: None,
             health: None,
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(due_seqs(&new, "mail"), vec![1, 2, 3, 4]);

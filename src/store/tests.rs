@@ -34,6 +34,7 @@ fn commit_writes_snapshots_outbox_and_log_together() {
             mark_baseline: true,
             sync: None,
             health: None,
+            ..Default::default()
         })
         .unwrap();
     assert!(store.has_baseline("t").unwrap());

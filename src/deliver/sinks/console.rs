@@ -68,6 +68,18 @@ fn defaults() -> Vec<(String, String)> {
             format!("{prefix}{{% if from %}} (was {{{{ from }}}}){{% endif %}}"),
         ),
         (
+            default_name(Role::Console, DueSoon),
+            format!("{prefix} due {{{{ due }}}} ({{{{ to }}}})"),
+        ),
+        (
+            default_name(Role::Console, Overdue),
+            format!("{prefix} was due {{{{ due }}}} ({{{{ to }}}})"),
+        ),
+        (
+            default_name(Role::Console, Stalled),
+            format!("{prefix} {{{{ to }}}} since {{{{ since }}}}"),
+        ),
+        (
             default_name(Role::Console, SourceFailing),
             format!(
                 "{source_prefix} failing since {{{{ since }}}} ({{{{ failures }}}} failed cycles): {{{{ error }}}}"

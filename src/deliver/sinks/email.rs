@@ -275,6 +275,18 @@ fn defaults() -> Vec<(String, String)> {
             "[orderwatch] {{ order_id }} is no longer listed".into(),
         ),
         (
+            default_name(Role::EmailSubject, DueSoon),
+            "[orderwatch] {{ order_id }} is due on {{ due }}".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Overdue),
+            "[orderwatch] {{ order_id }} is overdue (due {{ due }})".into(),
+        ),
+        (
+            default_name(Role::EmailSubject, Stalled),
+            "[orderwatch] {{ order_id }} has been {{ to }} since {{ since }}".into(),
+        ),
+        (
             default_name(Role::EmailSubject, SourceFailing),
             "[orderwatch] source {{ source }} is failing".into(),
         ),
@@ -343,6 +355,9 @@ Order {{ order_id }} (source {{ source }})
 {%- if type == 'order.created' %} is new{% if to %}, with status {{ to }}{% endif %}.
 {%- elif type == 'order.status_changed' %} is now {{ to }} (was {{ from }}).
 {%- elif type == 'order.updated' %} was updated.
+{%- elif type == 'order.due_soon' %} is due on {{ due }} and still {{ to }}.
+{%- elif type == 'order.overdue' %} is overdue: it was due on {{ due }} and is still {{ to }}.
+{%- elif type == 'order.stalled' %} has been {{ to }} since {{ since }}.
 {%- else %} is no longer listed by the API.
 {%- endif %}
 {% if changes %}
@@ -366,6 +381,9 @@ const EMAIL_HTML: &str = "\
 {%- if type == 'order.created' %} is new{% if to %}, with status <strong>{{ to }}</strong>{% endif %}.
 {%- elif type == 'order.status_changed' %} is now <strong>{{ to }}</strong> (was {{ from }}).
 {%- elif type == 'order.updated' %} was updated.
+{%- elif type == 'order.due_soon' %} is due on <strong>{{ due }}</strong> and still {{ to }}.
+{%- elif type == 'order.overdue' %} is <strong>overdue</strong>: it was due on {{ due }} and is still {{ to }}.
+{%- elif type == 'order.stalled' %} has been <strong>{{ to }}</strong> since {{ since }}.
 {%- else %} is no longer listed by the API.
 {%- endif %}</p>
 {%- if changes %}

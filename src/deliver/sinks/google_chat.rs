@@ -154,6 +154,18 @@ fn defaults() -> Vec<(String, String)> {
             "🗑️ Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
         ),
         (
+            default_name(TEXT, DueSoon),
+            "⏳ Order *{{ order_id }}* ({{ source }}) is due on *{{ due }}* and still *{{ to }}*".into(),
+        ),
+        (
+            default_name(TEXT, Overdue),
+            "⏰ Order *{{ order_id }}* ({{ source }}) is overdue: due *{{ due }}*, still *{{ to }}*".into(),
+        ),
+        (
+            default_name(TEXT, Stalled),
+            "🐌 Order *{{ order_id }}* ({{ source }}) has been *{{ to }}* since {{ since }}".into(),
+        ),
+        (
             default_name(TEXT, SourceFailing),
             "🚨 Source *{{ source }}* is failing since {{ since }} ({{ failures }} failed cycles): {{ error }}".into(),
         ),

@@ -111,6 +111,18 @@ fn defaults() -> Vec<(String, String)> {
             ":wastebasket: Order *{{ order_id }}* ({{ source }}) is no longer listed by the API".into(),
         ),
         (
+            default_name(Role::Slack, DueSoon),
+            ":hourglass_flowing_sand: Order *{{ order_id }}* ({{ source }}) is due on *{{ due }}* and still *{{ to }}*".into(),
+        ),
+        (
+            default_name(Role::Slack, Overdue),
+            ":alarm_clock: Order *{{ order_id }}* ({{ source }}) is overdue: due *{{ due }}*, still *{{ to }}*".into(),
+        ),
+        (
+            default_name(Role::Slack, Stalled),
+            ":snail: Order *{{ order_id }}* ({{ source }}) has been *{{ to }}* since {{ since }}".into(),
+        ),
+        (
             default_name(Role::Slack, SourceFailing),
             ":rotating_light: Source *{{ source }}* is failing since {{ since }} ({{ failures }} failed cycles): {{ error }}".into(),
         ),

@@ -112,6 +112,12 @@ fn defaults() -> Vec<(String, String)> {
         (StatusChanged, "Order {{ order_id }} is now {{ to }}"),
         (Updated, "Order {{ order_id }} was updated"),
         (Removed, "Order {{ order_id }} is no longer listed"),
+        (DueSoon, "Order {{ order_id }} is due on {{ due }}"),
+        (Overdue, "Order {{ order_id }} is overdue"),
+        (
+            Stalled,
+            "Order {{ order_id }} has been {{ to }} since {{ since }}",
+        ),
         (SourceFailing, "Source {{ source }} is failing"),
         (SourceRecovered, "Source {{ source }} has recovered"),
         (
@@ -132,6 +138,18 @@ fn defaults() -> Vec<(String, String)> {
         (
             Removed,
             "The API no longer lists this order; it was last seen as {{ from }}.",
+        ),
+        (
+            DueSoon,
+            "The order is due on {{ due }} and is still {{ to }}.",
+        ),
+        (
+            Overdue,
+            "The order was due on {{ due }} and is still {{ to }}.",
+        ),
+        (
+            Stalled,
+            "The order's status has been {{ to }} since {{ since }}.",
         ),
         (
             SourceFailing,
