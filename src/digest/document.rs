@@ -9,14 +9,22 @@
 //! source (`source.failing`...) follows on lines of its own.
 
 use super::DigestSchedule;
-use crate::event::Event;
-use crate::store::HeldEntry;
+use crate::event::{Event, EventType};
+use crate::store::OverdueOrder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// The types that put an open order in the "at risk" part.
-const AT_RISK: [&str; 3] = ["order.due_soon", "order.overdue", "order.stalled"];
+const AT_RISK: [&str; 4] = [
+    "order.due_soon",
+    "order.overdue",
+    "order.stalled",
+    OVERDUE_AT_BASELINE,
+];
+/// The "type" of an order's line that no event told of: it was past its
+/// due date when the baseline first saw it.
+const OVERDUE_AT_BASELINE: &str = "overdue_at_baseline";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
@@ -117,11 +125,12 @@ impl OrderLine {
         }
         for kind in AT_RISK {
             if self.types.iter().any(|t| t == kind) {
-                let word = kind.trim_start_matches("order.").replace('_', " ");
-                add(match (&self.due, kind) {
-                    (Some(due), "order.due_soon" | "order.overdue") => {
-                        format!("{word} (due {due})")
-                    }
+                let word = match kind {
+                    OVERDUE_AT_BASELINE => "overdue since before the baseline".to_owned(),
+                    _ => kind.trim_start_matches("order.").replace('_', " "),
+                };
+                add(match &self.due {
+                    Some(due) if kind != "order.stalled" => format!("{word} (due {due})"),
                     _ => word,
                 });
             }
@@ -129,8 +138,8 @@ impl OrderLine {
         if self.types.iter().any(|t| t == "order.updated") {
             add("updated".to_owned());
         }
-        if self.types.len() > 1 {
-            add(format!("{} events", self.types.len()));
+        if self.ids.len() > 1 {
+            add(format!("{} events", self.ids.len()));
         }
         text
     }
@@ -168,29 +177,26 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 }
 
 impl Digest {
-    /// The digest of `held` (the events kept for `sink`), for the period
-    /// from `start_ms` to `end_ms`, made at `now_ms`. Events whose body the
-    /// store lost are counted but have no line.
+    /// The digest of `held` (the events kept for `sink`: their types and
+    /// bodies), for the period
+    /// from `start_ms` to `end_ms`, made at `now_ms`, with the orders found
+    /// overdue at a baseline (`overdue`, by source) among those at risk.
+    /// Events whose body the store lost are counted but have no line.
     pub fn build(
         sink: &str,
         schedule: Option<&DigestSchedule>,
         (start_ms, end_ms): (u64, u64),
-        held: &[HeldEntry],
+        held: &[(EventType, Option<&str>)],
+        overdue: &[(String, OverdueOrder)],
         now_ms: u64,
     ) -> Digest {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut orders: Vec<OrderLine> = Vec::new();
         let mut line_of: HashMap<(String, String), usize> = HashMap::new();
         let mut sources = Vec::new();
-        for h in held {
-            *counts
-                .entry(h.entry.event_type.as_str().to_owned())
-                .or_default() += 1;
-            let Some(event) = h
-                .body
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<Event>(b).ok())
-            else {
+        for (kind, body) in held {
+            *counts.entry(kind.as_str().to_owned()).or_default() += 1;
+            let Some(event) = body.and_then(|b| serde_json::from_str::<Event>(b).ok()) else {
                 continue;
             };
             let kind = event.kind.as_str();
@@ -229,10 +235,8 @@ impl Digest {
             }
             line.closed = d.closed;
             line.removed |= kind == "order.removed";
-            if AT_RISK.contains(&kind)
-                && let Some(due) = h.body.as_deref().and_then(event_due)
-            {
-                line.due = Some(due);
+            if d.due.is_some() {
+                line.due.clone_from(&d.due);
             }
             line.revision = line.revision.max(d.revision);
             line.types.push(kind.to_owned());
@@ -247,6 +251,27 @@ impl Digest {
             } else {
                 Part::Changed
             };
+        }
+        // Orders found overdue at the baseline were never told: they join
+        // the at-risk part of the first digest.
+        for (source, o) in overdue {
+            if line_of.contains_key(&(source.clone(), o.order_id.clone())) {
+                continue;
+            }
+            orders.push(OrderLine {
+                part: Part::AtRisk,
+                source: source.clone(),
+                order_id: o.order_id.clone(),
+                from: None,
+                to: None,
+                closed: false,
+                removed: false,
+                due: Some(o.due.clone()),
+                revision: 0,
+                types: vec![OVERDUE_AT_BASELINE.to_owned()],
+                ids: Vec::new(),
+                last: String::new(),
+            });
         }
         // Stable: each part keeps the order of first change.
         orders.sort_by_key(|l| l.part);
@@ -342,19 +367,6 @@ impl Digest {
     }
 }
 
-/// A timer event's due date, read from its JSON (`data.due`).
-fn event_due(body: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Body {
-        data: Due,
-    }
-    #[derive(Deserialize)]
-    struct Due {
-        due: Option<String>,
-    }
-    serde_json::from_str::<Body>(body).ok()?.data.due
-}
-
 fn source_text(event: &Event) -> String {
     let d = &event.data;
     match event.kind.as_str() {
@@ -373,5 +385,99 @@ fn source_text(event: &Event) -> String {
             format!("API key expires on {}", d.expires.as_deref().unwrap_or("?"))
         }
         other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::sample_event;
+
+    fn body(kind: EventType, order_id: &str, to: Option<&str>, closed: bool) -> String {
+        let mut e = sample_event(kind);
+        e.data.order_id = order_id.into();
+        e.data.id = format!("evt_{order_id}_{kind}");
+        e.data.to = to.map(Into::into);
+        e.data.closed = closed;
+        serde_json::to_string(&e).unwrap()
+    }
+
+    #[test]
+    fn closings_come_first_then_orders_at_risk_then_other_changes() {
+        use EventType::{Created, Overdue, SourceFailing, StatusChanged, Updated};
+        let bodies = [
+            (Updated, body(Updated, "1", None, false)),
+            (
+                StatusChanged,
+                body(StatusChanged, "2", Some("Closed"), true),
+            ),
+            (Overdue, body(Overdue, "3", Some("Current"), false)),
+            (
+                StatusChanged,
+                body(StatusChanged, "1", Some("Delayed"), false),
+            ),
+            (SourceFailing, body(SourceFailing, "", None, false)),
+        ];
+        let held: Vec<(EventType, Option<&str>)> = bodies
+            .iter()
+            .map(|(k, b)| (*k, Some(b.as_str())))
+            .chain([(Created, None)])
+            .collect();
+        let overdue = [(
+            "tracking".to_owned(),
+            OverdueOrder {
+                order_id: "9".into(),
+                due: "2026-11-01T00:00:00Z".into(),
+            },
+        )];
+        let start = 1_795_550_400_000;
+        let d = Digest::build(
+            "ops",
+            None,
+            (start, start + 86_400_000),
+            &held,
+            &overdue,
+            start,
+        );
+        let lines: Vec<(&str, Part)> = d
+            .data
+            .orders
+            .iter()
+            .map(|l| (l.order_id.as_str(), l.part))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("2", Part::Closed),
+                ("3", Part::AtRisk),
+                ("9", Part::AtRisk),
+                ("1", Part::Changed),
+            ]
+        );
+        // Every event counts, the one whose body was lost too.
+        assert_eq!(d.data.events, 6);
+        assert_eq!(d.data.counts["order.status_changed"], 2);
+        assert_eq!(d.data.counts["order.created"], 1);
+        assert_eq!(d.data.sources.len(), 1);
+        // One line for order 1's two events, its last status.
+        let one = &d.data.orders[3];
+        assert_eq!(one.ids.len(), 2);
+        assert_eq!(one.to.as_deref(), Some("Delayed"));
+        assert!(one.summary().contains("2 events"), "{}", one.summary());
+        assert!(d.data.orders[2].summary().contains("before the baseline"));
+        assert_eq!(d.data.id, digest_id("ops", start));
+        assert_ne!(d.data.id, digest_id("ops", start + 1));
+        assert_ne!(d.data.id, digest_id("other", start));
+        // As stored: a document that begins with its type, read back whole.
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.starts_with(r#"{"type":"digest""#), "{json}");
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        let text = d.text_lines().join("\n");
+        assert!(
+            text.starts_with(
+                "orderwatch digest for ops: 6 events, 2026-11-24 20:00 → 2026-11-25 20:00 (UTC)"
+            ),
+            "{text}"
+        );
     }
 }

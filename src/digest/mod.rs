@@ -29,7 +29,14 @@ pub fn roll_up(
     schedule: Option<&DigestSchedule>,
     now_ms: u64,
 ) -> Result<Option<String>, StoreError> {
-    let Some(oldest) = store.oldest_kept_for_digest(sink)? else {
+    // Until its first digest, a digest sink also says which orders were
+    // overdue at a baseline (no `order.overdue` told of them).
+    let first_since = match schedule {
+        Some(_) => store.first_digest_since(sink, now_ms, true)?,
+        None => None,
+    };
+    let kept = store.oldest_kept_for_digest(sink)?;
+    let Some(oldest) = kept.into_iter().chain(first_since).min() else {
         return Ok(None);
     };
     let end = schedule.map_or(now_ms.saturating_add(1), |s| s.period_start_ms(now_ms));
@@ -37,9 +44,25 @@ pub fn roll_up(
         return Ok(None);
     }
     let held = store.held_for_digest(sink, end)?;
-    let Some(first) = held.iter().map(|h| h.entry.created_ms).min() else {
+    let mut overdue = Vec::new();
+    if first_since.is_some() {
+        for source in store.sources()? {
+            for order in store.overdue_orders(&source, now_ms)? {
+                overdue.push((source.clone(), order));
+            }
+        }
+    }
+    if held.is_empty() && overdue.is_empty() {
+        // Nothing to say for the periods passed: look again at the next.
+        store.first_digest_from(sink, end)?;
         return Ok(None);
-    };
+    }
+    let first = held
+        .iter()
+        .map(|h| h.entry.created_ms)
+        .chain(first_since)
+        .min()
+        .unwrap_or(oldest);
     let start = schedule.map_or(first, |s| s.period_start_ms(first));
     let lost = held.iter().filter(|h| h.body.is_none()).count();
     if lost > 0 {
@@ -49,7 +72,11 @@ pub fn roll_up(
             "events kept for a digest have lost their bodies (a damaged store): they are counted in it, without a line"
         );
     }
-    let digest = Digest::build(sink, schedule, (start, end), &held, now_ms);
+    let events: Vec<_> = held
+        .iter()
+        .map(|h| (h.entry.event_type, h.body.as_deref()))
+        .collect();
+    let digest = Digest::build(sink, schedule, (start, end), &events, &overdue, now_ms);
     let json =
         serde_json::to_string(&digest).map_err(|e| StoreError::Damaged(format!("digest: {e}")))?;
     let made = store.make_digest(&NewDigest {
@@ -66,13 +93,21 @@ pub fn roll_up(
 }
 
 /// When `sink`'s next digest is due (unix ms): the end of the period of
-/// its oldest kept event; `None` when it keeps none.
+/// its oldest kept event (or, before its first digest, of the time it began
+/// waiting for one); `None` when there is nothing to wait for.
 pub fn next_digest_ms(
     store: &Store,
     sink: &str,
     schedule: Option<&DigestSchedule>,
 ) -> Result<Option<u64>, StoreError> {
-    Ok(store
-        .oldest_kept_for_digest(sink)?
+    let first_since = match schedule {
+        Some(_) => store.first_digest_since(sink, u64::MAX, false)?,
+        None => None,
+    };
+    let kept = store.oldest_kept_for_digest(sink)?;
+    Ok(kept
+        .into_iter()
+        .chain(first_since.filter(|t| *t != u64::MAX))
+        .min()
         .map(|oldest| schedule.map_or(oldest, |s| s.period_end_ms(oldest))))
 }

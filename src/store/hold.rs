@@ -70,6 +70,15 @@ pub struct NewDigest<'a> {
     pub entries: &'a [HeldEntry],
 }
 
+/// `digest_first \0 sink` in `meta`: until a sink's first digest is made,
+/// the unix ms from which its digest looks for what to say (its first run,
+/// then the last boundary that found nothing); empty once it is made.
+fn first_key(sink: &str) -> Vec<u8> {
+    let mut k = b"digest_first\0".to_vec();
+    k.extend_from_slice(sink.as_bytes());
+    k
+}
+
 /// `sink \0 seq`
 pub(super) fn held_key(sink: &str, seq: u64) -> Vec<u8> {
     let mut k = keys::sink_prefix(sink);
@@ -146,6 +155,33 @@ impl SledStore {
         Ok(Some(entry.created_ms))
     }
 
+    /// Until `sink`'s first digest is made: since when it has been waiting
+    /// for one (written as `now_ms` on the first call); `None` after.
+    pub(crate) fn first_digest_since(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        record: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = first_key(sink);
+        match self.meta.get(&key)? {
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => Ok(read_u64(&v).or(Some(now_ms))),
+            None => {
+                if record {
+                    self.meta.insert(key, &now_ms.to_be_bytes())?;
+                }
+                Ok(Some(now_ms))
+            }
+        }
+    }
+
+    /// `sink`'s first digest is still to come: look again from `from_ms`.
+    pub(crate) fn first_digest_from(&self, sink: &str, from_ms: u64) -> Result<(), StoreError> {
+        self.meta.insert(first_key(sink), &from_ms.to_be_bytes())?;
+        Ok(())
+    }
+
     /// How many events are kept for `sink`'s digest.
     pub(crate) fn kept_for_digest(&self, sink: &str) -> Result<u64, StoreError> {
         Ok(self
@@ -204,6 +240,7 @@ impl SledStore {
                     last_error: None,
                 };
                 place(outbox, outbox_order, held, entry, Hold::Now)?;
+                meta.insert(first_key(digest.sink), &[] as &[u8])?;
                 Ok(true)
             },
         )?;
@@ -224,6 +261,21 @@ impl Store {
     /// `None` when none is.
     pub fn oldest_kept_for_digest(&self, sink: &str) -> Result<Option<u64>, StoreError> {
         self.with(|s| s.oldest_kept_for_digest(sink))
+    }
+
+    /// Until `sink`'s first digest is made, since when it has waited for
+    /// one; `record` writes `now_ms` as that time when there is none yet.
+    pub fn first_digest_since(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        record: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        self.with(|s| s.first_digest_since(sink, now_ms, record))
+    }
+
+    pub fn first_digest_from(&self, sink: &str, from_ms: u64) -> Result<(), StoreError> {
+        self.with(|s| s.first_digest_from(sink, from_ms))
     }
 
     /// How many events are kept for `sink`'s digest.

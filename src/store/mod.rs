@@ -52,7 +52,7 @@ mod timers;
 
 pub use handle::Store;
 pub use health::SourceHealth;
-pub use hold::{HeldEntry, Hold, NewDigest, Routed};
+pub use hold::{Hold, NewDigest, Routed};
 pub use snapshot::Snapshot;
 #[allow(
     unused_imports,

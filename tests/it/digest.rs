@@ -308,3 +308,62 @@ async fn receivers_teams_digest_card_parses_with_adaptivecards() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_order_overdue_at_the_baseline_is_in_the_first_digest_only() {
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ids = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch(
+            "order-tracking",
+            &ids[0],
+            json!({"keyDates": {"expectedAt": "2020-01-01T00:00:00Z"}}),
+        )
+        .await;
+    let ws = Workspace::new(
+        &source_yaml(
+            "tracking",
+            "order-tracking",
+            &sim.base_url(),
+            "    due: { field: /keyDates/expectedAt, warn_before: 1s }\n",
+        ),
+        &digest_webhook("hook", &hook.url, "2s"),
+        "",
+    );
+    // The baseline tells nothing of it, not even `order.overdue`.
+    ws.once_ok().await;
+    let child = ws.spawn_run();
+    // No change at all: the first digest holds it by itself.
+    eventually("the first digest", Duration::from_secs(30), || {
+        !hook.delivered().is_empty()
+    })
+    .await;
+    let data = hook.delivered()[0].json()["data"].clone();
+    let line = data["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["order_id"] == ids[0].as_str())
+        .unwrap_or_else(|| panic!("{data}"))
+        .clone();
+    assert_eq!(line["part"], "at_risk", "{line}");
+    assert_eq!(line["types"], json!(["overdue_at_baseline"]), "{line}");
+    assert_eq!(line["due"], "2020-01-01T00:00:00Z", "{line}");
+    assert_eq!(data["events"], 0, "{data}");
+    // Told once: a later digest (of a change) does not list it again.
+    admin
+        .patch("order-tracking", &ids[1], json!({"status": "Closed"}))
+        .await;
+    eventually("the second digest", Duration::from_secs(30), || {
+        hook.delivered().len() == 2
+    })
+    .await;
+    let second = hook.delivered()[1].json();
+    let orders = second["data"]["orders"].as_array().unwrap().clone();
+    assert_eq!(orders.len(), 1, "{second}");
+    assert_eq!(orders[0]["order_id"], ids[1].as_str());
+    stop_daemon(child).await;
+    sim.shutdown().await;
+}
