@@ -162,3 +162,83 @@ fn weekdays(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<Weekday>> {
     }
     ok.then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    /// The problems of a config whose one sink and one route take `digest`
+    /// and `quiet_hours` as given: (key path, message).
+    fn problems(digest: &str, quiet_hours: &str) -> Vec<(String, String)> {
+        let yaml = format!(
+            "sources: [{{name: t, api: order-tracking, base_url: 'http://127.0.0.1:1', client_id: a, client_secret: b, api_key: c}}]\n\
+             sinks: [{{name: out, type: console, digest: {digest}}}]\n\
+             routes: [{{sinks: [out], quiet_hours: {quiet_hours}}}]\n"
+        );
+        match Config::parse(&yaml, Path::new("t.yaml"), &HashMap::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .into_iter()
+                .map(|p| (p.path, p.message))
+                .collect(),
+        }
+    }
+
+    const GOOD_DIGEST: &str = "{every: 24h, at: '08:00', timezone: Europe/Paris}";
+    const GOOD_QUIET: &str =
+        "{from: '20:00', to: '07:00', timezone: Europe/Paris, days: [sat, sun]}";
+
+    #[test]
+    fn good_digests_and_quiet_hours_parse() {
+        assert_eq!(problems(GOOD_DIGEST, GOOD_QUIET), []);
+        assert_eq!(problems("{every: 5s}", "{days: [sat]}"), []);
+        assert_eq!(
+            problems("{every: 7d}", "{from: '12:00:30', to: '13:00'}"),
+            []
+        );
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let got = problems(
+            "{every: 7h, at: '25:00', timezone: Europe/Pariss}",
+            "{from: '20:00', timezone: Mars/Olympus, days: [sat, caturday]}",
+        );
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        for path in [
+            "sinks[0].digest.every",
+            "sinks[0].digest.at",
+            "sinks[0].digest.timezone",
+            "routes[0].quiet_hours.timezone",
+            "routes[0].quiet_hours.days",
+        ] {
+            assert!(paths.contains(&path), "{path} missing from {got:?}");
+        }
+        let said = |path: &str| {
+            got.iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default()
+        };
+        assert!(said("sinks[0].digest.every").contains("divide a day"));
+        assert!(said("sinks[0].digest.timezone").contains("Europe/Pariss"));
+        assert!(said("routes[0].quiet_hours.days").contains("caturday"));
+        // `to` without `from`, and a window that never ends.
+        let lone = problems(GOOD_DIGEST, "{to: '07:00'}");
+        assert_eq!(lone[0].0, "routes[0].quiet_hours.from", "{lone:?}");
+        let always = problems(GOOD_DIGEST, "{days: [mon, tue, wed, thu, fri, sat, sun]}");
+        assert!(
+            always[0].1.contains("would ever be delivered"),
+            "{always:?}"
+        );
+        let empty = problems(GOOD_DIGEST, "{from: '07:00', to: '07:00'}");
+        assert_eq!(empty[0].0, "routes[0].quiet_hours.to", "{empty:?}");
+        let unknown = problems("{every: 1h, when: '08:00'}", GOOD_QUIET);
+        assert!(unknown[0].0.starts_with("sinks[0].digest"), "{unknown:?}");
+        let missing = problems("{at: '08:00'}", GOOD_QUIET);
+        assert_eq!(missing[0].0, "sinks[0].digest.every", "{missing:?}");
+    }
+}

@@ -9,6 +9,7 @@ use serde_json::json;
 use std::time::{Duration, SystemTime};
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
+const TOKEN: &str = "digest-test-token-0123456789";
 
 /// The tracking source, and `sinks`; every order of the simulator is watched.
 fn workspace(sim_url: &str, sinks: &str) -> Workspace {
@@ -163,7 +164,11 @@ async fn a_sigkill_loses_no_kept_event_and_a_digest_is_sent_again_under_its_id()
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
     // A period far longer than the test: the kill lands inside it.
-    let ws = workspace(&sim.base_url(), &digest_webhook("hook", &hook.url, "24h"));
+    let ws = Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), ""),
+        &digest_webhook("hook", &hook.url, "24h"),
+        &format!("listen: 127.0.0.1:0\napi_token: {TOKEN}\n"),
+    );
     ws.once_ok().await;
     let ids = admin.ids(TRACKING, "status=Current").await;
     let mut child = ws.spawn_run();
@@ -174,6 +179,21 @@ async fn a_sigkill_loses_no_kept_event_and_a_digest_is_sent_again_under_its_id()
         || log_count(&ws, "change detected") == 3,
     )
     .await;
+    // The API tells they are kept: not in the outbox, not lost.
+    let api = format!("http://{}/api/v1/outbox", health_addr(&ws).await);
+    let outbox: serde_json::Value = reqwest::Client::new()
+        .get(&api)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sink = &outbox["sinks"][0];
+    assert_eq!(sink["name"], "hook", "{outbox}");
+    assert_eq!(sink["kept_for_digest"], 3, "{outbox}");
+    assert_eq!(sink["depth"], 0, "{outbox}");
     child.start_kill().expect("SIGKILL");
     assert!(!child.wait().await.unwrap().success(), "killed, not exited");
     assert!(hook.received().is_empty(), "sent before its period ended");
