@@ -4,12 +4,12 @@
 //! empty period sends nothing, and a SIGKILL neither loses the kept events
 //! nor sends a digest again under another id.
 
+use crate::api::{Api, TOKEN};
 use crate::helpers::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
-const TOKEN: &str = "digest-test-token-0123456789";
 
 /// The tracking source, and `sinks`; every order of the simulator is watched.
 fn workspace(sim_url: &str, sinks: &str) -> Workspace {
@@ -180,16 +180,7 @@ async fn a_sigkill_loses_no_kept_event_and_a_digest_is_sent_again_under_its_id()
     )
     .await;
     // The API tells they are kept: not in the outbox, not lost.
-    let api = format!("http://{}/api/v1/outbox", health_addr(&ws).await);
-    let outbox: serde_json::Value = reqwest::Client::new()
-        .get(&api)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outbox = Api::of(&ws).await.ok("/outbox").await;
     let sink = &outbox["sinks"][0];
     assert_eq!(sink["name"], "hook", "{outbox}");
     assert_eq!(sink["kept_for_digest"], 3, "{outbox}");
