@@ -157,13 +157,18 @@ pub struct SourceLine {
     pub text: String,
 }
 
-/// The id of `sink`'s digest of the period starting at `start_ms`.
-pub fn digest_id(sink: &str, start_ms: u64) -> String {
+/// The id of `sink`'s digest of the period starting at `start_ms` whose
+/// first event has sequence `first_seq` (0: none). The sequence keeps two
+/// digests of one period apart: an event committed just as its period's
+/// digest was made (its commit began before the boundary) goes into one of
+/// its own.
+pub fn digest_id(sink: &str, start_ms: u64, first_seq: u64) -> String {
     let mut h = Sha256::new();
     h.update(b"digest\0");
     h.update(sink.as_bytes());
     h.update([0]);
     h.update(start_ms.to_be_bytes());
+    h.update(first_seq.to_be_bytes());
     format!("dig_{}", hex::encode(&h.finalize()[..16]))
 }
 
@@ -179,13 +184,15 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 impl Digest {
     /// The digest of `held` (the events kept for `sink`: their types and
     /// bodies), for the period
-    /// from `start_ms` to `end_ms`, made at `now_ms`, with the orders found
+    /// from `start_ms` to `end_ms` (its first event `first_seq`), made at
+    /// `now_ms`, with the orders found
     /// overdue at a baseline (`overdue`, by source) among those at risk.
     /// Events whose body the store lost are counted but have no line.
     pub fn build(
         sink: &str,
         schedule: Option<&DigestSchedule>,
         (start_ms, end_ms): (u64, u64),
+        first_seq: u64,
         held: &[(EventType, Option<&str>)],
         overdue: &[(String, OverdueOrder)],
         now_ms: u64,
@@ -279,7 +286,7 @@ impl Digest {
             kind: "digest".to_owned(),
             timestamp: rfc3339(now_ms),
             data: DigestData {
-                id: digest_id(sink, start_ms),
+                id: digest_id(sink, start_ms, first_seq),
                 sink: sink.to_owned(),
                 period: Period {
                     start: rfc3339(start_ms),
@@ -435,6 +442,7 @@ mod tests {
             "ops",
             None,
             (start, start + 86_400_000),
+            7,
             &held,
             &overdue,
             start,
@@ -465,9 +473,10 @@ mod tests {
         assert_eq!(one.to.as_deref(), Some("Delayed"));
         assert!(one.summary().contains("2 events"), "{}", one.summary());
         assert!(d.data.orders[2].summary().contains("before the baseline"));
-        assert_eq!(d.data.id, digest_id("ops", start));
-        assert_ne!(d.data.id, digest_id("ops", start + 1));
-        assert_ne!(d.data.id, digest_id("other", start));
+        assert_eq!(d.data.id, digest_id("ops", start, 7));
+        assert_ne!(d.data.id, digest_id("ops", start + 1, 7));
+        assert_ne!(d.data.id, digest_id("ops", start, 8));
+        assert_ne!(d.data.id, digest_id("other", start, 7));
         // As stored: a document that begins with its type, read back whole.
         let json = serde_json::to_string(&d).unwrap();
         assert!(json.starts_with(r#"{"type":"digest""#), "{json}");

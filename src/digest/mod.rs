@@ -77,7 +77,16 @@ pub fn roll_up(
         .iter()
         .map(|h| (h.entry.event_type, h.body.as_deref()))
         .collect();
-    let digest = Digest::build(sink, schedule, (start, end), &events, &overdue, now_ms);
+    let first_seq = held.iter().map(|h| h.entry.seq).min().unwrap_or(0);
+    let digest = Digest::build(
+        sink,
+        schedule,
+        (start, end),
+        first_seq,
+        &events,
+        &overdue,
+        now_ms,
+    );
     let json =
         serde_json::to_string(&digest).map_err(|e| StoreError::Damaged(format!("digest: {e}")))?;
     let made = store.make_digest(&NewDigest {
