@@ -231,28 +231,39 @@ async fn a_sigkill_loses_no_kept_event_and_a_digest_is_sent_again_under_its_id()
 }
 
 /// Every order announced (`first_poll: notify`) to a Slack and a Teams sink
-/// that each send a 1s digest.
+/// that each send a 1s digest (and, given their receivers, a Google Chat
+/// and an http sink that do too).
 fn chat_digest_workspace(
     sim: &orderwatch_simulator::RunningSimulator,
     slack: &str,
     teams: &str,
+    more: Option<(&str, &str)>,
 ) -> Workspace {
-    let sinks = format!(
+    let mut sinks = format!(
         "{}    digest: {{ every: 1s }}\n  - name: teams\n    type: teams\n    url: \"{teams}?sig=s3cr3t\"\n    digest: {{ every: 1s }}\n",
         slack_sink_yaml("chat", slack)
     );
+    if let Some((gchat, http)) = more {
+        sinks.push_str(&format!(
+            "  - name: gchat\n    type: google-chat\n    url: \"{gchat}?key=k3y&token=t0ken\"\n    digest: {{ every: 1s }}\n  - name: tickets\n    type: http\n    url: {http}\n    body: '{{\"order\": {{{{ order_id|tojson }}}}}}'\n    digest: {{ every: 1s }}\n"
+        ));
+    }
     notify_workspace(sim, &sinks, "")
 }
 
 #[tokio::test]
-async fn slack_gets_mrkdwn_and_teams_a_card() {
+async fn slack_gets_mrkdwn_teams_a_card_google_chat_text_and_http_the_document() {
     let sim = simulator(3).await;
     let slack = Receiver::start().await;
     let teams = Receiver::start().await;
-    let ws = chat_digest_workspace(&sim, &slack.url, &teams.url);
+    let gchat = Receiver::start().await;
+    let http = Receiver::start().await;
+    let ws = chat_digest_workspace(&sim, &slack.url, &teams.url, Some((&gchat.url, &http.url)));
     let child = ws.spawn_run();
-    eventually("both digests", Duration::from_secs(30), || {
-        !slack.delivered().is_empty() && !teams.delivered().is_empty()
+    eventually("the four digests", Duration::from_secs(30), || {
+        [&slack, &teams, &gchat, &http]
+            .iter()
+            .all(|r| !r.delivered().is_empty())
     })
     .await;
     let ids = Admin::new(&sim).ids(TRACKING, "").await;
@@ -286,8 +297,27 @@ async fn slack_gets_mrkdwn_and_teams_a_card() {
     for id in &ids {
         assert!(body.contains(&format!("tracking/{id}")), "{body}");
     }
-    assert_eq!(slack.delivered().len(), 1);
-    assert_eq!(teams.delivered().len(), 1);
+    // Google Chat: one text message, in no order's thread.
+    let message = gchat.delivered()[0].json();
+    let text = message["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("orderwatch digest for gchat: 3 events"),
+        "{message}"
+    );
+    assert!(message.get("thread").is_none(), "{message}");
+    for id in &ids {
+        assert!(text.contains(&format!("- tracking/{id}: ")), "{text}");
+    }
+    // http: the document itself, not the sink's one-event body.
+    let got = &http.delivered()[0];
+    assert_eq!(got.header("content-type"), "application/json");
+    let doc = got.json();
+    assert_eq!(doc["type"], "digest", "{doc}");
+    assert_eq!(doc["data"]["sink"], "tickets");
+    assert_eq!(doc["data"]["events"], 3);
+    for r in [&slack, &teams, &gchat, &http] {
+        assert_eq!(r.delivered().len(), 1);
+    }
     stop_daemon(child).await;
     sim.shutdown().await;
 }
@@ -298,7 +328,7 @@ async fn receivers_teams_digest_card_parses_with_adaptivecards() {
     let sim = simulator(3).await;
     let slack = Receiver::start().await;
     let teams = Receiver::start().await;
-    let ws = chat_digest_workspace(&sim, &slack.url, &teams.url);
+    let ws = chat_digest_workspace(&sim, &slack.url, &teams.url, None);
     let child = ws.spawn_run();
     eventually("the teams digest", Duration::from_secs(30), || {
         !teams.delivered().is_empty()
