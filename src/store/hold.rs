@@ -117,6 +117,22 @@ pub(super) fn place(
     Ok(())
 }
 
+/// A kept event's record, if it decodes; one that does not is said when
+/// `say` (when a digest is made, not on every look at the backlog).
+fn kept_entry(bytes: &[u8], say: bool) -> Option<OutboxEntry> {
+    match serde_json::from_slice(bytes) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            if say {
+                tracing::warn!(
+                    "an event kept for a digest cannot be read (a damaged store), and is left out: {e}"
+                );
+            }
+            None
+        }
+    }
+}
+
 impl SledStore {
     /// The events kept for `sink`'s digest that were committed before
     /// `before_ms`, oldest first.
@@ -128,8 +144,11 @@ impl SledStore {
         let mut out = Vec::new();
         for item in self.digest_held.scan_prefix(keys::sink_prefix(sink)) {
             let (k, v) = item?;
-            let entry: OutboxEntry = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Damaged(format!("event kept for a digest: {e}")))?;
+            // A record that no longer decodes (a damaged store) is passed
+            // over: it must not keep every later digest from being made.
+            let Some(entry) = kept_entry(&v, true) else {
+                continue;
+            };
             if entry.created_ms >= before_ms {
                 continue;
             }
@@ -144,15 +163,15 @@ impl SledStore {
     }
 
     /// When the first event kept for `sink`'s digest was committed (unix
-    /// ms). One read: events are kept in sequence order, which is commit
-    /// order.
+    /// ms). One read (unless it is damaged): events are kept in sequence
+    /// order, which is commit order.
     pub(crate) fn oldest_kept_for_digest(&self, sink: &str) -> Result<Option<u64>, StoreError> {
-        let Some(first) = self.digest_held.scan_prefix(keys::sink_prefix(sink)).next() else {
-            return Ok(None);
-        };
-        let entry: OutboxEntry = serde_json::from_slice(&first?.1)
-            .map_err(|e| StoreError::Damaged(format!("event kept for a digest: {e}")))?;
-        Ok(Some(entry.created_ms))
+        for item in self.digest_held.scan_prefix(keys::sink_prefix(sink)) {
+            if let Some(entry) = kept_entry(&item?.1, false) {
+                return Ok(Some(entry.created_ms));
+            }
+        }
+        Ok(None)
     }
 
     /// Until `sink`'s first digest is made: since when it has been waiting
@@ -368,5 +387,24 @@ mod tests {
         assert_eq!(store.outbox_depth("daily").unwrap(), 0);
         let log: Vec<String> = store.recent_events().map(Result::unwrap).collect();
         assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_kept_record_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let raw = store.opened().unwrap();
+        raw.digest_held
+            .insert(held_key("daily", 1), &b"not json"[..])
+            .unwrap();
+        let digest = Routed {
+            sink: "daily".into(),
+            hold: Hold::Digest,
+        };
+        commit(&store, "evt_2", "2", vec![digest]);
+        assert!(store.oldest_kept_for_digest("daily").unwrap().is_some());
+        let held = store.held_for_digest("daily", u64::MAX).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].entry.event_id, "evt_2");
     }
 }
