@@ -333,7 +333,16 @@ impl App {
             tasks.spawn(http::serve(listener, app, limits, stop.clone()));
         }
 
-        tasks.spawn(self.timer.clone().run(stop.clone()));
+        // Supervised like the other loops: one that died would otherwise
+        // leave due dates untold without a word on /healthz.
+        let timer = self.timer.clone();
+        let timer_stop = stop.clone();
+        tasks.spawn(crate::supervise::supervise(
+            "timer".to_owned(),
+            liveness.clone(),
+            stop.clone(),
+            move || timer.clone().run(timer_stop.clone()),
+        ));
 
         // Fan the pollers' "committed" signal out to every sink's loop. Notify
         // keeps one permit per waker, so a signal is not lost while a loop is

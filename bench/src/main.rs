@@ -14,6 +14,9 @@
 //! - `run idle`: `orderwatch run` between polls, RSS and CPU over a window;
 //! - `latency`: `orderwatch run` polling continuously; from the commit of the
 //!   poll that saw a change (its "change detected" log line) to the webhook.
+//! - `timer at rest` (with `--timer N`): N orders with due dates weeks ahead,
+//!   `run` between polls; the time its timer spends evaluating per minute
+//!   (`timer.rs`);
 //! - `tiny page` (with `--tiny-page N`): an Orange inside this process that
 //!   serves one page of N tiny orders (`[{"id":"0"},…]`, whatever the
 //!   `limit`); `orderwatch once` on an empty store and quiet, peak RSS held
@@ -32,6 +35,7 @@
 
 mod digest;
 mod ordering;
+mod timer;
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -110,6 +114,13 @@ struct Args {
     /// follows `--ordering`
     #[arg(long, default_value_t = 10_000)]
     ordering_latency: usize,
+    /// Also measure the timer at rest: this many orders with due dates
+    /// ahead, `run` watched between polls (e.g. 100000)
+    #[arg(long)]
+    timer: Option<usize>,
+    /// Seconds the timer at rest is watched
+    #[arg(long, default_value_t = 120)]
+    timer_secs: u64,
 }
 
 /// The tiny-page row's bound on peak RSS: 64 MB plus this many times the
@@ -1210,6 +1221,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.ordering {
         ordering::compare(&binary, &root, n, args.ordering_latency, &mut rows).await?;
+    }
+    if let Some(n) = args.timer {
+        let window = Duration::from_secs(args.timer_secs);
+        timer::at_rest(&binary, &root, n, window, &mut rows).await?;
     }
     println!(
         "orderwatch bench: {}, source concurrency {}, page size 100; {}",

@@ -610,6 +610,105 @@ mod tests {
     };
     const POLL: IndexMode = IndexMode::Poll { baseline: false };
 
+    fn snapshot(order_id: &str, status: &str) -> Snapshot {
+        let order = format!("{{\"id\":\"{order_id}\"}}");
+        Snapshot {
+            revision: 1,
+            hash: Snapshot::hash_of(&order),
+            listed: true,
+            status: Some(status.into()),
+            changed_at: "2026-11-22T08:00:00Z".into(),
+            order,
+        }
+    }
+
+    /// A commit of `orders` (id, due date in ms) as a poll makes it.
+    fn poll_commit(orders: &[(&str, Option<u64>)], baseline: bool) -> super::super::Commit {
+        super::super::Commit {
+            source: "t".into(),
+            snapshots: orders
+                .iter()
+                .map(|(id, _)| (id.to_string(), Some(snapshot(id, "Current"))))
+                .collect(),
+            timers: Some(TimerUpdate {
+                settings: BOTH,
+                orders: orders
+                    .iter()
+                    .map(|(id, due)| (id.to_string(), Some(times(*due, "Current"))))
+                    .collect(),
+            }),
+            mark_baseline: baseline,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_baseline_keeps_what_was_overdue_then_and_a_fired_timer_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = super::super::now_ms();
+        store
+            .commit(&poll_commit(
+                &[("late", Some(now - DAY)), ("soon", Some(now + DAY))],
+                true,
+            ))
+            .unwrap();
+        let overdue = store.overdue_orders("t", now).unwrap();
+        assert_eq!(overdue.len(), 1);
+        assert_eq!(overdue[0].order_id, "late");
+        // Within warn_before at the baseline: not told, overdue armed.
+        assert!(store.due_timers(now, 10).unwrap().is_empty());
+        let due = store.due_timers(now + DAY, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].fired.kind, TimerKind::Overdue);
+        assert_eq!(due[0].snapshot.as_ref().unwrap().revision, 1);
+        assert_eq!(store.next_timer().unwrap(), Some(now + DAY));
+
+        // A poll moves the date meanwhile: the fired timer is refused.
+        let stale = due[0].fired.clone();
+        store
+            .commit(&poll_commit(&[("soon", Some(now + 9 * DAY))], false))
+            .unwrap();
+        let refused = store.commit(&super::super::Commit {
+            source: "t".into(),
+            fired: vec![stale],
+            ..Default::default()
+        });
+        assert!(
+            matches!(refused, Err(StoreError::TimerMoved)),
+            "{refused:?}"
+        );
+        let due = store.due_timers(now + 6 * DAY, 10).unwrap();
+        assert_eq!(due[0].fired.kind, TimerKind::DueSoon);
+        store
+            .commit(&super::super::Commit {
+                source: "t".into(),
+                fired: vec![due[0].fired.clone()],
+                ..Default::default()
+            })
+            .unwrap();
+        let due = store.due_timers(now + 9 * DAY, 10).unwrap();
+        assert_eq!(due.len(), 1, "due_soon moved on to overdue");
+        assert_eq!(due[0].fired.kind, TimerKind::Overdue);
+        assert_eq!(store.overdue_orders("t", now).unwrap().len(), 1);
+
+        // Removed: no record, no timer.
+        store
+            .commit(&super::super::Commit {
+                source: "t".into(),
+                snapshots: vec![("late".into(), None), ("soon".into(), None)],
+                timers: Some(TimerUpdate {
+                    settings: BOTH,
+                    orders: vec![("late".into(), None), ("soon".into(), None)],
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(store.overdue_orders("t", now).unwrap().is_empty());
+        assert!(store.due_timers(u64::MAX - 1, 10).unwrap().is_empty());
+        assert_eq!(store.next_timer().unwrap(), None);
+    }
+
     #[test]
     fn schedule_keys_read_back_and_sort_by_fire_time() {
         let a = schedule_key(5, "src", "a\0b", TimerKind::Overdue);

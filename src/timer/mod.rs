@@ -38,6 +38,8 @@ use tracing::{info, warn};
 
 /// The longest the timer waits between two evaluations.
 pub const EVERY: Duration = Duration::from_secs(30);
+/// The pause after an evaluation that failed.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// Timers fired in one commit.
 const BATCH: usize = 256;
 /// Rounds of one evaluation whose commit met a poll that moved an order's
@@ -246,7 +248,10 @@ impl Timer {
                 stalled_continues: false,
             },
         };
-        info!(source = %source, "building the source's timer index (due dates, stalled orders) from its snapshots: its settings changed, or it had none");
+        // A source never polled has nothing to index: no news to log.
+        if self.store.has_baseline(source)? {
+            info!(source = %source, "building the source's timer index (due dates, stalled orders) from its snapshots: its settings changed, or it had none");
+        }
         let settings = timers.map(|t| t.settings).unwrap_or_default();
         let times = |s: &Snapshot| timers.map(|t| t.times_for_rebuild(s));
         let build = IndexBuild {
@@ -370,15 +375,23 @@ impl Timer {
     /// the next timer fires, and at least every [`EVERY`], until `stop`.
     pub async fn run(self: Arc<Self>, stop: Shutdown) {
         loop {
-            if let Err(e) = self.evaluate(now_ms()) {
-                warn!(
-                    "the timer could not tell what came due (due dates, stalled orders; tried again shortly): {e}"
-                );
-            }
+            // A timer left due (the store failing, or polls moving dates
+            // faster than they fire) is tried again after a pause, not in
+            // a spin.
+            let floor = match self.evaluate(now_ms()) {
+                Ok(_) => Duration::from_millis(50),
+                Err(e) => {
+                    warn!(
+                        "the timer could not tell what came due (due dates, stalled orders; tried again shortly): {e}"
+                    );
+                    RETRY_AFTER_ERROR
+                }
+            };
             let wait = match self.store.next_timer() {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(EVERY),
                 _ => EVERY,
-            };
+            }
+            .max(floor);
             tokio::select! {
                 biased;
                 _ = stop.stopped() => return,
@@ -427,4 +440,98 @@ fn timer_event(source: &str, t: &DueTimer, snapshot: &Snapshot) -> Event {
 fn rfc3339_of(ms: u64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(at.max(UNIX_EPOCH)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap as Env;
+    use std::path::Path;
+
+    fn timers(extra: &str) -> SourceTimers {
+        let text = format!(
+            "sources: [{{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c, {extra}}}]\nsinks: [{{name: out, type: console}}]\n"
+        );
+        let config = Config::parse(&text, Path::new("test.yaml"), &Env::<String, String>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        SourceTimers::from_config(&config.sources[0]).expect("timers configured")
+    }
+
+    fn snapshot(order: &str, status: &str) -> Snapshot {
+        Snapshot {
+            revision: 1,
+            hash: Snapshot::hash_of(order),
+            listed: true,
+            status: Some(status.into()),
+            changed_at: "2026-11-22T08:00:00Z".into(),
+            order: order.into(),
+        }
+    }
+
+    #[test]
+    fn a_plain_due_date_is_read_in_the_source_timezone() {
+        let t = timers("due: {warn_before: 1d}, timezone: Europe/Paris");
+        let times = t.times_of(&snapshot(
+            r#"{"id":"1","keyDates":{"expectedAt":"2026-07-03"}}"#,
+            "Current",
+        ));
+        assert_eq!(times.due.unwrap().text, "2026-07-02T22:00:00Z");
+        assert!(times.open);
+        let closed = t.times_of(&snapshot(r#"{"id":"1"}"#, "Closed"));
+        assert!(!closed.open && closed.due.is_none());
+    }
+
+    #[test]
+    fn a_due_date_that_is_not_one_gives_no_timer_and_one_warning() {
+        let t = timers("due: {field: /due}");
+        for garbage in [r#""soon""#, "42", "[]", r#""2026-02-30""#] {
+            let order = format!(r#"{{"id":"1","due":{garbage}}}"#);
+            assert_eq!(t.times_of(&snapshot(&order, "Current")).due, None);
+        }
+        assert!(t.warned.load(Ordering::Relaxed));
+        // No date at all is no date, not a problem.
+        let quiet = timers("due: {field: /due}");
+        for order in [r#"{"id":"1"}"#, r#"{"id":"1","due":null}"#] {
+            assert_eq!(quiet.times_of(&snapshot(order, "Current")).due, None);
+        }
+        assert!(!quiet.warned.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn an_unknown_timezone_and_a_bad_due_are_config_problems() {
+        for (extra, key) in [
+            ("timezone: Mars/Olympus", "sources[0].timezone"),
+            ("due: {warn_before: soon}", "sources[0].due.warn_before"),
+            ("due: {field: expectedAt}", "sources[0].due.field"),
+            ("due: {field: \"\"}", "sources[0].due.field"),
+            ("due: {when: 3d}", "sources[0].due.when"),
+            ("stalled_after: 0s", "sources[0].stalled_after"),
+        ] {
+            let text = format!(
+                "sources: [{{name: s, api: order-tracking, base_url: \"http://127.0.0.1:1\", client_id: a, client_secret: b, api_key: c, {extra}}}]\nsinks: [{{name: out, type: console}}]\n"
+            );
+            let err = Config::parse(&text, Path::new("test.yaml"), &Env::<String, String>::new())
+                .expect_err(extra);
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_settings_and_their_fingerprint_follow_the_config() {
+        let a = timers("due: {}, stalled_after: 14d");
+        assert_eq!(a.settings.warn_before_ms, Some(3 * 86_400_000));
+        assert_eq!(a.settings.stalled_after_ms, Some(14 * 86_400_000));
+        assert_ne!(
+            a.fingerprint,
+            timers("due: {warn_before: 2d}, stalled_after: 14d").fingerprint
+        );
+        assert_ne!(
+            a.fingerprint,
+            timers("due: {}, stalled_after: 14d, timezone: Europe/Paris").fingerprint
+        );
+        assert_eq!(
+            a.fingerprint,
+            timers("due: {}, stalled_after: 14d").fingerprint
+        );
+    }
 }

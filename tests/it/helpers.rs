@@ -509,6 +509,15 @@ pub fn verify_signature(r: &Received, secret: &str) -> bool {
         .any(|s| s == expected)
 }
 
+/// The events of one type a receiver took (answered 2xx), as JSON.
+pub fn delivered_of_type(hook: &Receiver, kind: &str) -> Vec<Value> {
+    hook.delivered()
+        .iter()
+        .map(Received::json)
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
 /// Wait for a condition, polling, up to a deadline (no fixed sleeps).
 pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
     let deadline = Instant::now() + timeout;

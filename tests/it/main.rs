@@ -10,6 +10,7 @@ mod crash_loop;
 mod delivery;
 mod digest;
 mod disk_full;
+mod due;
 mod fault_matrix;
 mod flow;
 mod flow_faults;

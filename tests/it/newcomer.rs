@@ -80,7 +80,7 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             .into_bytes(),
             vec![
                 "orderwatch.yaml:12: routes[0].sinks: unknown sink `chta` (did you mean `chat`?)",
-                "orderwatch.yaml:13: routes[0].events: unknown event type `order.status_change` (one of: order.created, order.status_changed, order.updated, order.removed, source.failing, source.recovered, source.credentials_expiring) (did you mean `order.status_changed`?)",
+                "orderwatch.yaml:13: routes[0].events: unknown event type `order.status_change` (one of: order.created, order.status_changed, order.updated, order.removed, order.due_soon, order.overdue, order.stalled, source.failing, source.recovered, source.credentials_expiring) (did you mean `order.status_changed`?)",
             ],
         ),
         (
@@ -90,7 +90,7 @@ async fn config_mistakes_are_told_on_their_line_in_plain_words() {
             )
             .into_bytes(),
             vec![
-                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, resource, incremental, path, id_field, status_field, watch, closed_statuses, alert_after, api_key_expires",
+                "orderwatch.yaml:8: sources[0].intervall: unknown key `intervall` (did you mean `interval`?); known keys here: name, api, base_url, token_url, client_id, client_secret, api_key, interval, filters, sort, page_size, max_requests_per_minute, concurrency, timeout, retries, retry_backoff, first_poll, resource, incremental, path, id_field, status_field, watch, closed_statuses, alert_after, api_key_expires, due, stalled_after, timezone",
                 "orderwatch.yaml:13: sinks[0].template: fails on a sample order.created event: unknown method: string has no method named upper (line 1 of the template)",
             ],
         ),

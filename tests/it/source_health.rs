@@ -8,7 +8,7 @@
 //! `notify-test --event` sends a sample of one.
 
 use crate::helpers::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, SystemTime};
 
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
@@ -19,14 +19,6 @@ fn of_type(hook: &Receiver, kind: &str) -> Vec<Received> {
     hook.received()
         .into_iter()
         .filter(|r| r.json()["type"] == kind)
-        .collect()
-}
-
-fn delivered_of_type(hook: &Receiver, kind: &str) -> Vec<Value> {
-    hook.delivered()
-        .iter()
-        .map(Received::json)
-        .filter(|e| e["type"] == kind)
         .collect()
 }
 

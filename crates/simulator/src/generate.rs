@@ -130,6 +130,13 @@ pub(crate) fn next_stamp(previous: Option<&str>) -> String {
     }
 }
 
+/// The start of today (UTC), in unix seconds: due dates are generated
+/// relative to the simulator's clock, a whole number of days ahead, so an
+/// order's date does not change with the second it was generated in.
+fn today_secs() -> u64 {
+    now_secs() / 86_400 * 86_400
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -240,7 +247,11 @@ pub(crate) fn tracking_order(
     };
     let (first, last, email) = contact(rng);
     let (city, _) = *pick(rng, CITIES);
-    let planned = created + rng.random_range(14..90) * 86_400;
+    let lead_days = rng.random_range(14..90);
+    let planned = created + lead_days * 86_400;
+    // As Orange's Ordering orders date their delivery (a plain date here:
+    // the start of that day in the source's timezone).
+    let expected = today_secs() + lead_days * 86_400;
     json!({
         "id": id,
         "customerReference": reference,
@@ -263,6 +274,7 @@ pub(crate) fn tracking_order(
             "plannedDeliveryDate": &rfc3339(planned)[..10],
             "site": { "name": format!("SITE {city} {}", rng.random_range(1..40)), "city": city, "country": "FR" },
         },
+        "keyDates": { "expectedAt": &rfc3339(expected)[..10] },
     })
 }
 
@@ -335,7 +347,7 @@ pub(crate) fn ordering_order(
         rng.random_range(0..10_000),
         &id[id.len().saturating_sub(6)..]
     );
-    let expected = created + rng.random_range(21..120) * 86_400;
+    let expected = today_secs() + rng.random_range(21..120) * 86_400;
     let (step, sub_step) = order_stage(status);
     let open = ORDER_OPEN_STATUSES.contains(&status);
     let delivery_status = match status {
@@ -515,6 +527,22 @@ mod tests {
                     >= order["createdAt"].as_str().unwrap_or("~")
             );
             assert!(order.pointer("/_links/self/href").is_some());
+        }
+    }
+
+    #[test]
+    fn due_dates_lie_ahead_of_the_clock() {
+        let today = &rfc3339(today_secs())[..10];
+        for order in tracking_orders(3, 50) {
+            let due = order["keyDates"]["expectedAt"].as_str().unwrap_or_default();
+            assert_eq!(due.len(), 10, "a plain date: {due}");
+            assert!(due > today, "{due}");
+        }
+        let mut ids = IdSource::new(10);
+        let now = rfc3339(now_secs());
+        for order in ordering_orders_from(&mut orders_rng(1), &mut ids, 50) {
+            let due = order["keyDates"]["expectedAt"].as_str().unwrap_or_default();
+            assert!(due > now.as_str(), "{due}");
         }
     }
 
