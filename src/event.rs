@@ -53,6 +53,11 @@ pub enum EventType {
     /// The source's `api_key_expires` is less than 30 days away.
     #[serde(rename = "source.credentials_expiring")]
     CredentialsExpiring,
+    /// A sink's digest: the events of one period in one message. Not in
+    /// [`EventType::ALL`]: routes choose the events that go into a digest,
+    /// never the digest itself.
+    #[serde(rename = "digest")]
+    Digest,
 }
 
 impl EventType {
@@ -81,6 +86,7 @@ impl EventType {
             EventType::SourceFailing => "source.failing",
             EventType::SourceRecovered => "source.recovered",
             EventType::CredentialsExpiring => "source.credentials_expiring",
+            EventType::Digest => "digest",
         }
     }
 
@@ -97,7 +103,8 @@ impl EventType {
             | EventType::Stalled => true,
             EventType::SourceFailing
             | EventType::SourceRecovered
-            | EventType::CredentialsExpiring => false,
+            | EventType::CredentialsExpiring
+            | EventType::Digest => false,
         }
     }
 }

@@ -58,7 +58,8 @@
 //!   `order.overdue`) and stalled orders, from the store's index by fire time
 //! - `store`: snapshots, outbox, dead letters, event log, behind one trait:
 //!   sled (the only module that imports sled) or PostgreSQL
-//! - `route`: which sinks an event goes to
+//! - `route`: which sinks an event goes to, and when (a route's quiet hours)
+//! - `digest`: a sink's digest: its periods, and the one message per period
 //! - `deliver`: the outbox worker and the sinks
 //! - `demo`: simulator + daemon + console sink in one process
 //! - `http`: `/healthz`, `/readyz`, `/metrics`
@@ -84,6 +85,7 @@ mod control;
 mod deliver;
 mod demo;
 pub mod diff;
+mod digest;
 mod event;
 mod health;
 mod http;
@@ -112,7 +114,7 @@ pub use source::{
     ApiErrorKind, Detail, MAX_LISTED_ORDERS, MAX_ORDER_BYTES, MAX_PAGE_BYTES, Page, SourceClient,
 };
 pub use store::{
-    Commit, DeliveryStatus, DueDate, EVENT_LOG_LEN, FiredTimer, IndexBuild, IndexMode, Leadership,
-    NewEvent, OrderTimes, SCHEMA_VERSION, Snapshot, SourceHealth, Store, StoreError, SyncState,
-    SyncUpdate, TimerKind, TimerSettings, TimerUpdate, now_ms,
+    Commit, DeliveryStatus, DueDate, EVENT_LOG_LEN, FiredTimer, Hold, IndexBuild, IndexMode,
+    Leadership, NewDigest, NewEvent, OrderTimes, Routed, SCHEMA_VERSION, Snapshot, SourceHealth,
+    Store, StoreError, SyncState, SyncUpdate, TimerKind, TimerSettings, TimerUpdate, now_ms,
 };

@@ -10,9 +10,22 @@
 //! The table is replaced whole when the config is reloaded: every poller
 //! holds the same [`Router`], so a source that keeps running routes its next
 //! event by the new table.
+//!
+//! Each sink chosen also gets when the event leaves for it ([`Hold`]): now;
+//! when a route's quiet hours end (`quiet_hours.rs`); or with the sink's
+//! digest. When several routes choose one sink for an event, the earliest
+//! of their times wins: a route that is not quiet sends it now, whatever a
+//! quiet one would do, since "once each" means a held copy could never
+//! follow. A digest sink keeps everything routed to it for its digest,
+//! quiet hours or not.
+
+mod quiet_hours;
+
+pub use quiet_hours::QuietHours;
 
 use crate::config::{Config, RouteConfig};
 use crate::event::Event;
+use crate::store::{Hold, Routed, now_ms};
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
 
@@ -23,6 +36,8 @@ pub struct Router {
 struct Table {
     routes: Vec<RouteConfig>,
     all_sinks: Vec<String>,
+    /// The sinks with a `digest:`.
+    digest_sinks: Vec<String>,
 }
 
 impl Table {
@@ -30,7 +45,20 @@ impl Table {
         Table {
             routes: config.routes.clone(),
             all_sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+            digest_sinks: config
+                .sinks
+                .iter()
+                .filter(|s| s.digest.is_some())
+                .map(|s| s.name.clone())
+                .collect(),
         }
+    }
+
+    fn hold(&self, sink: &str, quiet_until: Option<u64>) -> Hold {
+        if self.digest_sinks.iter().any(|s| s == sink) {
+            return Hold::Digest;
+        }
+        quiet_until.map_or(Hold::Now, Hold::Until)
     }
 }
 
@@ -47,17 +75,38 @@ impl Router {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 
-    /// The sinks for `event`, in config order, without repeats.
-    pub fn sinks_for(&self, event: &Event) -> Vec<String> {
+    /// The sinks for `event`, in config order, without repeats, and when
+    /// it leaves for each.
+    pub fn sinks_for(&self, event: &Event) -> Vec<Routed> {
+        self.sinks_at(event, now_ms())
+    }
+
+    fn sinks_at(&self, event: &Event, now: u64) -> Vec<Routed> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
         if table.routes.is_empty() {
-            return table.all_sinks.clone();
+            return table
+                .all_sinks
+                .iter()
+                .map(|s| Routed {
+                    sink: s.clone(),
+                    hold: table.hold(s, None),
+                })
+                .collect();
         }
-        let mut chosen: Vec<&str> = Vec::new();
+        // Per chosen sink: `None` once a route wants it now, else the
+        // earliest end of the quiet hours of the routes that chose it.
+        let mut chosen: Vec<(&str, Option<u64>)> = Vec::new();
         for route in table.routes.iter().filter(|r| matches(r, event)) {
+            let until = route.quiet_hours.as_ref().and_then(|q| q.release_ms(now));
             for sink in &route.sinks {
-                if !chosen.contains(&sink.as_str()) {
-                    chosen.push(sink);
+                match chosen.iter_mut().find(|(s, _)| *s == sink.as_str()) {
+                    Some((_, held)) => {
+                        *held = match (*held, until) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            _ => None,
+                        }
+                    }
+                    None => chosen.push((sink, until)),
                 }
             }
         }
@@ -65,8 +114,13 @@ impl Router {
         table
             .all_sinks
             .iter()
-            .filter(|s| chosen.contains(&s.as_str()))
-            .cloned()
+            .filter_map(|s| {
+                let (_, until) = chosen.iter().find(|(c, _)| *c == s.as_str())?;
+                Some(Routed {
+                    sink: s.clone(),
+                    hold: table.hold(s, *until),
+                })
+            })
             .collect()
     }
 }
@@ -112,6 +166,13 @@ mod tests {
     use crate::event::{EventData, EventType, SourceFields};
     use std::collections::HashMap;
     use std::path::Path;
+
+    /// A sink chosen to deliver now, by name.
+    impl PartialEq<&str> for Routed {
+        fn eq(&self, name: &&str) -> bool {
+            self.sink == *name && self.hold == Hold::Now
+        }
+    }
 
     fn config(routes: &str) -> Config {
         let yaml = format!(
@@ -223,6 +284,68 @@ mod tests {
                 Value::Null
             ))
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn quiet_hours_hold_what_their_route_chose_unless_another_route_wants_it_now() {
+        let r = Router::new(&config(
+            "routes:\n  - {sinks: [chat, mail], quiet_hours: {from: '20:00', to: '07:00', timezone: Europe/Paris}}\n  - {sinks: [hook, mail], events: [order.created]}\n",
+        ));
+        let e = event(EventType::StatusChanged, Some("A"), Some("B"), Value::Null);
+        // 2026-11-24 21:00 in Paris: held until 07:00 there (06:00 UTC).
+        let night = 1_795_550_400_000; // 2026-11-24T20:00:00Z
+        let morning = 1_795_586_400_000; // 2026-11-25T06:00:00Z
+        let held = r.sinks_at(&e, night);
+        assert_eq!(
+            held,
+            [
+                Routed {
+                    sink: "chat".into(),
+                    hold: Hold::Until(morning)
+                },
+                Routed {
+                    sink: "mail".into(),
+                    hold: Hold::Until(morning)
+                },
+            ]
+        );
+        // By day nothing is held.
+        assert_eq!(r.sinks_at(&e, morning + 3_600_000), ["chat", "mail"]);
+        // An event the second route matches too reaches `mail` now: that
+        // route is not quiet. `chat` is still held.
+        let created = event(EventType::Created, None, Some("A"), Value::Null);
+        let both = r.sinks_at(&created, night);
+        assert_eq!(both[0], "hook");
+        assert_eq!(
+            both[1],
+            Routed {
+                sink: "chat".into(),
+                hold: Hold::Until(morning)
+            }
+        );
+        assert_eq!(both[2], "mail");
+    }
+
+    #[test]
+    fn a_digest_sink_keeps_what_is_routed_to_it() {
+        let yaml = "sources: [{name: t, api: order-tracking, base_url: 'http://127.0.0.1:1', client_id: a, client_secret: b, api_key: c}]\n\
+             sinks:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:2/', digest: {every: 24h, at: '08:00', timezone: Europe/Paris}}\n  - {name: mail, type: console}\n";
+        let config = Config::parse(yaml, Path::new("t.yaml"), &HashMap::new()).unwrap();
+        let r = Router::new(&config);
+        let e = event(EventType::Created, None, Some("A"), Value::Null);
+        assert_eq!(
+            r.sinks_for(&e),
+            [
+                Routed {
+                    sink: "hook".into(),
+                    hold: Hold::Digest
+                },
+                Routed {
+                    sink: "mail".into(),
+                    hold: Hold::Now
+                },
+            ]
         );
     }
 }

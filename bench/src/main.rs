@@ -21,6 +21,8 @@
 //!   serves one page of N tiny orders (`[{"id":"0"},…]`, whatever the
 //!   `limit`); `orderwatch once` on an empty store and quiet, peak RSS held
 //!   against 64 MB plus a small multiple of the page's size.
+//! - `digest of a day` (with `--digest N`, `digest.rs`): N events kept for a
+//!   webhook sink's digest, then made and sent as one message.
 //!
 //! Wall time is measured here; CPU time (user + sys) and peak RSS come from
 //! `wait4(2)` of the child; bytes written are the child's `ru_oublock` (512
@@ -31,6 +33,7 @@
 //! list as one document (`?limit=N`, the simulator started with
 //! `--max-page-size N`), with a `format-json` filter.
 
+mod digest;
 mod ordering;
 mod timer;
 
@@ -99,6 +102,10 @@ struct Args {
     /// Skip the simulator series (with --tiny-page: that row alone)
     #[arg(long)]
     no_series: bool,
+    /// Also measure the digest of a day of this many events (e.g. 10000):
+    /// made and sent in one message
+    #[arg(long)]
+    digest: Option<usize>,
     /// Also compare, on Ordering's orders at this many, a quiet `once` full
     /// (page 100, page 250) and incremental (e.g. 100000)
     #[arg(long)]
@@ -1208,6 +1215,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.tiny_page {
         tiny_page(&binary, &root, n, args.concurrency, &mut rows).await?;
+    }
+    if let Some(n) = args.digest {
+        digest::day(&binary, &root, n, &mut rows).await?;
     }
     if let Some(n) = args.ordering {
         ordering::compare(&binary, &root, n, args.ordering_latency, &mut rows).await?;

@@ -359,8 +359,8 @@ fn events_page(state: &ApiState, query: EventsQuery) -> Result<Json<Value>, ApiE
     ))
 }
 
-/// Per sink: entries waiting, the oldest due time, paused, dead letters
-/// and the last failure. Sinks no longer configured but with entries
+/// Per sink: entries waiting, events kept for its digest, the oldest due
+/// time, paused, dead letters and the last failure. Sinks no longer configured but with entries
 /// waiting are listed too (`configured: false`).
 pub async fn outbox(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let mut names: Vec<(String, Option<&'static str>)> = state
@@ -383,6 +383,7 @@ pub async fn outbox(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
             "type": kind,
             "configured": kind.is_some(),
             "depth": state.store.outbox_depth(&name)?,
+            "kept_for_digest": state.store.kept_for_digest(&name)?,
             "oldest_due_at": state.store.next_due(&name)?.map(rfc3339_ms),
             "paused": control.is_some_and(|c| c.is_paused()),
             "dead_letters": state.store.dead_letter_count(&name)?,

@@ -338,5 +338,5 @@ pub(super) fn named_sink(
     templates: &Arc<Templates>,
 ) -> Result<NamedSink, String> {
     let built = Sink::build(sink, templates)?;
-    Ok(NamedSink::new(&sink.name, built, sink.max_per_minute))
+    Ok(NamedSink::new(&sink.name, built, sink.max_per_minute).with_digest(sink.digest.clone()))
 }

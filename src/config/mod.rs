@@ -9,6 +9,7 @@
 
 mod decode;
 mod env;
+mod schedules;
 mod schema;
 mod yaml;
 
@@ -299,6 +300,9 @@ pub struct SinkConfig {
     pub retry: RetryPolicy,
     /// At most this many deliveries start in a minute; `None`: no cap.
     pub max_per_minute: Option<u32>,
+    /// Its `digest:`: what is routed to it is kept and sent as one
+    /// message per period.
+    pub digest: Option<crate::digest::DigestSchedule>,
 }
 
 /// Which events go to which sinks. Empty filter lists match everything.
@@ -311,6 +315,8 @@ pub struct RouteConfig {
     pub to: Vec<String>,
     /// JSON pointer into the order → expected value.
     pub matches: Vec<(String, serde_json::Value)>,
+    /// When what it matches is held, and delivered when they end.
+    pub quiet_hours: Option<crate::route::QuietHours>,
 }
 
 /// A config that cannot be used, with every problem found.

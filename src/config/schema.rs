@@ -52,8 +52,16 @@ const SOURCE: &[&str] = &[
     "timezone",
 ];
 /// Keys every sink has, whatever its type.
-const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery"];
-const ROUTE: &[&str] = &["sinks", "sources", "events", "from", "to", "match"];
+const SINK: &[&str] = &["name", "type", "max_per_minute", "delivery", "digest"];
+const ROUTE: &[&str] = &[
+    "sinks",
+    "sources",
+    "events",
+    "from",
+    "to",
+    "match",
+    "quiet_hours",
+];
 const DELIVERY: &[&str] = &["max_attempts", "max_age", "backoff"];
 const BACKOFF: &[&str] = &["initial", "max"];
 const LOG: &[&str] = &["format", "level"];
@@ -637,6 +645,10 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<(SinkConfig, RetryOv
         RetryOverrides::default(),
         |n, p| delivery(d, n, &p)
     );
+    let digest = opt!(d, f, "digest", None, |n, p| super::schedules::digest(
+        d, n, &p
+    )
+    .map(Some));
     let settings = (kind.decode)(d, &f);
     let sink = SinkConfig {
         name: name?,
@@ -644,6 +656,7 @@ fn sink(d: &mut Decoder, node: &Node, path: &str) -> Option<(SinkConfig, RetryOv
         settings: settings?,
         retry: RetryPolicy::default(),
         max_per_minute: max_per_minute?,
+        digest: digest?,
     };
     Some((sink, retry?))
 }
@@ -710,6 +723,9 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         },
         None => Some(Vec::new()),
     };
+    let quiet_hours = opt!(d, f, "quiet_hours", None, |n, p| {
+        super::schedules::quiet_hours(d, n, &p).map(Some)
+    });
     Some(RouteConfig {
         sinks: sinks?,
         sources: sources?,
@@ -717,6 +733,7 @@ fn route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         from: from?,
         to: to?,
         matches: matches?,
+        quiet_hours: quiet_hours?,
     })
 }
 

@@ -4,6 +4,7 @@ use super::DeliveryError;
 use super::sinks::Deliver;
 use super::template::Templates;
 use crate::config::SinkConfig;
+use crate::digest::Digest;
 use crate::event::Event;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
@@ -47,6 +48,12 @@ impl Sink {
         if shutdown.is_stopping() {
             return None;
         }
+        if is_digest(json) {
+            return match parse_digest(json) {
+                Ok(digest) => self.inner.deliver_digest(&digest, json, shutdown).await,
+                Err(e) => Some(Err(e)),
+            };
+        }
         match parse_event(json) {
             Ok(event) => self.inner.deliver(&event, json, shutdown).await,
             Err(e) => Some(Err(e)),
@@ -57,6 +64,17 @@ impl Sink {
     pub fn describe(&self) -> String {
         self.inner.describe()
     }
+}
+
+/// Whether a stored body is a digest: its document begins with its type,
+/// as orderwatch writes it.
+fn is_digest(json: &str) -> bool {
+    json.starts_with(r#"{"type":"digest""#)
+}
+
+fn parse_digest(json: &str) -> Result<Digest, DeliveryError> {
+    serde_json::from_str(json)
+        .map_err(|e| DeliveryError::permanent(format!("the stored digest cannot be read: {e}")))
 }
 
 /// A stored event; one that no longer parses will never deliver, so it is

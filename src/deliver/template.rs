@@ -534,9 +534,10 @@ pub fn sample_event(kind: EventType) -> Event {
         EventType::DueSoon | EventType::Overdue | EventType::Stalled => {
             (None, Some("Current"), 3, vec![])
         }
-        EventType::SourceFailing | EventType::SourceRecovered | EventType::CredentialsExpiring => {
-            (None, None, 0, vec![])
-        }
+        EventType::SourceFailing
+        | EventType::SourceRecovered
+        | EventType::CredentialsExpiring
+        | EventType::Digest => (None, None, 0, vec![]),
     };
     let source = "tracking";
     let order_id = "123456";

@@ -22,6 +22,7 @@ use super::DeliveryError;
 use super::gate::Gate;
 use super::sink::Sink;
 use crate::control::SinkControl;
+use crate::digest::{self, DigestSchedule};
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::store::{DueEntry, Store, StoreError, now_ms};
@@ -48,6 +49,9 @@ pub struct NamedSink {
     /// The sink's `max_per_minute`, as spacing between delivery starts, so
     /// a backlog leaves as a steady trickle.
     rate: Option<Gate>,
+    /// Its `digest:`: each pass first makes the digest of a period that
+    /// has ended.
+    digest: Option<DigestSchedule>,
 }
 
 impl NamedSink {
@@ -56,7 +60,13 @@ impl NamedSink {
             name: name.to_owned(),
             sink,
             rate: max_per_minute.map(Gate::per_minute),
+            digest: None,
         }
+    }
+
+    pub fn with_digest(mut self, digest: Option<DigestSchedule>) -> NamedSink {
+        self.digest = digest;
+        self
     }
 }
 
@@ -177,6 +187,12 @@ impl Dispatcher {
         shutdown: &Shutdown,
     ) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
+        // A digest whose period ended joins the outbox first, so this pass
+        // can deliver it. Any sink may have kept events (its `digest:`
+        // removed by a reload: they leave now).
+        if let Err(e) = digest::roll_up(&self.store, &sink.name, sink.digest.as_ref(), now_ms()) {
+            error!(sink = %sink.name, "cannot make the digest: {e}; its events stay kept");
+        }
         // Paused: everything stays in the outbox, due as it was.
         if self.control.is_paused() {
             return Ok(report);
@@ -345,6 +361,31 @@ impl Dispatcher {
         Ok(next.map(|due| Duration::from_millis(due.saturating_sub(now))))
     }
 
+    /// How long the loop may sleep before a digest is due.
+    fn digest_pause(&self) -> Duration {
+        match self.next_digest_in() {
+            Ok(Some(wait)) => wait,
+            Ok(None) => IDLE,
+            Err(e) => {
+                error!("cannot read the events kept for digests: {e}");
+                Duration::from_secs(5)
+            }
+        }
+    }
+
+    /// When the next digest of any sink is due, from now; `None` when no
+    /// sink keeps events.
+    fn next_digest_in(&self) -> Result<Option<Duration>, StoreError> {
+        let now = now_ms();
+        let mut next: Option<u64> = None;
+        for s in self.sinks().iter() {
+            if let Some(at) = digest::next_digest_ms(&self.store, &s.name, s.digest.as_ref())? {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next.map(|at| Duration::from_millis(at.saturating_sub(now))))
+    }
+
     /// Deliver until nothing is due now, or `timeout` passes: at the
     /// deadline no delivery starts and those in flight are abandoned (their
     /// entries stay queued), so this returns by the deadline whatever the
@@ -423,8 +464,8 @@ impl Dispatcher {
             };
             let pause = match pass {
                 Ok(_) => match self.next_due_in() {
-                    Ok(Some(wait)) => wait.min(IDLE),
-                    Ok(None) => IDLE,
+                    Ok(Some(wait)) => wait.min(IDLE).min(self.digest_pause()),
+                    Ok(None) => IDLE.min(self.digest_pause()),
                     Err(e) => {
                         error!("cannot read the outbox: {e}");
                         Duration::from_secs(5)

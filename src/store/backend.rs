@@ -21,9 +21,10 @@
 //! its event (refused as [`StoreError::TimerMoved`] when a poll changed
 //! the order's record in between).
 
+use super::hold::HeldEntry;
 use super::{
-    Commit, DeadLetter, DueEntry, DueTimer, IndexBuild, Leadership, OutboxEntry, OverdueOrder,
-    Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry,
+    Commit, DeadLetter, DueEntry, DueTimer, IndexBuild, Leadership, NewDigest, OutboxEntry,
+    OverdueOrder, Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry,
 };
 use std::time::Duration;
 
@@ -105,6 +106,27 @@ pub(crate) trait StoreBackend: Send + Sync {
     /// Open orders past their date that the baseline (or a rebuild) found
     /// so already, never announced.
     fn overdue_orders(&self, source: &str, now_ms: u64) -> Result<Vec<OverdueOrder>, StoreError>;
+
+    /// The events kept for `sink`'s digest committed before `before_ms`,
+    /// oldest first, with their bodies.
+    fn held_for_digest(&self, sink: &str, before_ms: u64) -> Result<Vec<HeldEntry>, StoreError>;
+    /// When the first event kept for `sink`'s digest was committed.
+    fn oldest_kept_for_digest(&self, sink: &str) -> Result<Option<u64>, StoreError>;
+    /// Until `sink`'s first digest is made, since when it has waited
+    /// (`record`: note `now_ms` as that time when there is none yet).
+    fn first_digest_since(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        record: bool,
+    ) -> Result<Option<u64>, StoreError>;
+    /// `sink`'s first digest is still to come: look again from `from_ms`.
+    fn first_digest_from(&self, sink: &str, from_ms: u64) -> Result<(), StoreError>;
+    /// How many events are kept for `sink`'s digest.
+    fn kept_for_digest(&self, sink: &str) -> Result<u64, StoreError>;
+    /// The kept events of `digest` turned into one outbox entry, in one
+    /// transaction; `false` (nothing changed) when another call took them.
+    fn make_digest(&self, digest: &NewDigest) -> Result<bool, StoreError>;
 
     /// Let go of every source this process leads (on shutdown, so another
     /// replica takes over at once rather than after the lease).
@@ -238,5 +260,28 @@ impl StoreBackend for super::SledStore {
     }
     fn overdue_orders(&self, source: &str, now_ms: u64) -> Result<Vec<OverdueOrder>, StoreError> {
         super::SledStore::overdue_orders(self, source, now_ms)
+    }
+    fn held_for_digest(&self, sink: &str, before_ms: u64) -> Result<Vec<HeldEntry>, StoreError> {
+        super::SledStore::held_for_digest(self, sink, before_ms)
+    }
+    fn oldest_kept_for_digest(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        super::SledStore::oldest_kept_for_digest(self, sink)
+    }
+    fn first_digest_since(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        record: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        super::SledStore::first_digest_since(self, sink, now_ms, record)
+    }
+    fn first_digest_from(&self, sink: &str, from_ms: u64) -> Result<(), StoreError> {
+        super::SledStore::first_digest_from(self, sink, from_ms)
+    }
+    fn kept_for_digest(&self, sink: &str) -> Result<u64, StoreError> {
+        super::SledStore::kept_for_digest(self, sink)
+    }
+    fn make_digest(&self, digest: &NewDigest) -> Result<bool, StoreError> {
+        super::SledStore::make_digest(self, digest)
     }
 }

@@ -3,7 +3,8 @@
 //! baseline: snapshots (with their listed flags), the outbox (each entry
 //! due when it was, attempts kept), dead letters, the event log with its
 //! bodies and delivery log, baseline marks, incremental cursors and source
-//! health, the timer index (what was told of each due date and stalled
+//! health, the events kept for digests (and since when each sink's first
+//! digest has waited), the timer index (what was told of each due date and stalled
 //! status, and what is armed: rebuilding it instead would pass over what
 //! came due while the store moved), and the event sequence, so the next
 //! event follows the last.
@@ -212,6 +213,22 @@ fn read_all(
     count(&mut report, "baselines", baselines.len());
     count(&mut report, "sync_state", sync.len());
     count(&mut report, "source_health", health.len());
+    let mut held = Vec::new();
+    for item in sled.digest_held.iter() {
+        let (_, v) = item?;
+        // As a digest reads them: a record that does not decode is left out.
+        if let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&v) {
+            max_seq = max_seq.max(entry.seq);
+            held.push(entry);
+        }
+    }
+    // Since when each sink's first digest has waited; empty once made.
+    let first: Vec<(String, Option<u64>)> = named(b"digest_first\0")?
+        .into_iter()
+        .map(|(sink, v)| (sink, read_u64(&v)))
+        .collect();
+    count(&mut report, "digest_held", held.len());
+    count(&mut report, "digest_first", first.len());
     let timers = sled.timer_rows()?;
     count(&mut report, "timers", timers.records.len());
     count(&mut report, "timer_schedule", timers.schedule.len());
@@ -221,6 +238,7 @@ fn read_all(
         CopyChunk::Sync(sync),
         CopyChunk::Health(health),
         CopyChunk::Timers(timers),
+        CopyChunk::Digests { held, first },
     ] {
         if !send(chunk) {
             return Err(stopped());

@@ -31,6 +31,8 @@
 //! - `events_by_order`: `source \0 order seq` → nothing: one order's logged
 //!   events; `deliveries`: `seq sink` → attempts and time, the delivery log,
 //!   trimmed with the event log (`timeline.rs` reads both)
+//! - `digest_held`: `sink \0 seq` → [`OutboxEntry`]: the events kept for a
+//!   sink's digest until its period ends (`hold.rs`)
 //! - `timers`: the timer index by fire time, and what each open order's
 //!   due date and status episode are (`timers.rs`); built from the
 //!   snapshots when absent, so it needs no schema version of its own
@@ -45,6 +47,7 @@ mod backend;
 pub mod copy;
 mod handle;
 mod health;
+mod hold;
 mod keys;
 mod leftovers;
 mod log;
@@ -57,6 +60,7 @@ mod timers;
 
 pub use handle::Store;
 pub use health::SourceHealth;
+pub use hold::{Hold, NewDigest, Routed};
 pub use snapshot::Snapshot;
 pub use timeline::{DeliveryState, DeliveryStatus, TimelineEntry};
 #[allow(
@@ -245,7 +249,8 @@ pub struct NewEvent {
     pub event_type: EventType,
     pub order_id: String,
     pub json: String,
-    pub sinks: Vec<String>,
+    /// The sinks, and when the event leaves for each (`hold.rs`).
+    pub sinks: Vec<Routed>,
 }
 
 /// Everything one page (or the vanish step) of a poll commits at once.
@@ -323,6 +328,7 @@ pub(crate) struct SledStore {
     deliveries: sled::Tree,
     bodies: sled::Tree,
     body_refs: sled::Tree,
+    digest_held: sled::Tree,
     meta: sled::Tree,
     timers: sled::Tree,
 }
@@ -403,6 +409,7 @@ impl SledStore {
             deliveries: tree("deliveries")?,
             bodies: tree("bodies")?,
             body_refs: tree("body_refs")?,
+            digest_held: tree("digest_held")?,
             meta: tree("meta")?,
             timers: tree("timers")?,
             dir: dir.to_owned(),
@@ -630,6 +637,7 @@ impl SledStore {
             &self.body_refs,
             &self.meta,
             &self.timers,
+            &self.digest_held,
         );
         let last_seq = trees.transaction(
             |(
@@ -643,6 +651,7 @@ impl SledStore {
                 body_refs,
                 meta,
                 timers,
+                digest_held,
             )| {
                 index_timers(timers)?;
                 for (key, value, is_listed) in &encoded {
@@ -670,10 +679,10 @@ impl SledStore {
                         keys::event_of_order(&commit.source, &event.order_id, seq),
                         &[] as &[u8],
                     )?;
-                    for sink in &event.sinks {
+                    for routed in &event.sinks {
                         let entry = OutboxEntry {
                             seq,
-                            sink: sink.clone(),
+                            sink: routed.sink.clone(),
                             source: commit.source.clone(),
                             order_id: event.order_id.clone(),
                             event_id: event.event_id.clone(),
@@ -682,14 +691,7 @@ impl SledStore {
                             created_ms: now,
                             last_error: None,
                         };
-                        let value = serde_json::to_vec(&entry).map_err(|e| {
-                            ConflictableTransactionError::Abort(StoreError::Damaged(e.to_string()))
-                        })?;
-                        outbox.insert(keys::outbox(sink, now, seq), value)?;
-                        outbox_order.insert(
-                            keys::order_index(sink, &commit.source, &event.order_id, seq),
-                            &now.to_be_bytes(),
-                        )?;
+                        hold::place(outbox, outbox_order, digest_held, entry, routed.hold)?;
                     }
                 }
                 if !commit.events.is_empty() {

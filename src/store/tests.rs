@@ -119,7 +119,7 @@ fn status_event(id: &str, source: &str, order: &str, sinks: &[&str]) -> NewEvent
         event_type: EventType::StatusChanged,
         order_id: order.into(),
         json: serde_json::to_string(&event).unwrap(),
-        sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        sinks: sinks.iter().map(|s| (*s).into()).collect(),
     }
 }
 

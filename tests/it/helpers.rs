@@ -830,6 +830,24 @@ pub fn notify_workspace(sim: &RunningSimulator, sinks: &str, rest: &str) -> Work
     )
 }
 
+/// A captured teams message (`path`) checked by tests/receivers/verify-card.mjs,
+/// which parses its Adaptive Card with the official `adaptivecards`
+/// package; that package must be installed (`npm ci` there).
+pub fn verify_card(path: &Path) -> Output {
+    let receivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers");
+    let out = std::process::Command::new("node")
+        .args(["verify-card.mjs", path.to_str().unwrap()])
+        .current_dir(&receivers)
+        .output()
+        .unwrap_or_else(|e| panic!("node does not run: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("Cannot find module"),
+        "the adaptivecards library is missing (npm ci in tests/receivers):\n{stderr}"
+    );
+    out
+}
+
 pub fn slack_sink_yaml(name: &str, url: &str) -> String {
     format!("  - name: {name}\n    type: slack\n    url: {url}\n")
 }

@@ -9,8 +9,10 @@
 //! sink leave in order; dead letters are buried and replayed; the log is
 //! bounded and read in pages; each event's timeline; sources and sinks
 //! listed once; what was committed survives opening the store again; the
-//! timer index (`timers.rs`); and, for postgres, the schema check.
+//! timer index (`timers.rs`); quiet hours and digests (`digests.rs`); and,
+//! for postgres, the schema check.
 
+mod digests;
 mod timers;
 
 use crate::pg;
@@ -80,7 +82,11 @@ contract!(
     the_baseline_keeps_what_was_overdue_then_and_a_fired_timer_moves_on,
     a_fired_timer_commits_with_its_event_and_survives_a_reopen,
     a_rebuild_follows_the_snapshots_and_records_its_settings,
+    a_quiet_entry_is_queued_for_the_end_of_the_quiet_hours,
+    kept_events_become_one_digest_entry_once,
+    a_sink_s_first_digest_remembers_since_when_it_waited,
 );
+use digests::*;
 use timers::*;
 
 fn snap(rev: u64, status: &str, order: &str) -> Snapshot {
@@ -100,7 +106,7 @@ fn event(id: &str, order: &str, sinks: &[&str]) -> NewEvent {
         event_type: EventType::StatusChanged,
         order_id: order.into(),
         json: format!("{{\"id\":\"{id}\"}}"),
-        sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        sinks: sinks.iter().map(|s| (*s).into()).collect(),
     }
 }
 
@@ -120,7 +126,7 @@ fn status_event(id: &str, source: &str, order: &str, sinks: &[&str]) -> NewEvent
         event_type: EventType::StatusChanged,
         order_id: order.into(),
         json: json.to_string(),
-        sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        sinks: sinks.iter().map(|s| (*s).into()).collect(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! (now full) database is refused, as is a copy while the store is in use.
 //! The timer index comes along: a due date told `order.due_soon` on sled
 //! is not told again on postgres, and its `order.overdue` still comes,
-//! once, with no rebuild of the index.
+//! once, with no rebuild of the index. So do the events kept for a
+//! digest: the first digest on postgres holds them.
 
 use crate::helpers::*;
 use crate::pg;
@@ -183,5 +184,63 @@ async fn a_copied_store_keeps_what_its_timers_told_and_what_they_still_will() {
     assert_eq!(delivered_of_type(&hook, "order.due_soon").len(), 1);
     ws.once_ok().await;
     assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_copied_store_keeps_the_events_kept_for_a_digest() {
+    let Some(url) =
+        pg::fresh_database("store_copy::a_copied_store_keeps_the_events_kept_for_a_digest")
+    else {
+        return;
+    };
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    // A period far longer than the test: the events stay kept on sled.
+    let ws = Workspace::new(
+        &source_yaml("tracking", "order-tracking", &sim.base_url(), ""),
+        &format!(
+            "{}    digest: {{ every: 24h }}\n",
+            webhook_sink_yaml("hook", &hook.url)
+        ),
+        "",
+    );
+    ws.once_ok().await;
+    let ids = admin.ids(TRACKING, "status=Current").await;
+    for id in &ids[..2] {
+        admin
+            .patch("order-tracking", id, json!({"status": "Delayed"}))
+            .await;
+    }
+    ws.once_ok().await;
+    assert!(hook.received().is_empty(), "kept, not sent");
+
+    let out = ws.run(&["store", "copy", "--to", &url]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("digest_held"), "{}", text(&out));
+    // On postgres with a 1s period: the period they were kept in has
+    // ended, so the first start makes their digest.
+    let config = std::fs::read_to_string(ws.config_path()).unwrap();
+    std::fs::write(
+        ws.config_path(),
+        format!(
+            "{}{}",
+            config.replace("every: 24h", "every: 1s"),
+            postgres_store(&url)
+        ),
+    )
+    .unwrap();
+    let child = ws.spawn_run();
+    eventually(
+        "the digest delivered",
+        std::time::Duration::from_secs(30),
+        || !hook.delivered().is_empty(),
+    )
+    .await;
+    stop_daemon(child).await;
+    let digest = hook.delivered()[0].json();
+    assert_eq!(digest["type"], "digest", "{digest}");
+    assert_eq!(digest["data"]["events"], 2, "{digest}");
     sim.shutdown().await;
 }

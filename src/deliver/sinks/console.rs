@@ -4,6 +4,7 @@ use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, opt};
 use crate::deliver::DeliveryError;
 use crate::deliver::template::{Role, Templates, default_name};
+use crate::digest::Digest;
 use crate::event::{Event, EventType};
 use crate::shutdown::Shutdown;
 use futures::future::BoxFuture;
@@ -128,6 +129,24 @@ impl ConsoleSink {
     }
 }
 
+impl ConsoleSink {
+    /// A digest's lines, each after its time and the word `digest`, so a
+    /// reader of a log tells them from events' lines.
+    fn print_digest(&self, digest: &Digest) -> Result<(), DeliveryError> {
+        let mut out = std::io::stdout().lock();
+        let prefix = format!("{} digest", digest.timestamp);
+        digest
+            .text_lines()
+            .iter()
+            .filter(|l| !l.is_empty())
+            .try_for_each(|line| writeln!(out, "{prefix} {line}"))
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                DeliveryError::retry(format!("sink `{}`: cannot write to stdout: {e}", self.name))
+            })
+    }
+}
+
 impl Deliver for ConsoleSink {
     fn describe(&self) -> String {
         self.name.clone()
@@ -140,5 +159,14 @@ impl Deliver for ConsoleSink {
         _: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.print(event)) })
+    }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.print_digest(digest)) })
     }
 }

@@ -31,6 +31,7 @@ use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, index, opt};
 use crate::deliver::DeliveryError;
 use crate::deliver::template::{Role, Templates, default_name};
+use crate::digest::{Digest, Part};
 use crate::event::{Event, EventType};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -487,6 +488,10 @@ impl EmailSink {
 
     async fn send(&self, event: &Event) -> Result<(), DeliveryError> {
         let message = self.message(event)?;
+        self.send_message(message).await
+    }
+
+    async fn send_message(&self, message: Message) -> Result<(), DeliveryError> {
         let envelope = message.envelope().clone();
         let bytes = message.formatted();
         match tokio::time::timeout(self.timeout, self.exchange(&envelope, &bytes)).await {
@@ -580,6 +585,28 @@ impl EmailSink {
             })
     }
 
+    /// The mail of a digest: a table of its orders in the HTML part, its
+    /// lines in the text part, a Message-ID of its own (its id: a retried
+    /// digest is the same mail).
+    fn digest_message(&self, digest: &Digest) -> Result<Message, DeliveryError> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(shorten_subject(&format!("[orderwatch] {}", digest.title())))
+            .header(AutoSubmitted)
+            .header(OrderwatchEvent("digest"))
+            .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")).to_owned())
+            .message_id(Some(format!("<{}@orderwatch>", id_part(&digest.data.id))));
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        let text = digest.text_lines().join("\n") + "\n";
+        builder
+            .multipart(MultiPart::alternative_plain_html(text, digest_html(digest)))
+            .map_err(|e| {
+                DeliveryError::permanent(format!("{}: cannot build the mail: {e}", self.who()))
+            })
+    }
+
     /// Only an SMTP 5xx is final. A 4xx, and anything on the way
     /// (connection, TLS, timeout, a server that stopped offering STARTTLS),
     /// may pass later; a mail we cannot even form was refused before sending.
@@ -611,6 +638,64 @@ impl Deliver for EmailSink {
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.send(event).await) })
     }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move {
+            Some(match self.digest_message(digest) {
+                Ok(message) => self.send_message(message).await,
+                Err(e) => Err(e),
+            })
+        })
+    }
+}
+
+/// A digest's HTML part: the title and counts, then one table of every
+/// order (part, source, order, what happened, last change) and the
+/// sources' news. Every value is HTML-escaped.
+fn digest_html(digest: &Digest) -> String {
+    use std::fmt::Write;
+    let e = |text: &str| minijinja::HtmlEscape(text).to_string();
+    let mut html =
+        String::from("<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n");
+    let _ = writeln!(html, "<h2>{}</h2>", e(&digest.title()));
+    let _ = writeln!(html, "<p>{}</p>", e(&digest.counts_text()));
+    if !digest.data.orders.is_empty() {
+        html.push_str("<table cellpadding=\"4\" style=\"border-collapse: collapse\">\n<thead><tr><th align=\"left\">Part</th><th align=\"left\">Source</th><th align=\"left\">Order</th><th align=\"left\">What happened</th><th align=\"left\">Last change</th></tr></thead>\n<tbody>\n");
+        for part in [Part::Closed, Part::AtRisk, Part::Changed] {
+            for line in digest.part(part) {
+                let _ = writeln!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+                    e(part.title()),
+                    e(&line.source),
+                    e(&line.order_id),
+                    e(&line.summary()),
+                    e(&line.last)
+                );
+            }
+        }
+        html.push_str("</tbody>\n</table>\n");
+    }
+    if !digest.data.sources.is_empty() {
+        html.push_str("<h3>Sources</h3>\n<ul>\n");
+        for s in &digest.data.sources {
+            let _ = writeln!(
+                html,
+                "<li><strong>{}</strong> {}: {}</li>",
+                e(&s.source),
+                e(&s.kind),
+                e(&s.text)
+            );
+        }
+        html.push_str("</ul>\n");
+    }
+    html.push_str("</body></html>\n");
+    html
 }
 
 /// The id every mail about one order refers to.

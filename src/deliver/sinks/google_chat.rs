@@ -19,6 +19,7 @@ use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::DeliveryError;
 use crate::deliver::gate::Gate;
 use crate::deliver::template::{Escape, Role, Templates, default_name, mrkdwn_escape};
+use crate::digest::Digest;
 use crate::event::{Event, EventType};
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
@@ -233,6 +234,18 @@ impl Deliver for GoogleChatSink {
         shutdown: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(self.send(event, shutdown))
+    }
+
+    /// A digest is one text message, in no order's thread: its lines as
+    /// console shows them, cut to what one message holds.
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _: &'a str,
+        shutdown: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        let message = json!({ "text": cut(&digest.text_lines().join("\n"), MAX_TEXT) });
+        Box::pin(async move { self.gate.paced(shutdown, self.hook.post(&message)).await })
     }
 }
 

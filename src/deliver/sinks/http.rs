@@ -11,6 +11,7 @@ use super::{Deliver, SinkSettings, SinkType, header_map, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::template::{Role, Templates, sample_outputs};
 use crate::deliver::{DeliveryError, answer};
+use crate::digest::Digest;
 use crate::event::Event;
 use crate::secret::redact_url;
 use crate::shutdown::Shutdown;
@@ -175,6 +176,17 @@ impl HttpSink {
             .body(body);
         answer::send(request, &self.describe()).await
     }
+
+    /// A digest is its JSON document, whatever `body` and `content_type`
+    /// say: the template is written for one event.
+    async fn send_digest(&self, json: &str) -> Result<(), DeliveryError> {
+        let request = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json.to_owned());
+        answer::send(request, &self.describe()).await
+    }
 }
 
 impl Deliver for HttpSink {
@@ -189,5 +201,14 @@ impl Deliver for HttpSink {
         _: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.send(event).await) })
+    }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        _: &'a Digest,
+        json: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.send_digest(json).await) })
     }
 }

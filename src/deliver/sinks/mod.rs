@@ -21,6 +21,7 @@ mod webhook;
 use super::DeliveryError;
 use super::template::{Role, Templates};
 use crate::config::{Decoder, Fields};
+use crate::digest::Digest;
 use crate::event::Event;
 use crate::shutdown::Shutdown;
 use futures::future::BoxFuture;
@@ -74,6 +75,16 @@ pub trait Deliver: std::fmt::Debug + Send + Sync {
     fn deliver<'a>(
         &'a self,
         event: &'a Event,
+        json: &'a str,
+        shutdown: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>>;
+
+    /// Deliver one digest (README.md "Digests"), rendered as this kind of
+    /// sink renders one; `json` is its stored document (a webhook's body).
+    /// `None` as for [`Deliver::deliver`].
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
         json: &'a str,
         shutdown: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>>;

@@ -20,7 +20,8 @@ use super::{Deliver, SinkSettings, SinkType};
 use crate::config::{Decoder, Fields, MILLI, opt, read_secret_file};
 use crate::deliver::DeliveryError;
 use crate::deliver::template::{Escape, Role, Templates, sample_outputs};
-use crate::event::Event;
+use crate::digest::Digest;
+use crate::event::{Event, EventData, EventType};
 use crate::secret::{Secret, redact, redact_url};
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::ErrorCode;
@@ -390,11 +391,38 @@ impl NatsSink {
             .render(&self.name, SUBJECT, event)
             .and_then(|s| publish_subject(&s).map(|()| s))
             .map_err(|e| DeliveryError::permanent(format!("{who}: {e}")))?;
+        self.publish_as(subject, &event.data.id, json).await
+    }
+
+    /// A digest is one message, its document the payload, its id the
+    /// `Nats-Msg-Id`; its subject is the sink's `subject` rendered with the
+    /// sink's name as `source` and `digest` as `type`.
+    async fn publish_digest(&self, digest: &Digest, json: &str) -> Result<(), DeliveryError> {
+        let who = self.describe();
+        let about = Event {
+            kind: EventType::Digest,
+            timestamp: digest.timestamp.clone(),
+            data: EventData {
+                id: digest.data.id.clone(),
+                source: digest.data.sink.clone(),
+                ..EventData::default()
+            },
+        };
+        let subject = self
+            .templates
+            .render(&self.name, SUBJECT, &about)
+            .and_then(|s| publish_subject(&s).map(|()| s))
+            .map_err(|e| DeliveryError::permanent(format!("{who}: {e}")))?;
+        self.publish_as(subject, &digest.data.id, json).await
+    }
+
+    async fn publish_as(&self, subject: String, id: &str, json: &str) -> Result<(), DeliveryError> {
+        let who = self.describe();
         let jetstream = self.ready().await?;
         let stream = &self.settings.stream;
         let message = PublishMessage::build()
             .payload(bytes::Bytes::copy_from_slice(json.as_bytes()))
-            .message_id(&event.data.id)
+            .message_id(id)
             // JetStream then refuses a subject another stream captures,
             // instead of storing the event where nobody looks.
             .expected_stream(stream);
@@ -406,7 +434,7 @@ impl NatsSink {
         match acked {
             Ok(ack) => {
                 if ack.duplicate {
-                    info!(sink = %who, stream = %ack.stream, id = %event.data.id, "JetStream already held this event (a redelivery): dropped as a duplicate");
+                    info!(sink = %who, stream = %ack.stream, id = %id, "JetStream already held this event (a redelivery): dropped as a duplicate");
                 }
                 Ok(())
             }
@@ -561,6 +589,15 @@ impl Deliver for NatsSink {
         _: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.publish(event, json).await) })
+    }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        json: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.publish_digest(digest, json).await) })
     }
 }
 

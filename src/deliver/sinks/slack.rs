@@ -9,8 +9,9 @@
 use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::gate::Gate;
-use crate::deliver::template::{Role, Templates, default_name};
+use crate::deliver::template::{Role, Templates, default_name, mrkdwn_escape};
 use crate::deliver::{DeliveryError, answer};
+use crate::digest::{Digest, Part};
 use crate::event::{Event, EventType};
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
@@ -309,5 +310,92 @@ impl Deliver for SlackSink {
         shutdown: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(self.send(event, shutdown))
+    }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _: &'a str,
+        shutdown: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move {
+            let body = match self.digest_payload(digest) {
+                Ok(body) => body,
+                Err(e) => return Some(Err(e)),
+            };
+            self.gate.paced(shutdown, self.post(body)).await
+        })
+    }
+}
+
+/// Slack takes at most 50 blocks and 3,000 characters of text in one.
+const MAX_BLOCKS: usize = 50;
+const MAX_SECTION: usize = 2900;
+
+/// A digest in mrkdwn: a header, the counts, then a section per part with
+/// a line per order (user data escaped); sections longer than a block
+/// holds are split, and past the last block the rest is counted.
+fn digest_blocks(digest: &Digest) -> (String, Vec<serde_json::Value>) {
+    use serde_json::json;
+    let e = mrkdwn_escape;
+    let title = digest.title();
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": super::chat::cut(&title, 150)}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": e(&digest.counts_text())}}),
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for part in [Part::Closed, Part::AtRisk, Part::Changed] {
+        let mut first = true;
+        for line in digest.part(part) {
+            if first {
+                lines.push(format!("*{}*", part.title()));
+                first = false;
+            }
+            lines.push(format!(
+                "• `{}/{}` {}",
+                e(&line.source).replace('`', "'"),
+                e(&line.order_id).replace('`', "'"),
+                e(&line.summary())
+            ));
+        }
+    }
+    if !digest.data.sources.is_empty() {
+        lines.push("*Sources*".to_owned());
+        for s in &digest.data.sources {
+            lines.push(format!("• {} {}: {}", e(&s.source), e(&s.kind), e(&s.text)));
+        }
+    }
+    let mut section = String::new();
+    let mut left = lines.len();
+    for line in &lines {
+        if section.len() + line.len() + 1 > MAX_SECTION && !section.is_empty() {
+            if blocks.len() + 2 >= MAX_BLOCKS {
+                break;
+            }
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": section}}));
+            section = String::new();
+        }
+        if !section.is_empty() {
+            section.push('\n');
+        }
+        section.push_str(&super::chat::cut(line, MAX_SECTION));
+        left -= 1;
+    }
+    if left > 0 {
+        section.push_str(&format!("\n… and {left} more lines"));
+    }
+    if !section.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": section}}));
+    }
+    (e(&title), blocks)
+}
+
+impl SlackSink {
+    fn digest_payload(&self, digest: &Digest) -> Result<Vec<u8>, DeliveryError> {
+        let (text, blocks) = digest_blocks(digest);
+        let payload = serde_json::json!({ "text": text, "blocks": blocks });
+        serde_json::to_vec(&payload).map_err(|e| {
+            DeliveryError::permanent(format!("{}: cannot encode the payload: {e}", self.who()))
+        })
     }
 }

@@ -19,6 +19,7 @@ use super::{Deliver, SinkSettings, SinkType, own_template};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::DeliveryError;
 use crate::deliver::template::{Escape, Role, Templates, default_name};
+use crate::digest::{Digest, Part};
 use crate::event::{Event, EventType};
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
@@ -219,6 +220,44 @@ impl Deliver for TeamsSink {
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.send(event).await) })
     }
+
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.hook.post(&digest_card(digest)).await) })
+    }
+}
+
+/// A digest's card: its title, the counts, a FactSet of the period, and a
+/// line per order (part · source/order → what happened), under the same
+/// size bound as an event's card.
+fn digest_card(digest: &Digest) -> Value {
+    let mut facts = vec![("Period", digest.period_text())];
+    for (kind, n) in &digest.data.counts {
+        facts.push(("Events", format!("{n} {kind}")));
+    }
+    let mut changes: Vec<(String, String)> = [Part::Closed, Part::AtRisk, Part::Changed]
+        .into_iter()
+        .flat_map(|part| {
+            digest.part(part).map(move |l| {
+                (
+                    format!("{} · {}/{}", part.title(), l.source, l.order_id),
+                    l.summary(),
+                )
+            })
+        })
+        .collect();
+    changes.extend(digest.data.sources.iter().map(|s| {
+        (
+            format!("Source · {}", s.source),
+            format!("{}: {}", s.kind, s.text),
+        )
+    }));
+    let about = About { facts, changes };
+    card(&digest.title(), &digest.counts_text(), "", &about)
 }
 
 /// What a card says about one order: its facts, and its changed fields as

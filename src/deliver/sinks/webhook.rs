@@ -9,6 +9,7 @@ use super::{Deliver, SinkSettings, SinkType};
 use crate::config::{Decoder, Fields, MILLI, opt};
 use crate::deliver::template::Templates;
 use crate::deliver::{DeliveryError, answer};
+use crate::digest::Digest;
 use crate::event::Event;
 use crate::secret::{Secret, redact_url};
 use crate::shutdown::Shutdown;
@@ -161,5 +162,16 @@ impl Deliver for WebhookSink {
         _: &'a Shutdown,
     ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
         Box::pin(async move { Some(self.post(&event.data.id, json).await) })
+    }
+
+    /// The digest's document is the body, signed like an event's, its id
+    /// the `webhook-id`.
+    fn deliver_digest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        json: &'a str,
+        _: &'a Shutdown,
+    ) -> BoxFuture<'a, Option<Result<(), DeliveryError>>> {
+        Box::pin(async move { Some(self.post(&digest.data.id, json).await) })
     }
 }

@@ -40,6 +40,12 @@ pub(crate) enum CopyChunk {
     /// The timer index, whole: what was told of each due date and status
     /// episode, and what is armed.
     Timers(crate::store::TimerRows),
+    /// The events kept for digests, and per sink since when its first
+    /// digest has waited (`None`: made already).
+    Digests {
+        held: Vec<OutboxEntry>,
+        first: Vec<(String, Option<u64>)>,
+    },
     /// The last sequence number given out: the next event comes after it.
     Done {
         event_seq: u64,
@@ -82,7 +88,7 @@ impl PgStore {
             tx.batch_execute(
                 "LOCK TABLE snapshots, outbox, dead_letters, events, bodies, deliveries,
                       baselines, sync_state, source_health, timers, timer_schedule,
-                      timer_settings IN EXCLUSIVE MODE",
+                      timer_settings, digest_held, digest_first IN EXCLUSIVE MODE",
             )
             .await
             .or_store(&at)?;
@@ -95,7 +101,9 @@ impl PgStore {
                          OR EXISTS (SELECT 1 FROM source_health)
                          OR EXISTS (SELECT 1 FROM timers)
                          OR EXISTS (SELECT 1 FROM timer_schedule)
-                         OR EXISTS (SELECT 1 FROM timer_settings)",
+                         OR EXISTS (SELECT 1 FROM timer_settings)
+                         OR EXISTS (SELECT 1 FROM digest_held)
+                         OR EXISTS (SELECT 1 FROM digest_first)",
                     &[],
                 )
                 .await
@@ -275,6 +283,29 @@ impl PgStore {
                             tx.execute(
                                 "INSERT INTO timer_settings (source, fingerprint) VALUES ($1, $2)",
                                 &[source, settings],
+                            )
+                            .await
+                            .or_store(&at)?;
+                        }
+                    }
+                    CopyChunk::Digests { held, first } => {
+                        let st = tx
+                            .prepare(
+                                "INSERT INTO digest_held (sink, seq, source, order_id, event_id,
+                                     type, attempts, created_ms, last_error)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            )
+                            .await
+                            .or_store(&at)?;
+                        for e in &held {
+                            tx.execute(&st, &entry_params(e).refs())
+                                .await
+                                .or_store(&at)?;
+                        }
+                        for (sink, from) in &first {
+                            tx.execute(
+                                "INSERT INTO digest_first (sink, from_ms) VALUES ($1, $2)",
+                                &[sink, &from.map(signed)],
                             )
                             .await
                             .or_store(&at)?;

@@ -8,6 +8,7 @@
 //!   one transaction; a database with a newer schema is refused
 //! - `read.rs`: snapshots, sync state, health, the log, the timeline
 //! - `write.rs`: a poll's commit, and the outbox and dead letters
+//! - `digest.rs`: the events kept for digests, and a digest made of them
 //! - `import.rs`: what `store copy` writes, in one transaction
 //! - `timers.rs`: the timer index (due dates, stalled orders), written
 //!   in the commit's transaction
@@ -22,6 +23,7 @@
 //!
 //! Not yet: TLS to the server (README.md, "Store backends").
 
+mod digest;
 mod import;
 mod lease;
 mod read;
@@ -357,6 +359,33 @@ impl super::backend::StoreBackend for PgStore {
         now_ms: u64,
     ) -> Result<Vec<super::OverdueOrder>, StoreError> {
         self.read_overdue_orders(source, now_ms)
+    }
+    fn held_for_digest(
+        &self,
+        sink: &str,
+        before_ms: u64,
+    ) -> Result<Vec<super::hold::HeldEntry>, StoreError> {
+        self.read_held_for_digest(sink, before_ms)
+    }
+    fn oldest_kept_for_digest(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        self.read_oldest_kept_for_digest(sink)
+    }
+    fn first_digest_since(
+        &self,
+        sink: &str,
+        now_ms: u64,
+        record: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        self.write_first_digest_since(sink, now_ms, record)
+    }
+    fn first_digest_from(&self, sink: &str, from_ms: u64) -> Result<(), StoreError> {
+        self.write_first_digest_from(sink, from_ms)
+    }
+    fn kept_for_digest(&self, sink: &str) -> Result<u64, StoreError> {
+        self.write_count("digest_held", sink)
+    }
+    fn make_digest(&self, digest: &super::NewDigest) -> Result<bool, StoreError> {
+        self.write_make_digest(digest)
     }
     fn lead(&self, source: &str, lease: Duration) -> Result<super::Leadership, StoreError> {
         self.lead_source(source, lease)

@@ -7,7 +7,7 @@
 //! stays open between two pages.
 
 use super::{Inner, OrStore, PgStore, signed, unsigned};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::store::backend::Records;
 use crate::store::{
     DeadLetter, DeliveryState, DeliveryStatus, OutboxEntry, Snapshot, SourceHealth, StoreError,
@@ -42,6 +42,16 @@ pub(super) fn damaged(e: tokio_postgres::Error) -> StoreError {
     StoreError::Damaged(format!("a stored row does not read: {e}"))
 }
 
+/// An entry's stored type: an event type, or a digest (which no route
+/// names, so the config's list of types leaves it out).
+fn stored_type(kind: &str) -> Result<EventType, StoreError> {
+    if kind == EventType::Digest.as_str() {
+        return Ok(EventType::Digest);
+    }
+    kind.parse()
+        .map_err(|e: String| StoreError::Damaged(format!("outbox entry: {e}")))
+}
+
 pub(super) fn entry_of(row: &Row) -> Result<OutboxEntry, StoreError> {
     let kind: String = row.try_get("type").map_err(damaged)?;
     Ok(OutboxEntry {
@@ -50,9 +60,7 @@ pub(super) fn entry_of(row: &Row) -> Result<OutboxEntry, StoreError> {
         source: row.try_get("source").map_err(damaged)?,
         order_id: row.try_get("order_id").map_err(damaged)?,
         event_id: row.try_get("event_id").map_err(damaged)?,
-        event_type: kind
-            .parse()
-            .map_err(|e: String| StoreError::Damaged(format!("outbox entry: {e}")))?,
+        event_type: stored_type(&kind)?,
         attempts: u32::try_from(row.try_get::<_, i32>("attempts").map_err(damaged)?).unwrap_or(0),
         created_ms: unsigned(row.try_get("created_ms").map_err(damaged)?),
         last_error: row.try_get("last_error").map_err(damaged)?,

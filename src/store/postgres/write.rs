@@ -8,10 +8,13 @@
 use super::read::{dead_letter_of, entry_of};
 use super::{OrStore, PgStore, signed, unsigned};
 use crate::store::{
-    Commit, DeadLetter, DueEntry, EVENT_LOG_LEN, OutboxEntry, Snapshot, StoreError, now_ms,
+    Commit, DeadLetter, DueEntry, EVENT_LOG_LEN, Hold, OutboxEntry, Snapshot, StoreError, now_ms,
 };
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
+
+/// A sink an event goes to, and when it leaves for it.
+type SinkHold = (String, Hold);
 
 /// A commit's rows, as the arrays its statements take.
 #[derive(Default)]
@@ -25,8 +28,9 @@ struct Rows {
     changed_at: Vec<String>,
     orders: Vec<String>,
     delete_ids: Vec<String>,
-    /// Per event, in commit order: id, type, order, body, and its sinks.
-    events: Vec<(String, String, String, String, Vec<String>)>,
+    /// Per event, in commit order: id, type, order, body, and its sinks
+    /// with when it leaves for each.
+    events: Vec<(String, String, String, String, Vec<SinkHold>)>,
     baseline: bool,
     sync: Option<(Option<String>, Option<i64>)>,
     health: Option<(Option<i64>, i64, bool, Option<String>)>,
@@ -63,10 +67,10 @@ impl Rows {
             }
         }
         for e in &commit.events {
-            let mut sinks: Vec<String> = Vec::with_capacity(e.sinks.len());
-            for sink in &e.sinks {
-                if !sinks.contains(sink) {
-                    sinks.push(sink.clone());
+            let mut sinks: Vec<SinkHold> = Vec::with_capacity(e.sinks.len());
+            for routed in &e.sinks {
+                if !sinks.iter().any(|(s, _)| *s == routed.sink) {
+                    sinks.push((routed.sink.clone(), routed.hold));
                 }
             }
             rows.events.push((
@@ -241,13 +245,32 @@ impl PgStore {
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let (mut o_sinks, mut o_seqs, mut o_orders, mut o_ids, mut o_kinds) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut o_due: Vec<i64> = Vec::new();
+                let (mut k_sinks, mut k_seqs, mut k_orders, mut k_ids, mut k_kinds) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for (seq, (id, kind, order, body, sinks)) in seqs.iter().zip(&r.events) {
-                    for sink in sinks {
+                    for (sink, hold) in sinks {
+                        // Kept for the sink's digest, or queued: now, or
+                        // when a route's quiet hours end (`max_age` then
+                        // counts from there, as on sled).
+                        let due = match hold {
+                            Hold::Digest => {
+                                k_sinks.push(sink.clone());
+                                k_seqs.push(*seq);
+                                k_orders.push(order.clone());
+                                k_ids.push(id.clone());
+                                k_kinds.push(kind.clone());
+                                continue;
+                            }
+                            Hold::Now => now,
+                            Hold::Until(at) => signed(*at).max(now),
+                        };
                         o_sinks.push(sink.clone());
                         o_seqs.push(*seq);
                         o_orders.push(order.clone());
                         o_ids.push(id.clone());
                         o_kinds.push(kind.clone());
+                        o_due.push(due);
                     }
                     ids.push(id.clone());
                     kinds.push(kind.clone());
@@ -279,7 +302,26 @@ impl PgStore {
                         .prepare_cached(
                             "INSERT INTO outbox (sink, seq, source, order_id, event_id, type,
                                                  due_ms, attempts, created_ms)
-                             SELECT u.sink, u.seq, $6, u.order_id, u.id, u.kind, $7, 0, $7
+                             SELECT u.sink, u.seq, $6, u.order_id, u.id, u.kind, u.due, 0, u.due
+                             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                         $5::text[], $7::bigint[])
+                                 AS u(sink, seq, order_id, id, kind, due)",
+                        )
+                        .await
+                        .or_store(&at)?;
+                    tx.execute(
+                        &st,
+                        &[&o_sinks, &o_seqs, &o_orders, &o_ids, &o_kinds, &r.source, &o_due],
+                    )
+                    .await
+                    .or_store(&at)?;
+                }
+                if !k_seqs.is_empty() {
+                    let st = tx
+                        .prepare_cached(
+                            "INSERT INTO digest_held (sink, seq, source, order_id, event_id, type,
+                                                      attempts, created_ms)
+                             SELECT u.sink, u.seq, $6, u.order_id, u.id, u.kind, 0, $7
                              FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[],
                                          $5::text[]) AS u(sink, seq, order_id, id, kind)",
                         )
@@ -287,7 +329,7 @@ impl PgStore {
                         .or_store(&at)?;
                     tx.execute(
                         &st,
-                        &[&o_sinks, &o_seqs, &o_orders, &o_ids, &o_kinds, &r.source, &now],
+                        &[&k_sinks, &k_seqs, &k_orders, &k_ids, &k_kinds, &r.source, &now],
                     )
                     .await
                     .or_store(&at)?;
@@ -303,7 +345,8 @@ impl PgStore {
                                   old_deliveries AS (DELETE FROM deliveries WHERE seq <= $1)
                              DELETE FROM bodies b WHERE b.seq <= $1
                                  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = b.seq)
-                                 AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)",
+                                 AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
+                                 AND NOT EXISTS (SELECT 1 FROM digest_held h WHERE h.seq = b.seq)",
                         )
                         .await
                         .or_store(&at)?;
@@ -483,6 +526,7 @@ impl PgStore {
                          AND NOT EXISTS (SELECT 1 FROM outbox o
                                          WHERE o.seq = b.seq AND o.sink <> $1)
                          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
+                         AND NOT EXISTS (SELECT 1 FROM digest_held h WHERE h.seq = b.seq)
                          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = b.seq)",
                 )
                 .await
