@@ -13,8 +13,8 @@
 //! whose removal was lost is delivered once more, under the same id.
 
 use super::{
-    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, SourceHealth,
-    StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
+    ChangePosition, ChangedOrder, Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore,
+    Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -275,6 +275,17 @@ impl Store {
     ) -> Box<dyn Iterator<Item = Result<(String, Snapshot), StoreError>>> {
         match self.opened() {
             Ok(opened) => Box::new(opened.snapshots_of_after(source, after)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    /// Every order, latest change first, strictly below `below` if given.
+    pub fn orders_by_change(
+        &self,
+        below: Option<&ChangePosition>,
+    ) -> Box<dyn Iterator<Item = Result<ChangedOrder, StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.orders_by_change(below)),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
