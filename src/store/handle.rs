@@ -331,6 +331,10 @@ impl Store {
         self.with(|s| s.complete(due))
     }
 
+    pub fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        self.with(|s| s.complete_all(dues))
+    }
+
     pub fn reschedule(
         &self,
         due: &DueEntry,

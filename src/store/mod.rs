@@ -698,10 +698,31 @@ impl SledStore {
 
     /// Delivered: forget the entry, and note it in the delivery log.
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
-        let e = &due.entry;
-        let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
-        let logged = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
-        let log_key = keys::delivery(e.seq, &e.sink);
+        self.complete_all(std::slice::from_ref(due))
+    }
+
+    /// Delivered, each of `dues`: as [`SledStore::complete`], all in one
+    /// transaction. The dispatcher hands over the deliveries that ended
+    /// together, so one transaction's fixed cost serves several.
+    pub fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        if dues.is_empty() {
+            return Ok(());
+        }
+        let logged =
+            |e: &OutboxEntry| timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
+        let writes: Vec<_> = dues
+            .iter()
+            .map(|due| {
+                let e = &due.entry;
+                (
+                    due.key.as_slice(),
+                    keys::order_index(&e.sink, &e.source, &e.order_id, e.seq),
+                    keys::delivery(e.seq, &e.sink),
+                    logged(e),
+                    e.seq,
+                )
+            })
+            .collect();
         let trees = (
             &self.outbox,
             &self.outbox_order,
@@ -711,14 +732,16 @@ impl SledStore {
             &self.events,
         );
         trees.transaction(|(outbox, order, deliveries, bodies, body_refs, events)| {
-            // Removed already (a retried removal after a full disk): the
-            // body's reference went with it.
-            if outbox.remove(due.key.as_slice())?.is_none() {
-                return Ok(());
+            for (key, index, log_key, logged, seq) in &writes {
+                // Removed already (a retried removal after a full disk):
+                // the body's reference went with it.
+                if outbox.remove(*key)?.is_none() {
+                    continue;
+                }
+                order.remove(index.as_slice())?;
+                deliveries.insert(log_key.as_slice(), &logged[..])?;
+                log::release_body(bodies, body_refs, events, *seq)?;
             }
-            order.remove(index.as_slice())?;
-            deliveries.insert(log_key.as_slice(), &logged[..])?;
-            log::release_body(bodies, body_refs, events, e.seq)?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(())

@@ -697,6 +697,40 @@ fn each_body_is_stored_once_and_goes_when_nothing_refers_to_it() {
 }
 
 #[test]
+fn deliveries_completed_together_leave_as_if_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let s = store.opened().unwrap();
+    commit_events(
+        &store,
+        "t",
+        vec![
+            status_event("evt_a", "t", "1", &["hook", "chat"]),
+            status_event("evt_b", "t", "2", &["hook"]),
+        ],
+    );
+    let mut done = store.due("hook", now_ms() + 1, 10).unwrap();
+    done.extend(store.due("chat", now_ms() + 1, 10).unwrap());
+    assert_eq!(done.len(), 3);
+    store.complete_all(&done).unwrap();
+    // Once more (a retried removal): nothing is counted down twice.
+    store.complete_all(&done).unwrap();
+    assert_eq!(s.outbox_len(), 0);
+    assert_eq!(s.outbox_order.len(), 0);
+    assert_eq!(s.body_refs.len(), 0, "every reference released, once");
+    assert_eq!(s.bodies.len(), 2, "the bodies stay with the event log");
+    let timeline = store.timeline("t", "1").unwrap();
+    assert_eq!(timeline[0].deliveries.len(), 2);
+    assert!(
+        timeline[0]
+            .deliveries
+            .iter()
+            .all(|d| d.state == DeliveryStatus::Delivered && d.attempts == 1)
+    );
+    store.complete_all(&[]).unwrap();
+}
+
+#[test]
 fn an_entry_whose_body_is_lost_is_due_without_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
