@@ -13,8 +13,8 @@
 //! whose removal was lost is delivered once more, under the same id.
 
 use super::{
-    Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore, Snapshot, SourceHealth,
-    StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
+    ChangePosition, ChangedOrder, Commit, DeadLetter, DueEntry, LOCK_GRACE, OutboxEntry, SledStore,
+    Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -279,6 +279,17 @@ impl Store {
         }
     }
 
+    /// Every order, latest change first, strictly below `below` if given.
+    pub fn orders_by_change(
+        &self,
+        below: Option<&ChangePosition>,
+    ) -> Box<dyn Iterator<Item = Result<ChangedOrder, StoreError>>> {
+        match self.opened() {
+            Ok(opened) => Box::new(opened.orders_by_change(below)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.sources())
     }
@@ -318,6 +329,10 @@ impl Store {
 
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         self.with(|s| s.complete(due))
+    }
+
+    pub fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        self.with(|s| s.complete_all(dues))
     }
 
     pub fn reschedule(
