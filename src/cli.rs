@@ -114,6 +114,9 @@ pub enum OrdersCommand {
         /// One JSON object per line (source, order_id, status, revision, changed_at)
         #[arg(long)]
         json: bool,
+        /// The order of the list: `id` (source, then id) or `changed` (the latest change first)
+        #[arg(long, value_enum, default_value = "id")]
+        sort: OrdersSort,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -127,6 +130,13 @@ pub enum OrdersCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+}
+
+/// How `orders list` orders its rows (the API's `sort`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrdersSort {
+    Id,
+    Changed,
 }
 
 #[derive(Subcommand, Debug)]
@@ -415,8 +425,12 @@ async fn inspect_command(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Orders(OrdersCommand::List {
             source,
             json,
+            sort,
             remote,
-        }) => inspect::orders_list(backend!(remote, false), source.as_deref(), *json).await,
+        }) => {
+            let backend = backend!(remote, false);
+            inspect::orders_list(backend, source.as_deref(), *json, *sort).await
+        }
         Command::Orders(OrdersCommand::Show { id, source, remote }) => {
             inspect::orders_show(backend!(remote, false), id, source.as_deref()).await
         }

@@ -5,6 +5,7 @@
 //! Both ways print the same lines and the same `--json`.
 
 use crate::api::client::{ApiClient, ClientError};
+use crate::cli::OrdersSort;
 use crate::config::Config;
 use crate::event::Event;
 use crate::secret::Secret;
@@ -181,6 +182,18 @@ struct OrderRow {
     changed_at: String,
 }
 
+impl OrderRow {
+    fn of(source: String, order_id: String, snap: crate::store::Snapshot) -> OrderRow {
+        OrderRow {
+            source,
+            order_id,
+            status: snap.status,
+            revision: snap.revision,
+            changed_at: snap.changed_at,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct OrdersPage {
     orders: Vec<OrderRow>,
@@ -231,6 +244,7 @@ pub async fn orders_list(
     backend: Backend,
     source: Option<&str>,
     json: bool,
+    sort: OrdersSort,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut table = OrdersTable { json, shown: 0 };
@@ -239,18 +253,24 @@ pub async fn orders_list(
             let Some(sources) = pick_sources(&store, &config, source)? else {
                 return Ok(exit(2));
             };
-            for src in sources {
-                for item in store.snapshots_of(&src) {
-                    let (order_id, snap) = item?;
-                    let row = OrderRow {
-                        source: src.clone(),
-                        order_id,
-                        status: snap.status,
-                        revision: snap.revision,
-                        changed_at: snap.changed_at,
-                    };
-                    table.row(&mut out, &row)?;
-                }
+            let rows: Box<dyn Iterator<Item = Result<OrderRow, StoreError>>> = match sort {
+                // One walk of the store's index of change times.
+                OrdersSort::Changed => Box::new(
+                    store
+                        .orders_by_change(None)
+                        .filter(move |o| {
+                            o.as_ref().map_or(true, |o| sources.contains(&o.at.source))
+                        })
+                        .map(|o| o.map(|o| OrderRow::of(o.at.source, o.at.order_id, o.snapshot))),
+                ),
+                OrdersSort::Id => Box::new(sources.into_iter().flat_map(move |src| {
+                    store
+                        .snapshots_of(&src)
+                        .map(move |o| o.map(|(id, snap)| OrderRow::of(src.clone(), id, snap)))
+                })),
+            };
+            for row in rows {
+                table.row(&mut out, &row?)?;
             }
         }
         Backend::Api(api) => {
@@ -258,6 +278,9 @@ pub async fn orders_list(
             loop {
                 let mut query = vec![("limit", PAGE.to_string())];
                 query.extend(source.map(|s| ("source", s.to_owned())));
+                if sort == OrdersSort::Changed {
+                    query.push(("sort", "changed".to_owned()));
+                }
                 query.extend(cursor.take().map(|c| ("cursor", c)));
                 let page: OrdersPage = match api.get("/orders", &query).await {
                     Ok(page) => page,

@@ -1,7 +1,8 @@
 //! Pagination: `limit`, and an opaque `cursor` that names where the last
 //! page ended (a position in the store's key order, never an offset), so
 //! orders that arrive or change between two pages neither repeat nor are
-//! skipped.
+//! skipped. In the orders' change-time order a change moves an order:
+//! `read.rs` says what a walk then shows.
 
 use super::ApiError;
 use base64::Engine;

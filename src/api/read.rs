@@ -5,7 +5,7 @@
 use super::page;
 use super::{ApiError, ApiState, rfc3339, rfc3339_ms};
 use crate::event::Event;
-use crate::store::Snapshot;
+use crate::store::{ChangePosition, Snapshot};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,16 @@ pub struct OrdersQuery {
     id: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    sort: Option<String>,
+}
+
+/// The order of a list of orders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OrdersSort {
+    /// The store's key order: source, then id.
+    Id,
+    /// The latest change first, by the store's index of change times.
+    Changed,
 }
 
 /// One order in a list.
@@ -114,7 +124,11 @@ fn orders_page(state: &ApiState, query: OrdersQuery) -> Result<Json<Value>, ApiE
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::bad_request("closed must be true or false")),
     };
-    let after: Option<(String, String)> = page::decode(query.cursor.as_deref())?;
+    let sort = match query.sort.as_deref().map(str::trim) {
+        None | Some("") | Some("id") => OrdersSort::Id,
+        Some("changed") => OrdersSort::Changed,
+        Some(_) => return Err(ApiError::bad_request("sort must be id or changed")),
+    };
     let in_store = state.store.sources()?;
     let sources = match query.source.as_deref().filter(|s| !s.is_empty()) {
         Some(name) => vec![known_source(state, &in_store, name)?],
@@ -160,6 +174,30 @@ fn orders_page(state: &ApiState, query: OrdersQuery) -> Result<Json<Value>, ApiE
         ));
     }
 
+    // By change time, the cursor is the last order's place in the index.
+    // An order that changes during a walk moves to its new time, almost
+    // always above the cursor: the rest of the walk passes it over (a new
+    // walk shows it first). Unchanged orders are each shown once.
+    if sort == OrdersSort::Changed {
+        let below: Option<ChangePosition> = page::decode(query.cursor.as_deref())?;
+        let mut last: Option<ChangePosition> = None;
+        let mut more = false;
+        for (scanned, row) in state.store.orders_by_change(below.as_ref()).enumerate() {
+            if items.len() == limit || scanned == ORDERS_SCAN {
+                more = true;
+                break;
+            }
+            let row = row?;
+            let (source, order_id) = (&row.at.source, &row.at.order_id);
+            if sources.contains(source) && wanted(source, order_id, &row.snapshot) {
+                items.push(item(state, source, order_id, &row.snapshot));
+            }
+            last = Some(row.at);
+        }
+        return Ok(orders_answer(items, more, last));
+    }
+
+    let after: Option<(String, String)> = page::decode(query.cursor.as_deref())?;
     let mut scanned = 0;
     let mut last: Option<(String, String)> = None;
     let mut more = false;
@@ -182,13 +220,16 @@ fn orders_page(state: &ApiState, query: OrdersQuery) -> Result<Json<Value>, ApiE
             last = Some((source.clone(), order_id));
         }
     }
+    Ok(orders_answer(items, more, last))
+}
+
+/// A page of orders; its cursor names `last` when there may be more.
+fn orders_answer<T: Serialize>(items: Vec<OrderItem>, more: bool, last: Option<T>) -> Json<Value> {
     let next_cursor = match (more, last) {
         (true, Some(at)) => Some(page::encode(&at)),
         _ => None,
     };
-    Ok(Json(
-        serde_json::json!({ "orders": items, "next_cursor": next_cursor }),
-    ))
+    Json(serde_json::json!({ "orders": items, "next_cursor": next_cursor }))
 }
 
 /// A source the config or the store knows, else a 404 naming the known ones.

@@ -214,27 +214,61 @@ impl Dispatcher {
             orders.insert(key);
             ready.push(d);
         }
-        let outcomes: Vec<Result<PassReport, StoreError>> = futures::stream::iter(ready)
+        // The deliveries that ended together are completed in one store
+        // transaction, at once: an entry still leaves the outbox only
+        // after its delivery succeeded, and no later than before.
+        let mut ended_together = futures::stream::iter(ready)
             .map(|d| self.attempt(sink, d, shutdown))
             .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for o in outcomes {
-            report.add(o?);
+            .ready_chunks(CONCURRENCY);
+        let mut failed = None;
+        while let Some(ended) = ended_together.next().await {
+            let mut delivered = Vec::new();
+            for attempted in ended {
+                match attempted {
+                    Ok(Attempted::Delivered(due)) => delivered.push(due),
+                    Ok(Attempted::Done(r)) => report.add(r),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            report.delivered += self.completed(sink, delivered);
         }
-        Ok(report)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
+    /// Forget the entries of deliveries that succeeded, together; when the
+    /// store will not, each is remembered as delivered (not delivered
+    /// again, its removal tried on every pass).
+    fn completed(&self, sink: &NamedSink, delivered: Vec<DueEntry>) -> u64 {
+        if let Err(e) = self.store.complete_all(&delivered) {
+            let mut unremoved = self.unremoved();
+            for due in &delivered {
+                unremoved.insert((due.entry.sink.clone(), due.entry.seq));
+                error!(sink = %sink.name, id = %due.entry.event_id, "delivered, but its outbox entry could not be removed: {e}; it is not delivered again, and its removal is tried again on each pass");
+            }
+        }
+        for due in &delivered {
+            count(sink, "delivered");
+            info!(sink = %sink.name, event = %due.entry.event_type, id = %due.entry.event_id, order_id = %due.entry.order_id, "delivered");
+        }
+        delivered.len() as u64
+    }
+
+    /// One delivery attempt; a success is handed back for
+    /// [`Dispatcher::completed`], every other outcome is written here.
     async fn attempt(
         &self,
         sink: &NamedSink,
         due: DueEntry,
         shutdown: &Shutdown,
-    ) -> Result<PassReport, StoreError> {
+    ) -> Result<Attempted, StoreError> {
         let mut report = PassReport::default();
-        let label = |outcome: &'static str| {
-            metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
-        };
+        let label = |outcome: &'static str| count(sink, outcome);
         let Some(body) = due.body.as_deref() else {
             // Nothing to send, now or later: said, and kept for the record.
             let mut entry = due.entry.clone();
@@ -244,7 +278,7 @@ impl Dispatcher {
             error!(sink = %sink.name, id = %entry.event_id, "{reason}; moved to dead letters");
             label("dead_letter");
             report.buried = 1;
-            return Ok(report);
+            return Ok(Attempted::Done(report));
         };
         // Not started: the entry stays as it is, due now, for the next run.
         if let Some(rate) = &sink.rate {
@@ -252,25 +286,16 @@ impl Dispatcher {
                 Some(mut turn) => turn.mark(),
                 None => {
                     report.not_started = 1;
-                    return Ok(report);
+                    return Ok(Attempted::Done(report));
                 }
             }
         }
         let Some(result) = sink.sink.deliver_unless_stopped(body, shutdown).await else {
             report.not_started = 1;
-            return Ok(report);
+            return Ok(Attempted::Done(report));
         };
         match result {
-            Ok(()) => {
-                if let Err(e) = self.store.complete(&due) {
-                    self.unremoved()
-                        .insert((due.entry.sink.clone(), due.entry.seq));
-                    error!(sink = %sink.name, id = %due.entry.event_id, "delivered, but its outbox entry could not be removed: {e}; it is not delivered again, and its removal is tried again on each pass");
-                }
-                label("delivered");
-                info!(sink = %sink.name, event = %due.entry.event_type, id = %due.entry.event_id, order_id = %due.entry.order_id, "delivered");
-                report.delivered = 1;
-            }
+            Ok(()) => return Ok(Attempted::Delivered(due)),
             Err(DeliveryError::Permanent { reason }) => {
                 self.control.failed(&reason);
                 let mut entry = due.entry.clone();
@@ -312,7 +337,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(report)
+        Ok(Attempted::Done(report))
     }
 
     fn unremoved(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u64)>> {
@@ -484,6 +509,17 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// How one attempt ended: delivered (its entry still to be forgotten), or
+/// anything else (already written to the store).
+enum Attempted {
+    Delivered(DueEntry),
+    Done(PassReport),
+}
+
+fn count(sink: &NamedSink, outcome: &'static str) {
+    metrics::counter!(crate::metrics::DELIVERIES_TOTAL, "sink" => sink.name.clone(), "outcome" => outcome).increment(1);
 }
 
 /// What [`Dispatcher::drain`] did.

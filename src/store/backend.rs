@@ -23,8 +23,9 @@
 
 use super::hold::HeldEntry;
 use super::{
-    Commit, DeadLetter, DueEntry, DueTimer, IndexBuild, Leadership, NewDigest, OutboxEntry,
-    OverdueOrder, Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry,
+    ChangePosition, ChangedOrder, Commit, DeadLetter, DueEntry, DueTimer, IndexBuild, Leadership,
+    NewDigest, OutboxEntry, OverdueOrder, Snapshot, SourceHealth, StoreError, SyncState,
+    TimelineEntry,
 };
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub(crate) trait StoreBackend: Send + Sync {
     fn snapshots_of(&self, source: &str) -> Records<(String, Snapshot)>;
     /// The snapshots of a source whose ids come after `after`, in byte order.
     fn snapshots_of_after(&self, source: &str, after: &str) -> Records<(String, Snapshot)>;
+    /// Every order, latest change first (ties: source, then id, both
+    /// descending), strictly below `below` when given.
+    fn orders_by_change(&self, below: Option<&ChangePosition>) -> Records<ChangedOrder>;
     /// The sources that have snapshots, in name order.
     fn sources(&self) -> Result<Vec<String>, StoreError>;
     /// The sinks that have entries waiting, in name order.
@@ -70,6 +74,8 @@ pub(crate) trait StoreBackend: Send + Sync {
     fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError>;
     fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError>;
     fn complete(&self, due: &DueEntry) -> Result<(), StoreError>;
+    /// Delivered, each of `dues`, in one transaction.
+    fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError>;
     fn reschedule(
         &self,
         due: &DueEntry,
@@ -205,6 +211,12 @@ impl StoreBackend for super::SledStore {
     }
     fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         super::SledStore::complete(self, due)
+    }
+    fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        super::SledStore::complete_all(self, dues)
+    }
+    fn orders_by_change(&self, below: Option<&ChangePosition>) -> Records<ChangedOrder> {
+        Box::new(super::SledStore::orders_by_change(self, below))
     }
     fn reschedule(
         &self,

@@ -18,8 +18,9 @@
 
 use super::backend::StoreBackend;
 use super::{
-    Commit, DeadLetter, DueEntry, LOCK_GRACE, Leadership, OutboxEntry, SledStore, Snapshot,
-    SourceHealth, StoreError, SyncState, TimelineEntry, refuse_files_in_the_way,
+    ChangePosition, ChangedOrder, Commit, DeadLetter, DueEntry, LOCK_GRACE, Leadership,
+    OutboxEntry, SledStore, Snapshot, SourceHealth, StoreError, SyncState, TimelineEntry,
+    refuse_files_in_the_way,
 };
 use crate::config::StoreConfig;
 use std::path::{Path, PathBuf};
@@ -373,6 +374,17 @@ impl Store {
         }
     }
 
+    /// Every order, latest change first, strictly below `below` if given.
+    pub fn orders_by_change(
+        &self,
+        below: Option<&ChangePosition>,
+    ) -> Box<dyn Iterator<Item = Result<ChangedOrder, StoreError>>> {
+        match self.backend() {
+            Ok(opened) => opened.orders_by_change(below),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.sources())
     }
@@ -423,6 +435,10 @@ impl Store {
 
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         self.with(|s| s.complete(due))
+    }
+
+    pub fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        self.with(|s| s.complete_all(dues))
     }
 
     pub fn reschedule(

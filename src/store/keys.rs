@@ -16,6 +16,26 @@ pub(crate) fn snapshot_prefix(source: &str) -> Vec<u8> {
     k
 }
 
+/// `changed_ms snapshot key` (big-endian milliseconds, then `source \0
+/// order_id`): every order by the time of its last change, so "latest
+/// change first" is a reverse range scan, across pages.
+pub(crate) fn changed(changed_ms: u64, snapshot_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + snapshot_key.len());
+    k.extend_from_slice(&changed_ms.to_be_bytes());
+    k.extend_from_slice(snapshot_key);
+    k
+}
+
+/// `(changed_ms, source, order_id)` of a [`changed`] key.
+pub(crate) fn changed_parts(key: &[u8]) -> Option<(u64, &str, &str)> {
+    let ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let rest = &key[8..];
+    let end = rest.iter().position(|b| *b == 0)?;
+    let source = std::str::from_utf8(&rest[..end]).ok()?;
+    let order_id = std::str::from_utf8(&rest[end + 1..]).ok()?;
+    Some((ms, source, order_id))
+}
+
 /// `sink \0 due_ms seq`: due entries of a sink are a prefix range up to now.
 pub(crate) fn outbox(sink: &str, due_ms: u64, seq: u64) -> Vec<u8> {
     let mut k = sink_prefix(sink);
@@ -111,6 +131,16 @@ mod tests {
         assert!(a < b);
         assert!(!event_of_order("src", "10", 1).starts_with(&event_order_prefix("src", "1")));
         assert!(delivery(1, "zz") < delivery(2, "a"));
+    }
+
+    #[test]
+    fn change_keys_sort_by_time_then_order() {
+        let a = changed(5, &snapshot("z", "9"));
+        let b = changed(6, &snapshot("a", "1"));
+        let c = changed(6, &snapshot("a", "2"));
+        assert!(a < b && b < c);
+        assert_eq!(changed_parts(&c), Some((6, "a", "2")));
+        assert_eq!(changed_parts(&[1, 2]), None);
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //!   letter (a string inside JSON, once per sink) and again in the log: each
 //!   body moves to `bodies`, the entries lose their copy, the log keeps only
 //!   which order each event is about, the by-order index is built from it,
-//!   and `body_refs` is counted from the entries.
+//!   and `body_refs` is counted from the entries;
+//! - schemas 1 to 3 had no `changed` index (the orders by the time of
+//!   their last change): it is built from the snapshots' `changed_at`.
 //!
 //! A crash part-way leaves the old version number, and the next open runs
 //! every step again: each one is written in transactions of a slice of
 //! records that convert only what is still in the old form (an entry's body
 //! is written in the same transaction that drops it from the entry), and
-//! what is derived (`listed`, `body_refs`) is rebuilt from scratch. The new
+//! what is derived (`listed`, `body_refs`, `changed`) is rebuilt from
+//! scratch. The new
 //! version is written last, after a flush; an older release then refuses
 //! the store.
 
@@ -70,7 +73,6 @@ impl SledStore {
         );
         if found < 2 {
             self.build_listed()?;
-            checkpoint()?;
         }
         if found < 3 {
             self.bodies_out_of_outbox()?;
@@ -78,6 +80,9 @@ impl SledStore {
             self.bodies_out_of_log()?;
             self.count_body_refs()?;
             self.drop_unreferenced_bodies()?;
+        }
+        if found < 4 {
+            self.build_changed()?;
         }
         self.db.flush()?;
         self.meta
@@ -89,23 +94,46 @@ impl SledStore {
     /// Schema 1 had no `listed` tree: built from the snapshots, from
     /// scratch.
     fn build_listed(&self) -> Result<(), StoreError> {
-        self.listed.clear()?;
-        // In slices: one batch of every key would hold them all in memory.
+        self.index_snapshots(&self.listed, |k, v| {
+            Snapshot::peek_hash(v)
+                .is_some_and(|(_, listed)| listed)
+                .then(|| k.to_vec())
+        })
+    }
+
+    /// Schemas 1 to 3 had no `changed` tree: built from the snapshots'
+    /// change times, from scratch.
+    fn build_changed(&self) -> Result<(), StoreError> {
+        self.index_snapshots(&self.changed, |k, v| {
+            Snapshot::peek_changed_ms(v).map(|ms| keys::changed(ms, k))
+        })
+    }
+
+    /// Fill `index` from scratch with the key `key_of` gives each snapshot
+    /// (none: not indexed), in slices: one batch of every key would hold
+    /// them all in memory.
+    fn index_snapshots(
+        &self,
+        index: &sled::Tree,
+        key_of: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        index.clear()?;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in self.snapshots.iter() {
             let (k, v) = item?;
-            if Snapshot::peek_hash(&v).is_some_and(|(_, listed)| listed) {
-                batch.insert(k, &[] as &[u8]);
+            if let Some(key) = key_of(&k, &v) {
+                batch.insert(key, &[] as &[u8]);
                 in_batch += 1;
             }
             if in_batch == 1000 {
-                self.listed.apply_batch(std::mem::take(&mut batch))?;
+                index.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
+                checkpoint()?;
             }
         }
-        self.listed.apply_batch(batch)?;
-        Ok(())
+        index.apply_batch(batch)?;
+        checkpoint()
     }
 
     /// Outbox entries that still carry their event: the body to `bodies`,

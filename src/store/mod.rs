@@ -18,6 +18,11 @@
 //!   is still in the listing: the vanish step reads these small keys instead
 //!   of every snapshot (schema 2; built from the snapshots when a schema 1
 //!   store is opened)
+//! - `changed`: `changed_ms source \0 order_id` → nothing, one per snapshot:
+//!   the orders by the time of their last change, written in the transaction
+//!   that writes or removes the snapshot, so "latest change first" holds
+//!   across the pages of a listing (schema 4; built from the snapshots'
+//!   `changed_at` when an older store is opened)
 //! - `bodies`: `seq` → the event JSON, exactly the webhook body, once per
 //!   event; `body_refs`: `seq` → how many outbox entries and dead letters
 //!   refer to it (`log.rs` says when a body goes)
@@ -41,9 +46,11 @@
 //!   last full listing ([`SyncState`]), and its health record
 //!   ([`SourceHealth`], `health.rs`)
 //!
-//! Schema 3; `migrate.rs` upgrades a schema 1 or 2 store when it is opened.
+//! Schema 4; `migrate.rs` upgrades a schema 1, 2 or 3 store when it is
+//! opened.
 
 mod backend;
+mod changed;
 pub mod copy;
 mod handle;
 mod health;
@@ -58,6 +65,7 @@ mod snapshot;
 mod timeline;
 mod timers;
 
+pub use changed::{ChangePosition, ChangedOrder};
 pub use handle::Store;
 pub use health::SourceHealth;
 pub use hold::{Hold, NewDigest, Routed};
@@ -82,7 +90,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bump when a tree's layout changes; an older binary refuses a newer store.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// How many events `orderwatch events` can show.
 pub const EVENT_LOG_LEN: u64 = 10_000;
 /// sled's page cache; its automatic size only reads cgroup v1 limits. Small
@@ -320,6 +328,7 @@ pub(crate) struct SledStore {
     dir: PathBuf,
     snapshots: sled::Tree,
     listed: sled::Tree,
+    changed: sled::Tree,
     outbox: sled::Tree,
     outbox_order: sled::Tree,
     dead_letters: sled::Tree,
@@ -401,6 +410,7 @@ impl SledStore {
         let store = SledStore {
             snapshots: tree("snapshots")?,
             listed: tree("listed")?,
+            changed: tree("changed")?,
             outbox: tree("outbox")?,
             outbox_order: tree("outbox_order")?,
             dead_letters: tree("dead_letters")?,
@@ -584,8 +594,7 @@ impl SledStore {
             return Ok(());
         }
         let now = now_ms();
-        // (key, encoded snapshot or None to delete, still listed)
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>, bool)> = commit
+        let encoded: Vec<SnapshotWrite> = commit
             .snapshots
             .iter()
             .map(|(id, snap)| {
@@ -616,11 +625,9 @@ impl SledStore {
             // Only snapshots (and their timers): a transaction over the
             // trees they touch, much cheaper than over all of them (a
             // baseline cycle is a thousand of these at 100,000 orders).
-            (&self.snapshots, &self.listed, &self.timers).transaction(
-                |(snapshots, listed, timers)| {
-                    for (key, value, is_listed) in &encoded {
-                        write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
-                    }
+            (&self.snapshots, &self.listed, &self.changed, &self.timers).transaction(
+                |(snapshots, listed, changed, timers)| {
+                    write_snapshots(snapshots, listed, changed, &encoded)?;
                     index_timers(timers)
                 },
             )?;
@@ -629,6 +636,7 @@ impl SledStore {
         let trees = (
             &self.snapshots,
             &self.listed,
+            &self.changed,
             &self.outbox,
             &self.outbox_order,
             &self.events,
@@ -643,6 +651,7 @@ impl SledStore {
             |(
                 snapshots,
                 listed,
+                changed,
                 outbox,
                 outbox_order,
                 events,
@@ -654,9 +663,7 @@ impl SledStore {
                 digest_held,
             )| {
                 index_timers(timers)?;
-                for (key, value, is_listed) in &encoded {
-                    write_snapshot(snapshots, listed, key, value.as_deref(), *is_listed)?;
-                }
+                write_snapshots(snapshots, listed, changed, &encoded)?;
                 let mut seq = meta
                     .get(META_EVENT_SEQ)?
                     .and_then(|v| read_u64(&v))
@@ -770,10 +777,31 @@ impl SledStore {
 
     /// Delivered: forget the entry, and note it in the delivery log.
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
-        let e = &due.entry;
-        let index = keys::order_index(&e.sink, &e.source, &e.order_id, e.seq);
-        let logged = timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
-        let log_key = keys::delivery(e.seq, &e.sink);
+        self.complete_all(std::slice::from_ref(due))
+    }
+
+    /// Delivered, each of `dues`: as [`SledStore::complete`], all in one
+    /// transaction. The dispatcher hands over the deliveries that ended
+    /// together, so one transaction's fixed cost serves several.
+    pub fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        if dues.is_empty() {
+            return Ok(());
+        }
+        let logged =
+            |e: &OutboxEntry| timeline::encode_delivery(e.attempts.saturating_add(1), now_ms());
+        let writes: Vec<_> = dues
+            .iter()
+            .map(|due| {
+                let e = &due.entry;
+                (
+                    due.key.as_slice(),
+                    keys::order_index(&e.sink, &e.source, &e.order_id, e.seq),
+                    keys::delivery(e.seq, &e.sink),
+                    logged(e),
+                    e.seq,
+                )
+            })
+            .collect();
         let trees = (
             &self.outbox,
             &self.outbox_order,
@@ -783,14 +811,16 @@ impl SledStore {
             &self.events,
         );
         trees.transaction(|(outbox, order, deliveries, bodies, body_refs, events)| {
-            // Removed already (a retried removal after a full disk): the
-            // body's reference went with it.
-            if outbox.remove(due.key.as_slice())?.is_none() {
-                return Ok(());
+            for (key, index, log_key, logged, seq) in &writes {
+                // Removed already (a retried removal after a full disk):
+                // the body's reference went with it.
+                if outbox.remove(*key)?.is_none() {
+                    continue;
+                }
+                order.remove(index.as_slice())?;
+                deliveries.insert(log_key.as_slice(), &logged[..])?;
+                log::release_body(bodies, body_refs, events, *seq)?;
             }
-            order.remove(index.as_slice())?;
-            deliveries.insert(log_key.as_slice(), &logged[..])?;
-            log::release_body(bodies, body_refs, events, e.seq)?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(())
@@ -912,22 +942,40 @@ impl SledStore {
     }
 }
 
-/// One snapshot write, and the `listed` index kept in step with it.
-fn write_snapshot(
+/// One snapshot write: key, encoded snapshot or `None` to delete, still
+/// listed.
+type SnapshotWrite = (Vec<u8>, Option<Vec<u8>>, bool);
+
+/// Snapshot writes, and the `listed` and `changed` indexes kept in step
+/// with them.
+fn write_snapshots(
     snapshots: &sled::transaction::TransactionalTree,
     listed: &sled::transaction::TransactionalTree,
-    key: &[u8],
-    value: Option<&[u8]>,
-    is_listed: bool,
+    changed: &sled::transaction::TransactionalTree,
+    encoded: &[SnapshotWrite],
 ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    match value {
-        Some(v) => snapshots.insert(key, v)?,
-        None => snapshots.remove(key)?,
-    };
-    if is_listed {
-        listed.insert(key, &[] as &[u8])?;
-    } else {
-        listed.remove(key)?;
+    for (key, value, is_listed) in encoded {
+        // The write hands back the snapshot it replaces: its change time
+        // says which index entry to move, with no read of its own.
+        let old = match value {
+            Some(v) => snapshots.insert(key.as_slice(), v.as_slice())?,
+            None => snapshots.remove(key.as_slice())?,
+        };
+        let old_ms = old.as_deref().and_then(Snapshot::peek_changed_ms);
+        let new_ms = value.as_deref().and_then(Snapshot::peek_changed_ms);
+        if old_ms != new_ms {
+            if let Some(ms) = old_ms {
+                changed.remove(keys::changed(ms, key))?;
+            }
+            if let Some(ms) = new_ms {
+                changed.insert(keys::changed(ms, key), &[] as &[u8])?;
+            }
+        }
+        if *is_listed {
+            listed.insert(key.as_slice(), &[] as &[u8])?;
+        } else {
+            listed.remove(key.as_slice())?;
+        }
     }
     Ok(())
 }

@@ -24,8 +24,11 @@
 //!   `body_refs` counted from the salvaged outbox entries and dead letters;
 //!   an entry whose body was lost is counted as lost (it has nothing to
 //!   deliver), and a body nothing refers to any more is left behind.
+//! - `listed` and `changed` (the orders by last change) are derived from
+//!   the salvaged snapshots.
 //!
-//! Stores of schemas 1 and 2 are read too: their outbox entries, dead
+//! Stores of schemas 1 to 3 are read too (schema 3 is today's without the
+//! `changed` index, which is derived anyway): their outbox entries, dead
 //! letters and log records carry the event's body, which goes to `bodies`
 //! as an upgrade would move it (see `migrate.rs`).
 //!
@@ -260,10 +263,13 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                 "snapshots" => {
                     if let Some(snap) = Snapshot::decode(value) {
                         new.snapshots.insert(key, value)?;
-                        // The `listed` index is rebuilt from the snapshots.
+                        // The `listed` and `changed` indexes are rebuilt
+                        // from the snapshots.
                         if snap.listed {
                             new.listed.insert(key, &[] as &[u8])?;
                         }
+                        let ms = super::snapshot::changed_ms(&snap.changed_at);
+                        new.changed.insert(keys::changed(ms, key), &[] as &[u8])?;
                         true
                     } else {
                         match key.iter().position(|b| *b == 0) {
@@ -378,7 +384,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     ));
     report
         .notes
-        .push("listed (the index of orders still in their listing) was rebuilt from the salvaged snapshots".to_owned());
+        .push("listed (the index of orders still in their listing) and changed (the orders by last change) were rebuilt from the salvaged snapshots".to_owned());
     for (seq, source, order_id) in &logged {
         new.events_by_order
             .insert(keys::event_of_order(source, order_id, *seq), &[] as &[u8])?;
@@ -528,9 +534,10 @@ fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
     if let Ok(Some(v)) = version
         && let Some(found) = read_u64(&v)
     {
-        // Schema 1 lacked the `listed` index (rebuilt anyway); schemas 1
-        // and 2 kept the bodies inside the entries and the log, which each
-        // record is read for.
+        // Schema 1 lacked the `listed` index and schemas 1 to 3 the
+        // `changed` one (both rebuilt anyway); schemas 1 and 2 kept the
+        // bodies inside the entries and the log, which each record is read
+        // for.
         if !(1..=SCHEMA_VERSION).contains(&found) {
             return Err(SalvageError::Schema {
                 dir: dir.to_owned(),
@@ -686,6 +693,12 @@ mod tests {
         );
         // The index of listed orders is rebuilt: the vanish step sees them.
         assert_eq!(new.listed_ids("tracking").unwrap().len(), 2);
+        // And the orders by last change (one time: by id, descending).
+        let by_change: Vec<String> = new
+            .orders_by_change(None)
+            .map(|o| o.unwrap().at.order_id)
+            .collect();
+        assert_eq!(by_change, ["2", "1"]);
         // Order 1's second event still waits behind its first.
         let mail = new.due("mail", u64::MAX, 100).unwrap();
         assert!(new.is_first_of_order(&mail[0].entry).unwrap());
@@ -716,7 +729,30 @@ mod tests {
     }
 
     #[test]
-    fn salvages_schema_1_and_2_stores_into_schema_3() {
+    fn salvages_a_schema_3_store_and_builds_its_change_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        let old = store_with_outbox(&old_dir);
+        // Schema 3 is today's store without the `changed` index.
+        old.changed.clear().unwrap();
+        old.meta.insert(META_SCHEMA, &3u64.to_be_bytes()).unwrap();
+        old.flush().unwrap();
+        drop(old);
+        let report = salvage(&old_dir, &new_dir).unwrap();
+        assert_eq!(report.lost(), 0, "{report:?}");
+        let new = Store::open(&new_dir).unwrap();
+        let version = new.opened().unwrap().meta.get(META_SCHEMA).unwrap();
+        assert_eq!(read_u64(&version.unwrap()), Some(SCHEMA_VERSION));
+        let by_change: Vec<String> = new
+            .orders_by_change(None)
+            .map(|o| o.unwrap().at.order_id)
+            .collect();
+        assert_eq!(by_change, ["2", "1"]);
+        assert_eq!(due_seqs(&new, "mail"), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn salvages_schema_1_and_2_stores_into_todays_schema() {
         for version in [1, 2] {
             let tmp = tempfile::tempdir().unwrap();
             let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));

@@ -70,6 +70,29 @@ impl Snapshot {
         let hash = u128::from_be_bytes(bytes[9..25].try_into().ok()?);
         Some((hash, bytes[25] & 1 != 0))
     }
+
+    /// The unix milliseconds of `changed_at`, without decoding the order:
+    /// where the snapshot sits in the by-change index. `None` for bytes that
+    /// are not a snapshot.
+    pub(crate) fn peek_changed_ms(bytes: &[u8]) -> Option<u64> {
+        if bytes.first() != Some(&FORMAT) {
+            return None;
+        }
+        let mut r = Reader(bytes.get(26..)?);
+        let status_len = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+        r.take(status_len)?;
+        let len = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+        Some(changed_ms(std::str::from_utf8(r.take(len)?).ok()?))
+    }
+}
+
+/// `changed_at` as unix milliseconds; a time that does not read (none
+/// should: orderwatch writes them) counts as the oldest.
+pub(crate) fn changed_ms(changed_at: &str) -> u64 {
+    humantime::parse_rfc3339_weak(changed_at.trim())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -113,6 +136,7 @@ mod tests {
             let bytes = s.encode();
             assert_eq!(Snapshot::decode(&bytes), Some(s.clone()));
             assert_eq!(Snapshot::peek_hash(&bytes), Some((s.hash, true)));
+            assert_eq!(Snapshot::peek_changed_ms(&bytes), Some(1_795_334_400_000));
         }
     }
 
@@ -121,5 +145,7 @@ mod tests {
         assert_eq!(Snapshot::decode(&[]), None);
         assert_eq!(Snapshot::decode(&[2, 0, 0]), None);
         assert_eq!(Snapshot::decode(&[1, 0, 0]), None);
+        assert_eq!(Snapshot::peek_changed_ms(&[1, 0, 0]), None);
+        assert_eq!(changed_ms("not a time"), 0);
     }
 }

@@ -180,6 +180,7 @@ pub(super) fn write_old_store(dir: &std::path::Path, version: u64) -> Vec<String
     meta.insert(baseline_key("t"), &1u64.to_be_bytes()).unwrap();
     let mut gone = snap(2, "Closed", "{\"id\":\"2\"}");
     gone.listed = false;
+    gone.changed_at = "2026-11-21T08:00:00Z".into();
     snapshots
         .insert(
             keys::snapshot("t", "1"),
@@ -243,7 +244,7 @@ pub(super) fn due_bodies(store: &SledStore, sink: &str) -> Vec<Option<String>> {
         .collect()
 }
 
-/// What `write_old_store` wrote, as schema 3 holds it.
+/// What `write_old_store` wrote, as today's schema holds it.
 fn assert_upgraded(store: &SledStore, bodies: &[String]) {
     let version = store.meta.get(META_SCHEMA).unwrap().unwrap();
     assert_eq!(read_u64(&version), Some(SCHEMA_VERSION));
@@ -292,6 +293,11 @@ fn assert_upgraded(store: &SledStore, bodies: &[String]) {
     assert_eq!(store.timeline("t", "2").unwrap().len(), 1);
     assert_eq!(store.listed_ids("t").unwrap(), ["1".to_string()]);
     assert_eq!(store.dead_letters().unwrap()[0].reason, "550 no such user");
+    let by_change: Vec<String> = store
+        .orders_by_change(None)
+        .map(|o| o.unwrap().at.order_id)
+        .collect();
+    assert_eq!(by_change, ["1", "2"], "the latest change first");
 }
 
 #[test]
@@ -302,7 +308,7 @@ fn schema_1_and_2_stores_are_upgraded_on_open() {
         let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
         assert_upgraded(&store, &bodies);
         drop(store);
-        // Opened again, it is a schema 3 store like any other.
+        // Opened again, it is a store of today's schema like any other.
         let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
         assert_upgraded(&store, &bodies);
     }
@@ -391,6 +397,31 @@ fn each_body_is_stored_once_and_goes_when_nothing_refers_to_it() {
             .keys()
             .all(|k| s.events.contains_key(k.unwrap()).unwrap())
     );
+}
+
+#[test]
+fn deliveries_completed_together_leave_as_if_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let s = store.opened().unwrap();
+    commit_events(
+        &store,
+        "t",
+        vec![
+            status_event("evt_a", "t", "1", &["hook", "chat"]),
+            status_event("evt_b", "t", "2", &["hook"]),
+        ],
+    );
+    let mut done = store.due("hook", now_ms() + 1, 10).unwrap();
+    done.extend(store.due("chat", now_ms() + 1, 10).unwrap());
+    assert_eq!(done.len(), 3);
+    store.complete_all(&done).unwrap();
+    // Once more (a retried removal): nothing is counted down twice.
+    store.complete_all(&done).unwrap();
+    assert_eq!(s.outbox_len(), 0);
+    assert_eq!(s.outbox_order.len(), 0);
+    assert_eq!(s.body_refs.len(), 0, "every reference released, once");
+    assert_eq!(s.bodies.len(), 2, "the bodies stay with the event log");
 }
 
 #[test]

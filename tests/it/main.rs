@@ -27,6 +27,7 @@ mod newcomer;
 mod once_outcome;
 mod ops;
 mod ordering_orders;
+mod orders_by_change;
 mod outage;
 mod pg;
 mod postgres;

@@ -9,9 +9,11 @@
 //! sink leave in order; dead letters are buried and replayed; the log is
 //! bounded and read in pages; each event's timeline; sources and sinks
 //! listed once; what was committed survives opening the store again; the
-//! timer index (`timers.rs`); quiet hours and digests (`digests.rs`); and,
-//! for postgres, the schema check.
+//! timer index (`timers.rs`); quiet hours and digests (`digests.rs`);
+//! orders by last change and deliveries completed together
+//! (`by_change.rs`); and, for postgres, the schema check.
 
+mod by_change;
 mod digests;
 mod timers;
 
@@ -85,7 +87,10 @@ contract!(
     a_quiet_entry_is_queued_for_the_end_of_the_quiet_hours,
     kept_events_become_one_digest_entry_once,
     a_sink_s_first_digest_remembers_since_when_it_waited,
+    orders_by_change_follow_each_write_change_and_removal,
+    deliveries_completed_together_leave_as_if_one_by_one,
 );
+use by_change::*;
 use digests::*;
 use timers::*;
 

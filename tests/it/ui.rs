@@ -136,6 +136,35 @@ fn workspace(
     Workspace::new(&source, sinks, &api_rest())
 }
 
+/// `orderwatch run` of a simulator of `orders` orders, polled every hour,
+/// to a webhook sink, with the API and UI on, once it has polled.
+struct Running {
+    sim: orderwatch_simulator::RunningSimulator,
+    admin: Admin,
+    hook: Receiver,
+    ws: Workspace,
+    child: tokio::process::Child,
+    api: Api,
+}
+
+async fn running(orders: usize) -> Running {
+    let sim = simulator(orders).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = workspace(&sim, "1h", &webhook_sink_yaml("hook", &hook.url));
+    let child = spawn_with_token(&ws);
+    let api = Api::of(&ws).await;
+    api.polled().await;
+    Running {
+        sim,
+        admin,
+        hook,
+        ws,
+        child,
+        api,
+    }
+}
+
 #[tokio::test]
 async fn the_ui_is_not_served_without_an_api_token() {
     let sim = simulator(3).await;
@@ -258,13 +287,14 @@ async fn the_ui_takes_only_its_token_and_every_form_needs_the_session_and_its_cs
 
 #[tokio::test]
 async fn order_values_from_outside_render_as_text() {
-    let sim = simulator(3).await;
-    let admin = Admin::new(&sim);
-    let hook = Receiver::start().await;
-    let ws = workspace(&sim, "1h", &webhook_sink_yaml("hook", &hook.url));
-    let mut child = spawn_with_token(&ws);
-    let api = Api::of(&ws).await;
-    api.polled().await;
+    let Running {
+        sim: _sim,
+        admin,
+        hook,
+        ws,
+        mut child,
+        api,
+    } = running(3).await;
     let orders = admin.orders(TRACKING, "").await;
     let id = orders[0]["id"].as_str().expect("an id").to_owned();
     let hostile = r#"<script>alert("owned")</script>"#;
@@ -293,6 +323,50 @@ async fn order_values_from_outside_render_as_text() {
     let missing = visitor.get("/ui/orders/tracking/NO-SUCH-ORDER").await;
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("NO-SUCH-ORDER"), "{}", missing.body);
+    stop_and_check_log(&ws, &mut child).await;
+}
+
+#[tokio::test]
+async fn the_orders_page_shows_the_latest_change_first_across_pages() {
+    use crate::orders_by_change::{change, next_second};
+    let Running {
+        sim: _sim,
+        admin,
+        hook: _hook,
+        ws,
+        mut child,
+        api,
+    } = running(60).await;
+    let mut ids = admin.ids(TRACKING, "").await;
+    ids.sort();
+    let (first, last) = (ids[0].clone(), ids[59].clone());
+    let baseline = api.ok("/orders?limit=1").await;
+    next_second(baseline["orders"][0]["changed_at"].as_str().unwrap()).await;
+    // The first id changes, then the last: the last is the latest change
+    // of all, though the store's key order puts it on no first page.
+    change(&admin, &api, &first, "Step-1").await;
+    change(&admin, &api, &last, "Step-2").await;
+
+    let mut visitor = Visitor::new(&api.base);
+    assert_eq!(visitor.log_in(TOKEN).await.status(), 303);
+    let page = visitor.get("/ui/orders").await.body;
+    let row = |body: &str, id: &str| body.find(&format!("/ui/orders/tracking/{id}\""));
+    let (at_last, at_first) = (row(&page, &last), row(&page, &first));
+    assert!(
+        at_last.is_some() && at_last < at_first,
+        "the latest change heads the first page:\n{page}"
+    );
+    assert_eq!(page.matches("class=\"order-link\"").count(), 50);
+    let next = page
+        .split("href=\"")
+        .filter_map(|rest| rest.split('"').next())
+        .find(|href| href.contains("cursor="))
+        .expect("a next page")
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/");
+    let second = visitor.get(&next).await.body;
+    assert_eq!(second.matches("class=\"order-link\"").count(), 10);
+    assert!(row(&second, &last).is_none() && row(&second, &first).is_none());
     stop_and_check_log(&ws, &mut child).await;
 }
 

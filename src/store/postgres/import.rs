@@ -130,14 +130,19 @@ impl PgStore {
                             rows.iter().map(|(_, s)| s.changed_at.as_str()).collect();
                         let orders: Vec<&str> =
                             rows.iter().map(|(_, s)| s.order.as_str()).collect();
+                        let changed_ms: Vec<i64> = rows
+                            .iter()
+                            .map(|(_, s)| signed(crate::store::snapshot::changed_ms(&s.changed_at)))
+                            .collect();
                         tx.execute(
-                            "INSERT INTO snapshots
-                                 (source, order_id, revision, hash, listed, status, changed_at, body)
+                            "INSERT INTO snapshots (source, order_id, revision, hash, listed,
+                                                    status, changed_at, body, changed_ms)
                              SELECT $1, u.* FROM UNNEST($2::text[], $3::bigint[], $4::bytea[],
-                                 $5::boolean[], $6::text[], $7::text[], $8::text[]) AS u",
+                                 $5::boolean[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+                                 AS u",
                             &[
                                 &source, &ids, &revisions, &hashes, &listed, &statuses, &changed,
-                                &orders,
+                                &orders, &changed_ms,
                             ],
                         )
                         .await

@@ -293,7 +293,16 @@ impl super::backend::StoreBackend for PgStore {
         self.write_is_first_of_order(entry)
     }
     fn complete(&self, due: &super::DueEntry) -> Result<(), StoreError> {
-        self.write_complete(due)
+        self.write_complete_all(std::slice::from_ref(due))
+    }
+    fn complete_all(&self, dues: &[super::DueEntry]) -> Result<(), StoreError> {
+        self.write_complete_all(dues)
+    }
+    fn orders_by_change(
+        &self,
+        below: Option<&super::ChangePosition>,
+    ) -> super::backend::Records<super::ChangedOrder> {
+        self.read_orders_by_change(below)
     }
     fn reschedule(
         &self,

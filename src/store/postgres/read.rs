@@ -10,8 +10,8 @@ use super::{Inner, OrStore, PgStore, signed, unsigned};
 use crate::event::{Event, EventType};
 use crate::store::backend::Records;
 use crate::store::{
-    DeadLetter, DeliveryState, DeliveryStatus, OutboxEntry, Snapshot, SourceHealth, StoreError,
-    SyncState, TimelineEntry,
+    ChangePosition, ChangedOrder, DeadLetter, DeliveryState, DeliveryStatus, OutboxEntry, Snapshot,
+    SourceHealth, StoreError, SyncState, TimelineEntry,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -195,6 +195,20 @@ impl PgStore {
             inner: self.inner.clone(),
             source: source.to_owned(),
             after: after.map(str::to_owned),
+            page: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Every order, latest change first (ties: source, then id, both
+    /// descending), strictly below `below` when given, a page at a time.
+    pub(super) fn read_orders_by_change(
+        &self,
+        below: Option<&ChangePosition>,
+    ) -> Records<ChangedOrder> {
+        Box::new(ChangedPages {
+            inner: self.inner.clone(),
+            below: below.cloned(),
             page: VecDeque::new(),
             done: false,
         })
@@ -454,6 +468,82 @@ impl Iterator for SnapshotPages {
                     self.done = (rows.len() as i64) < PAGE;
                     if let Some((id, _)) = rows.last() {
                         self.after = Some(id.clone());
+                    }
+                    self.page.extend(rows);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.page.pop_front().map(Ok)
+    }
+}
+
+/// The orders by last change, newest first, a page at a time.
+struct ChangedPages {
+    inner: Arc<Inner>,
+    /// Where the last page ended; `None` before the first of a whole walk.
+    below: Option<ChangePosition>,
+    page: VecDeque<ChangedOrder>,
+    done: bool,
+}
+
+impl Iterator for ChangedPages {
+    type Item = Result<ChangedOrder, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.done {
+            let below = self
+                .below
+                .as_ref()
+                .map(|b| (signed(b.changed_ms), b.source.clone(), b.order_id.clone()));
+            let read = self.inner.run(move |c, at| async move {
+                let rows = match &below {
+                    Some((ms, source, order_id)) => {
+                        let st = c
+                            .prepare_cached(&format!(
+                                "SELECT changed_ms, source, order_id, {SNAPSHOT_COLUMNS}
+                                 FROM snapshots WHERE (changed_ms, source, order_id) < ($1, $2, $3)
+                                 ORDER BY changed_ms DESC, source DESC, order_id DESC LIMIT $4"
+                            ))
+                            .await
+                            .or_store(&at)?;
+                        c.query(&st, &[ms, source, order_id, &PAGE])
+                            .await
+                            .or_store(&at)?
+                    }
+                    None => {
+                        let st = c
+                            .prepare_cached(&format!(
+                                "SELECT changed_ms, source, order_id, {SNAPSHOT_COLUMNS}
+                                 FROM snapshots
+                                 ORDER BY changed_ms DESC, source DESC, order_id DESC LIMIT $1"
+                            ))
+                            .await
+                            .or_store(&at)?;
+                        c.query(&st, &[&PAGE]).await.or_store(&at)?
+                    }
+                };
+                rows.iter()
+                    .map(|row| {
+                        Ok(ChangedOrder {
+                            at: ChangePosition {
+                                changed_ms: unsigned(row.try_get(0).map_err(damaged)?),
+                                source: row.try_get(1).map_err(damaged)?,
+                                order_id: row.try_get(2).map_err(damaged)?,
+                            },
+                            snapshot: snapshot_of(row, 3)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            });
+            match read {
+                Ok(rows) => {
+                    self.done = (rows.len() as i64) < PAGE;
+                    if let Some(last) = rows.last() {
+                        self.below = Some(last.at.clone());
                     }
                     self.page.extend(rows);
                 }

@@ -19,10 +19,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_leases.sql")),
     (3, include_str!("migrations/0003_timers.sql")),
     (4, include_str!("migrations/0004_digests.sql")),
+    (5, include_str!("migrations/0005_changed.sql")),
 ];
 
 /// The schema version this binary writes.
-pub(crate) const PG_SCHEMA_VERSION: i32 = 4;
+pub(crate) const PG_SCHEMA_VERSION: i32 = 5;
 
 /// Any number, the same in every orderwatch: the advisory lock's key.
 const MIGRATION_LOCK: i64 = 0x6f72_6465_7277_6174;

@@ -26,6 +26,8 @@ struct Rows {
     listed: Vec<bool>,
     statuses: Vec<Option<String>>,
     changed_at: Vec<String>,
+    /// `changed_at` as unix ms, as the sled store's `changed` index reads it.
+    changed_ms: Vec<i64>,
     orders: Vec<String>,
     delete_ids: Vec<String>,
     /// Per event, in commit order: id, type, order, body, and its sinks
@@ -61,6 +63,8 @@ impl Rows {
                     rows.listed.push(s.listed);
                     rows.statuses.push(s.status.clone());
                     rows.changed_at.push(s.changed_at.clone());
+                    rows.changed_ms
+                        .push(signed(crate::store::snapshot::changed_ms(&s.changed_at)));
                     rows.orders.push(s.order.clone());
                 }
                 None => rows.delete_ids.push(id.to_owned()),
@@ -112,6 +116,23 @@ pub(super) const BURY: &str = "WITH gone AS (DELETE FROM outbox WHERE sink = $1 
      ON CONFLICT (sink, seq) DO UPDATE SET
          attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
          reason = EXCLUDED.reason, dead_ms = EXCLUDED.dead_ms";
+
+/// An entry delivered: it goes, the delivery is logged, and the body goes
+/// when nothing else needs it. Its subqueries see the outbox as it was
+/// before the statement, hence `sink <> $1`.
+const COMPLETE: &str =
+    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2 RETURNING seq),
+          logged AS (
+              INSERT INTO deliveries (seq, sink, attempts, delivered_ms)
+              SELECT seq, $1, $3, $4 FROM gone
+              ON CONFLICT (seq, sink) DO UPDATE SET
+                  attempts = EXCLUDED.attempts,
+                  delivered_ms = EXCLUDED.delivered_ms)
+     DELETE FROM bodies b USING gone WHERE b.seq = gone.seq
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = b.seq AND o.sink <> $1)
+         AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
+         AND NOT EXISTS (SELECT 1 FROM digest_held h WHERE h.seq = b.seq)
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = b.seq)";
 
 /// Statement parameters, owned.
 pub(super) struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
@@ -189,14 +210,15 @@ impl PgStore {
             if !r.upsert_ids.is_empty() {
                 let st = tx
                     .prepare_cached(
-                        "INSERT INTO snapshots
-                             (source, order_id, revision, hash, listed, status, changed_at, body)
+                        "INSERT INTO snapshots (source, order_id, revision, hash, listed, status,
+                                                changed_at, body, changed_ms)
                          SELECT $1, u.* FROM UNNEST($2::text[], $3::bigint[], $4::bytea[],
-                             $5::boolean[], $6::text[], $7::text[], $8::text[]) AS u
+                             $5::boolean[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS u
                          ON CONFLICT (source, order_id) DO UPDATE SET
                              revision = EXCLUDED.revision, hash = EXCLUDED.hash,
                              listed = EXCLUDED.listed, status = EXCLUDED.status,
-                             changed_at = EXCLUDED.changed_at, body = EXCLUDED.body",
+                             changed_at = EXCLUDED.changed_at, body = EXCLUDED.body,
+                             changed_ms = EXCLUDED.changed_ms",
                     )
                     .await
                     .or_store(&at)?;
@@ -211,6 +233,7 @@ impl PgStore {
                         &r.statuses,
                         &r.changed_at,
                         &r.orders,
+                        &r.changed_ms,
                     ],
                 )
                 .await
@@ -504,37 +527,39 @@ impl PgStore {
         })
     }
 
-    pub(super) fn write_complete(&self, due: &DueEntry) -> Result<(), StoreError> {
-        let e = &due.entry;
-        let (sink, seq) = (e.sink.clone(), signed(e.seq));
-        let attempts = i32::try_from(e.attempts.saturating_add(1)).unwrap_or(i32::MAX);
+    /// Delivered, each of `dues`, in one transaction: each entry goes, its
+    /// delivery is logged, and its body goes when nothing else needs it.
+    pub(super) fn write_complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
+        if dues.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, i64, i32)> = dues
+            .iter()
+            .map(|due| {
+                let e = &due.entry;
+                let attempts = i32::try_from(e.attempts.saturating_add(1)).unwrap_or(i32::MAX);
+                (e.sink.clone(), signed(e.seq), attempts)
+            })
+            .collect();
         let now = signed(now_ms());
-        self.inner.run(move |c, at| async move {
-            // One statement: the entry goes, the delivery is logged, and
-            // the body goes when nothing else needs it. Its subqueries see
-            // the outbox as it was before the statement, hence `sink <> $1`.
-            let st = c
-                .prepare_cached(
-                    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2 RETURNING seq),
-                          logged AS (
-                              INSERT INTO deliveries (seq, sink, attempts, delivered_ms)
-                              SELECT seq, $1, $3, $4 FROM gone
-                              ON CONFLICT (seq, sink) DO UPDATE SET
-                                  attempts = EXCLUDED.attempts,
-                                  delivered_ms = EXCLUDED.delivered_ms)
-                     DELETE FROM bodies b USING gone WHERE b.seq = gone.seq
-                         AND NOT EXISTS (SELECT 1 FROM outbox o
-                                         WHERE o.seq = b.seq AND o.sink <> $1)
-                         AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
-                         AND NOT EXISTS (SELECT 1 FROM digest_held h WHERE h.seq = b.seq)
-                         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = b.seq)",
-                )
-                .await
-                .or_store(&at)?;
-            c.execute(&st, &[&sink, &seq, &attempts, &now])
-                .await
-                .or_store(&at)?;
-            Ok(())
+        self.inner.run(move |mut c, at| async move {
+            // One statement per entry, each atomic: a single one needs no
+            // transaction around it.
+            if let [(sink, seq, attempts)] = rows.as_slice() {
+                let st = c.prepare_cached(COMPLETE).await.or_store(&at)?;
+                c.execute(&st, &[sink, seq, attempts, &now])
+                    .await
+                    .or_store(&at)?;
+                return Ok(());
+            }
+            let tx = c.transaction().await.or_store(&at)?;
+            let st = tx.prepare_cached(COMPLETE).await.or_store(&at)?;
+            for (sink, seq, attempts) in &rows {
+                tx.execute(&st, &[sink, seq, attempts, &now])
+                    .await
+                    .or_store(&at)?;
+            }
+            tx.commit().await.or_store(&at)
         })
     }
 
