@@ -269,6 +269,12 @@ impl SledStore {
                 *refs.entry(d.entry.seq).or_default() += 1;
             }
         }
+        // An event kept for a digest holds its body like an outbox entry.
+        for item in self.digest_held.iter() {
+            if let Ok(e) = serde_json::from_slice::<SeqOf>(&item?.1) {
+                *refs.entry(e.seq).or_default() += 1;
+            }
+        }
         self.body_refs.clear()?;
         checkpoint()?;
         let mut batch = sled::Batch::default();

@@ -119,10 +119,11 @@ impl From<sled::Error> for SalvageError {
 
 /// The tree order: what matters most first, should anything give out
 /// (the bodies the outbox needs right after it).
-const TREES: [&str; 10] = [
+const TREES: [&str; 11] = [
     "outbox",
     "outbox_order",
     "dead_letters",
+    "digest_held",
     "bodies",
     "body_refs",
     "snapshots",
@@ -186,6 +187,8 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     let mut pending: Vec<(OutboxEntry, u64)> = Vec::new();
     // Salvaged dead letters: (key, seq).
     let mut dead_seqs: Vec<(Vec<u8>, u64)> = Vec::new();
+    // Salvaged events kept for a digest: (key, seq).
+    let mut held_seqs: Vec<(Vec<u8>, u64)> = Vec::new();
     // Salvaged log records: (seq, source, order id), for the index.
     let mut logged: Vec<(u64, String, String)> = Vec::new();
     let mut damaged_sources: BTreeSet<String> = BTreeSet::new();
@@ -241,6 +244,15 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                         }
                         new.dead_letters.insert(key, encode(&dead)?)?;
                         dead_seqs.push((key.to_vec(), seq));
+                        true
+                    }
+                    Err(_) => false,
+                },
+                "digest_held" => match serde_json::from_slice::<OutboxEntry>(value) {
+                    Ok(entry) => {
+                        max_seq = max_seq.max(entry.seq);
+                        new.digest_held.insert(key, encode(&entry)?)?;
+                        held_seqs.push((key.to_vec(), entry.seq));
                         true
                     }
                     Err(_) => false,
@@ -351,9 +363,17 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
             dead_without_body += 1;
         }
     }
+    let mut held_without_body = 0u64;
+    for (key, seq) in &held_seqs {
+        if !has_body(*seq)? {
+            new.digest_held.remove(key)?;
+            held_without_body += 1;
+        }
+    }
     for (name, lost) in [
         ("outbox", without_body),
         ("dead_letters", dead_without_body),
+        ("digest_held", held_without_body),
     ] {
         if lost == 0 {
             continue;
@@ -397,7 +417,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
         t.copied = logged.len() as u64;
     }
     report.notes.push(format!(
-        "events_by_order (each order's events) was rebuilt from the {} salvaged event log records; body_refs was counted from the salvaged outbox entries and dead letters",
+        "events_by_order (each order's events) was rebuilt from the {} salvaged event log records; body_refs was counted from the salvaged outbox entries, dead letters and events kept for digests",
         logged.len()
     ));
     new.count_body_refs()?;
@@ -726,6 +746,42 @@ mod tests {
         // The old store is as it was, and still opens.
         let old = Store::open(&old_dir).unwrap();
         assert_eq!(old.outbox_len(), 5);
+    }
+
+    #[test]
+    fn keeps_the_events_held_for_a_digest_with_their_bodies() {
+        use crate::store::{Hold, Routed};
+        let tmp = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
+        let old = store_with_outbox(&old_dir);
+        old.commit(&Commit {
+            source: "tracking".into(),
+            events: vec![NewEvent {
+                event_id: "evt_held".into(),
+                event_type: EventType::StatusChanged,
+                order_id: "2".into(),
+                json: "{\"held\":true}".into(),
+                sinks: vec![Routed {
+                    sink: "daily".into(),
+                    hold: Hold::Digest,
+                }],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        old.flush().unwrap();
+        drop(old);
+        let report = salvage(&old_dir, &new_dir).unwrap();
+        assert_eq!(report.lost(), 0, "{report:?}");
+        assert_eq!(report.tree("digest_held").unwrap().copied, 1);
+        let new = Store::open(&new_dir).unwrap();
+        let held = new.held_for_digest("daily", u64::MAX).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].entry.event_id, "evt_held");
+        assert_eq!(held[0].body.as_deref(), Some("{\"held\":true}"));
+        // Its body is referred to, so nothing removed it as unreferenced,
+        // and the outbox kept its own entries beside it.
+        assert_eq!(due_seqs(&new, "mail"), vec![1, 2, 3]);
     }
 
     #[test]

@@ -306,6 +306,13 @@ impl Timer {
                 match self.store.commit(&commit) {
                     Ok(()) => {
                         progressed = true;
+                        // Made durable before it is said: a poll's commit
+                        // lost in a crash is found again by the next poll,
+                        // but a due_soon lost after its due date passed
+                        // would be passed over, never told.
+                        if !commit.events.is_empty() {
+                            self.store.flush()?;
+                        }
                         self.count(&commit, &mut done);
                     }
                     Err(StoreError::TimerMoved) => {}
