@@ -244,7 +244,7 @@ impl App {
             deliveries.retried += d.pass.retried;
             deliveries.buried += d.pass.buried;
         }
-        self.store.flush()?;
+        self.store.close()?;
         let mut queued = 0;
         for sink in &self.config.sinks {
             queued += self.store.outbox_depth(&sink.name)?;
@@ -407,7 +407,7 @@ impl App {
             warn!("stopping: a loop did not stop within the grace; leaving it");
             tasks.abort_all();
         }
-        self.store.flush()?;
+        self.store.close()?;
         info!("store flushed; stopped");
         Ok(())
     }

@@ -308,9 +308,10 @@ impl Store {
         }
     }
 
-    /// Write everything to disk (on shutdown, and at the end of `once`),
-    /// and let go of the sources this process leads (postgres replicas).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// At the end of a run or of `once`: let go of the sources this
+    /// process leads (postgres replicas, so another takes over at once),
+    /// and write everything to disk.
+    pub fn close(&self) -> Result<(), StoreError> {
         if self.is_shared()
             && let Err(e) = self.with(|s| s.release())
         {
@@ -319,6 +320,12 @@ impl Store {
                 "could not let go of this orderwatch's leases ({e}): other replicas take over once they run out"
             );
         }
+        self.flush()
+    }
+
+    /// Write everything to disk (what a commit wrote is durable then);
+    /// the leases this process holds stay held.
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.with(|s| s.flush()).map_err(|e| match e {
             StoreError::DiskFull => StoreError::FlushDiskFull {
                 dir: self.shared.dir.clone(),

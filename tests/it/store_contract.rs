@@ -663,6 +663,27 @@ fn sled_always_leads() {
     );
 }
 
+/// A flush in the middle of a run (the timer's, after it fired; a replay)
+/// keeps this replica's leases; closing the store at the end lets go, so
+/// another replica takes over at once.
+#[test]
+fn postgres_a_flush_keeps_the_leases_and_closing_lets_go() {
+    let Some(url) =
+        pg::fresh_database("store_contract::postgres_a_flush_keeps_the_leases_and_closing_lets_go")
+    else {
+        return;
+    };
+    let (a, b) = two_replicas(&url);
+    let long = Duration::from_secs(60);
+    assert_eq!(a.lead("t", long).unwrap(), Leadership::Leads);
+    a.flush().unwrap();
+    let Leadership::Follows { .. } = b.lead("t", long).unwrap() else {
+        panic!("a flush let go of the lease");
+    };
+    a.close().unwrap();
+    assert_eq!(b.lead("t", long).unwrap(), Leadership::Leads);
+}
+
 #[test]
 fn postgres_replicas_one_leads_and_a_former_leader_can_never_commit() {
     let Some(url) = pg::fresh_database(
