@@ -2,7 +2,8 @@
 //! one leads the source (and says so), the other follows, is ready and
 //! says who leads; each change is delivered once between them; when the
 //! leader is killed (SIGKILL, no goodbye), the follower takes over within
-//! the lease and tells the next change, once.
+//! the lease and tells the next change, once; a due date's due_soon and
+//! overdue are told once each between the two.
 
 use crate::helpers::*;
 use crate::pg;
@@ -13,10 +14,35 @@ use std::time::Duration;
 const TRACKING: &str = "/order-tracking/b2b/v1/orders";
 
 fn replica(base: &str, hook: &str, url: &str) -> Workspace {
+    replica_with(base, hook, url, "")
+}
+
+/// `one` started and leading, then `two` started and following.
+async fn lead_then_follow(
+    one: &Workspace,
+    two: &Workspace,
+) -> (tokio::process::Child, tokio::process::Child) {
+    let first = one.spawn_run();
+    eventually("the first replica leading", Duration::from_secs(30), || {
+        log_count(one, "leads source `tracking`") == 1
+    })
+    .await;
+    let second = two.spawn_run();
+    eventually(
+        "the second replica following",
+        Duration::from_secs(30),
+        || log_count(two, "is polled by another orderwatch") == 1,
+    )
+    .await;
+    (first, second)
+}
+
+/// A replica whose source has `extra` keys.
+fn replica_with(base: &str, hook: &str, url: &str, extra: &str) -> Workspace {
     current_tracking_workspace(
         base,
         hook,
-        "",
+        extra,
         &format!("listen: 127.0.0.1:0\nstore: {{ backend: postgres, url: \"{url}\" }}\n"),
     )
 }
@@ -142,18 +168,7 @@ async fn a_paused_leader_resumes_as_a_follower_and_tells_nothing_twice() {
         replica(&sim.base_url(), &hook.url, &url),
         replica(&sim.base_url(), &hook.url, &url),
     );
-    let first = one.spawn_run();
-    eventually("the first replica leading", Duration::from_secs(30), || {
-        log_count(&one, "leads source `tracking`") == 1
-    })
-    .await;
-    let second = two.spawn_run();
-    eventually(
-        "the second replica following",
-        Duration::from_secs(30),
-        || log_count(&two, "is polled by another orderwatch") == 1,
-    )
-    .await;
+    let (first, second) = lead_then_follow(&one, &two).await;
     let pid = first.id().expect("the leader's pid") as libc::pid_t;
     // SAFETY: signalling our own child process by its pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
@@ -190,5 +205,49 @@ async fn a_paused_leader_resumes_as_a_follower_and_tells_nothing_twice() {
     stop_daemon(second).await;
     let told = deliveries_by_id(&hook);
     assert!(told.values().all(|n| *n == 1), "each once: {told:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_due_date_is_told_once_between_two_replicas() {
+    let Some(url) = pg::fresh_database("replicas::a_due_date_is_told_once_between_two_replicas")
+    else {
+        return;
+    };
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let due_keys = "    due: { field: /keyDates/expectedAt, warn_before: 2s }\n";
+    let (one, two) = (
+        replica_with(&sim.base_url(), &hook.url, &url, due_keys),
+        replica_with(&sim.base_url(), &hook.url, &url, due_keys),
+    );
+    let (first, second) = lead_then_follow(&one, &two).await;
+    let current = admin.ids(TRACKING, "status=Current").await;
+    let at = std::time::SystemTime::now() + Duration::from_secs(4);
+    let due = humantime::format_rfc3339_seconds(at).to_string();
+    admin
+        .patch(
+            "order-tracking",
+            &current[0],
+            json!({"keyDates": {"expectedAt": due}}),
+        )
+        .await;
+    eventually("order.overdue delivered", Duration::from_secs(60), || {
+        !delivered_of_type(&hook, "order.overdue").is_empty()
+    })
+    .await;
+    // A little longer: nothing more comes of it from either replica.
+    let one_more = log_count(&one, "poll cycle done") + 2;
+    eventually("two more cycles", Duration::from_secs(30), || {
+        log_count(&one, "poll cycle done") >= one_more
+    })
+    .await;
+    stop_daemon(second).await;
+    stop_daemon(first).await;
+    assert_eq!(delivered_of_type(&hook, "order.due_soon").len(), 1);
+    assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
+    assert_eq!(log_count(&two, "the timer could not tell"), 0);
+    assert_eq!(log_count(&two, "timer fired"), 0);
     sim.shutdown().await;
 }
