@@ -356,20 +356,20 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
         }
     }
     let pending = kept;
-    let mut dead_without_body = 0u64;
-    for (key, seq) in &dead_seqs {
-        if !has_body(*seq)? {
-            new.dead_letters.remove(key)?;
-            dead_without_body += 1;
+    // Dead letters and events kept for a digest: each removed when its
+    // body was lost, and counted.
+    let without_body_in = |tree: &sled::Tree, seqs: &[(Vec<u8>, u64)]| -> Result<u64, StoreError> {
+        let mut lost = 0u64;
+        for (key, seq) in seqs {
+            if !has_body(*seq)? {
+                tree.remove(key)?;
+                lost += 1;
+            }
         }
-    }
-    let mut held_without_body = 0u64;
-    for (key, seq) in &held_seqs {
-        if !has_body(*seq)? {
-            new.digest_held.remove(key)?;
-            held_without_body += 1;
-        }
-    }
+        Ok(lost)
+    };
+    let dead_without_body = without_body_in(&new.dead_letters, &dead_seqs)?;
+    let held_without_body = without_body_in(&new.digest_held, &held_seqs)?;
     for (name, lost) in [
         ("outbox", without_body),
         ("dead_letters", dead_without_body),

@@ -61,23 +61,10 @@ pub fn admin_sql(admin: &str, sql: &str) -> Result<(), String> {
 
 /// Run `sql` on the database at `url` (the tests' own look at the tables).
 pub fn sql_at(url: &str, sql: &str) -> Result<(), String> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    // Its own thread and runtime: callers may be inside a runtime already.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            client.batch_execute(&sql).await.map_err(|e| e.to_string())
-        })
+    let sql = sql.to_owned();
+    on_database(url, move |client| async move {
+        client.batch_execute(&sql).await.map_err(|e| e.to_string())
     })
-    .join()
-    .map_err(|_| "the SQL thread panicked".to_owned())?
 }
 
 /// One number from a query on the database at `url`.
@@ -87,7 +74,25 @@ pub fn count_at(url: &str, sql: &str) -> i64 {
 
 /// [`count_at`], or why not (a table not made yet).
 pub fn try_count_at(url: &str, sql: &str) -> Result<i64, String> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let sql = sql.to_owned();
+    on_database(url, move |client| async move {
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0))
+    })
+}
+
+/// `work` with a client of the database at `url`, on its own thread and
+/// runtime: callers may be inside a runtime already.
+fn on_database<T, F, Fut>(url: &str, work: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let url = url.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -98,11 +103,7 @@ pub fn try_count_at(url: &str, sql: &str) -> Result<i64, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let row = client
-                .query_one(&sql, &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(row.get::<_, i64>(0))
+            work(client).await
         })
     })
     .join()
