@@ -471,6 +471,9 @@ async fn poll_loop(
                 continue;
             }
             Err(e) => {
+                // The store answers who leads: without it this cycle
+                // fails, and says so as a failed poll does.
+                warn!(source = %poller.name(), "poll cycle failed: {e}");
                 readiness.record(poller.name(), Some(e.to_string()));
                 continue;
             }

@@ -7,7 +7,9 @@
 //! `$ORDERWATCH_PG_BIN`) in a temp dir, on a free port of 127.0.0.1, with
 //! its socket in that dir and `fsync=off`. As root it runs as the
 //! `postgres` user (PostgreSQL refuses to run as root). A watchdog beside
-//! it stops it and removes its files once this test process is gone.
+//! it stops it and removes its files once this test process is gone. A
+//! test that stops the server, or starts it with other settings, gets a
+//! cluster of its own the same way ([`private_cluster`]).
 //!
 //! Without either, the tests that need it say they are skipped, unless
 //! `ORDERWATCH_PG_TESTS=1` (as `.ci/run` sets it), which makes that a
@@ -30,16 +32,7 @@ pub fn fresh_database(test: &str) -> Option<String> {
     let admin = match SERVER.get_or_init(find_or_start) {
         Ok(url) => url.clone(),
         Err(why) => {
-            assert!(
-                std::env::var("ORDERWATCH_PG_TESTS").as_deref() != Ok("1"),
-                "ORDERWATCH_PG_TESTS=1 but no PostgreSQL for the tests: {why}"
-            );
-            skipped(
-                test,
-                &format!(
-                    "{why} (apt-get install postgresql, or set ORDERWATCH_PG_URL; ORDERWATCH_PG_TESTS=1 makes this a failure)"
-                ),
-            );
+            no_server(test, why);
             return None;
         }
     };
@@ -52,6 +45,20 @@ pub fn fresh_database(test: &str) -> Option<String> {
     let mut url = url::Url::parse(&admin).expect("the admin URL parses");
     url.set_path(&format!("/{name}"));
     Some(url.to_string())
+}
+
+/// `test` skipped for want of a server, or failed when one is required.
+fn no_server(test: &str, why: &str) {
+    assert!(
+        std::env::var("ORDERWATCH_PG_TESTS").as_deref() != Ok("1"),
+        "ORDERWATCH_PG_TESTS=1 but no PostgreSQL for the tests: {why}"
+    );
+    skipped(
+        test,
+        &format!(
+            "{why} (apt-get install postgresql, or set ORDERWATCH_PG_URL; ORDERWATCH_PG_TESTS=1 makes this a failure)"
+        ),
+    );
 }
 
 /// Run `sql` as the admin of the test server.
@@ -115,7 +122,9 @@ fn find_or_start() -> Result<String, String> {
         return Ok(url);
     }
     let bin = bin_dir().ok_or("no PostgreSQL server binaries (initdb) found")?;
-    start_cluster(&bin)
+    // Never dropped: the watchdog removes it once this process is gone.
+    let cluster = std::mem::ManuallyDrop::new(Cluster::create(&bin)?);
+    Ok(cluster.url())
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` with `initdb`, or `$ORDERWATCH_PG_BIN`.
@@ -160,72 +169,179 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn start_cluster(bin: &Path) -> Result<String, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("orderwatch-pg-")
-        .tempdir()
-        .map_err(|e| e.to_string())?
-        // The watchdog removes it, as its owner, once this process is gone.
-        .keep();
-    // SAFETY: as in `as_owner`.
-    if unsafe { libc::geteuid() } == 0 {
-        let ids = |flag: &str| -> Result<u32, String> {
-            let out = Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .map_err(|_| "no `postgres` user to run the server as".to_owned())
+/// A cluster of the tests' own: made with `initdb` in a temp dir, served
+/// on a free port of 127.0.0.1 (its socket in that dir, `fsync=off`),
+/// started and stopped with `pg_ctl`. A watchdog beside it stops it and
+/// removes its files once this test process is gone, or once the dir is.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// A new cluster, started; its admin is `postgres`, trusted.
+    fn create(bin: &Path) -> Result<Cluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("orderwatch-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            // The watchdog (or `Drop`) removes it, as its owner.
+            .keep();
+        // SAFETY: as in `as_owner`.
+        if unsafe { libc::geteuid() } == 0 {
+            let (uid, gid) = (owner_id("-u")?, owner_id("-g")?);
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+        let cluster = Cluster {
+            bin: bin.to_owned(),
+            dir,
+            port: free_port(),
         };
-        std::os::unix::fs::chown(&dir, Some(ids("-u")?), Some(ids("-g")?))
-            .map_err(|e| e.to_string())?;
+        let data = cluster.data();
+        let init = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(|e| format!("initdb does not run: {e}"))?;
+        if !init.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            ));
+        }
+        cluster.configure(&format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
+            port = cluster.port,
+            dir = cluster.dir.display(),
+        ))?;
+        let script = format!(
+            "while [ -d /proc/{parent} ] && [ -d '{data}' ]; do sleep 1; done; \
+             '{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+            pg_ctl = bin.join("pg_ctl").display(),
+            data = data.display(),
+            dir = cluster.dir.display(),
+            parent = std::process::id(),
+        );
+        as_owner(Path::new("/bin/sh"))
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("the watchdog does not start: {e}"))?;
+        cluster.start()?;
+        Ok(cluster)
     }
-    let data = dir.join("data");
-    let init = as_owner(&bin.join("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        .output()
-        .map_err(|e| format!("initdb does not run: {e}"))?;
-    if !init.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        ));
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
     }
-    let port = free_port();
-    let script = format!(
-        "'{postgres}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-         >'{dir}/server.log' 2>&1 & server=$!; \
-         while [ -d /proc/{parent} ] && kill -0 $server 2>/dev/null; do sleep 1; done; \
-         kill -INT $server 2>/dev/null; wait $server; rm -rf '{dir}'",
-        postgres = bin.join("postgres").display(),
-        data = data.display(),
-        dir = dir.display(),
-        parent = std::process::id(),
-    );
-    as_owner(Path::new("/bin/sh"))
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("the server does not start: {e}"))?;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match admin_sql(&url, "SELECT 1") {
-            Ok(()) => return Ok(url),
-            Err(e) if Instant::now() > deadline => {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                return Err(format!("the test server did not come up: {e}\n{log}"));
+
+    /// The admin's URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `lines` added to its `postgresql.conf`, read at the next start.
+    pub fn configure(&self, lines: &str) -> Result<(), String> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data().join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(format!("\n{lines}\n").as_bytes()))
+            .map_err(|e| format!("postgresql.conf: {e}"))
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub fn start(&self) -> Result<(), String> {
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l"])?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match admin_sql(&self.url(), "SELECT 1") {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "the test server did not come up: {e}\n{}",
+                        self.log()
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+
+    /// `pg_ctl stop -m fast`: sessions cut, a clean shutdown.
+    pub fn stop(&self) -> Result<(), String> {
+        self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"])
+    }
+
+    /// What the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// `pg_ctl -D data ARGS`; `-l` last in `args` takes the log file.
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let mut cmd = as_owner(&self.bin.join("pg_ctl"));
+        cmd.arg("-D").arg(self.data()).args(args);
+        if args.last() == Some(&"-l") {
+            cmd.arg(self.dir.join("server.log"));
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_ctl does not run: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {args:?} failed: {}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            ))
+        }
+    }
+}
+
+/// A cluster of its own for one test (one that stops or reconfigures the
+/// server, which would break the tests sharing the other): stopped and
+/// removed when dropped. `None` (said as a skip) as [`fresh_database`].
+pub fn private_cluster(test: &str) -> Option<Cluster> {
+    let made = bin_dir()
+        .ok_or_else(|| "no PostgreSQL server binaries (initdb) found".to_owned())
+        .and_then(|bin| Cluster::create(&bin));
+    match made {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            no_server(test, &why);
+            None
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["stop", "-w", "-m", "immediate"]);
+        // Its files belong to `postgres`; root may remove them, and so may
+        // the watchdog, which stops once they are gone.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `postgres` user's uid (`-u`) or gid (`-g`).
+fn owner_id(flag: &str) -> Result<u32, String> {
+    let out = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| "no `postgres` user to run the server as".to_owned())
 }
 
 /// A TCP proxy in front of the test server that a test can cut and

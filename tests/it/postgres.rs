@@ -277,3 +277,166 @@ async fn run_killed_and_started_again_carries_on_after_its_old_lease() {
     );
     sim.shutdown().await;
 }
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// `url` (a cluster's admin URL) for its database `db`, with [`PASSWORD`].
+fn database_url(url: &str, db: &str) -> String {
+    let mut parsed = url::Url::parse(&with_password(url)).expect("the database URL parses");
+    parsed.set_path(&format!("/{db}"));
+    parsed.to_string()
+}
+
+/// The server itself stopped (`pg_ctl stop -m fast`) for several cycles
+/// while orders change, then started again: each cycle fails with one
+/// plain line naming the store (no password, no panic), `/readyz` is 503
+/// meanwhile, and the same process carries on once the server is back,
+/// telling each change made meanwhile once, and nothing else.
+#[tokio::test]
+async fn a_postgres_restarted_mid_run_loses_nothing_and_invents_nothing() {
+    let Some(cluster) = pg::private_cluster(
+        "postgres::a_postgres_restarted_mid_run_loses_nothing_and_invents_nothing",
+    ) else {
+        return;
+    };
+    pg::admin_sql(&cluster.url(), "CREATE DATABASE orders").expect("a database");
+    let url = database_url(&cluster.url(), "orders");
+    let store_named = format!(
+        "the postgres store postgres://127.0.0.1:{}/orders",
+        cluster.port
+    );
+    let sim = simulator(20).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url);
+    let mut running = ws.spawn_run();
+    let health = health_addr(&ws).await;
+    let readyz = format!("http://{health}/readyz");
+    eventually("the baseline committed", Duration::from_secs(30), || {
+        pg::try_count_at(&url, "SELECT count(*) FROM baselines") == Ok(1)
+    })
+    .await;
+    let current = admin.ids(TRACKING, "status=Current").await;
+    assert!(current.len() >= 4, "{current:?}");
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "the first change delivered",
+        Duration::from_secs(30),
+        || hook.delivered().len() == 1,
+    )
+    .await;
+    eventually_async("ready before the stop", Duration::from_secs(30), || async {
+        get(&readyz).await.0 == 200
+    })
+    .await;
+    let seen_before = admin.changes().await.len();
+
+    cluster.stop().expect("pg_ctl stop -m fast");
+    let failed_before = log_count(&ws, "poll cycle failed");
+    // One order closed per failed cycle, over several of them.
+    for (n, id) in current[1..4].iter().enumerate() {
+        admin
+            .patch("order-tracking", id, json!({"status": "Closed"}))
+            .await;
+        eventually(
+            "a cycle failing on the store",
+            Duration::from_secs(30),
+            || log_count(&ws, "poll cycle failed") > failed_before + n + 1,
+        )
+        .await;
+    }
+    let (status, body) = get(&readyz).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store: failing for"), "{body}");
+    assert!(body.contains(&store_named), "{body}");
+    assert!(!body.contains(PASSWORD), "{body}");
+    assert_eq!(hook.delivered().len(), 1, "nothing told while it is down");
+    assert!(
+        running.try_wait().expect("its status").is_none(),
+        "orderwatch keeps running while the store is down"
+    );
+
+    cluster.start().expect("pg_ctl start");
+    eventually(
+        "the changes made meanwhile delivered",
+        Duration::from_secs(60),
+        || hook.delivered().len() >= 4,
+    )
+    .await;
+    // Two more full cycles: nothing else comes.
+    let done = log_count(&ws, "poll cycle done");
+    eventually("two more cycles", Duration::from_secs(30), || {
+        log_count(&ws, "poll cycle done") >= done + 2
+    })
+    .await;
+    eventually_async("ready again", Duration::from_secs(30), || async {
+        get(&readyz).await.0 == 200
+    })
+    .await;
+    assert!(
+        running.try_wait().expect("its status").is_none(),
+        "the same process carried on"
+    );
+    stop_daemon(running).await;
+
+    // What the simulator changed while the store was down, against what
+    // was told after: each change once, under its own id, nothing else.
+    let changed_meanwhile: std::collections::BTreeSet<String> = admin.changes().await
+        [seen_before..]
+        .iter()
+        .filter(|c| c["api"] == "order-tracking")
+        .map(|c| c["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = current[1..4].iter().cloned().collect();
+    assert_eq!(changed_meanwhile, expected);
+    let got = hook.delivered();
+    assert_eq!(got.len(), 4, "each change once");
+    let told: Vec<(String, String, String)> = got[1..]
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["data"]["order_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body["data"]["to"].as_str().unwrap_or_default().to_owned(),
+                r.header("webhook-id"),
+            )
+        })
+        .collect();
+    let told_orders: std::collections::BTreeSet<String> =
+        told.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(told_orders, expected, "{told:?}");
+    assert!(told.iter().all(|(_, to, _)| to == "Closed"), "{told:?}");
+    let ids: std::collections::BTreeSet<String> =
+        got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 4, "{told:?}");
+    assert!(got.iter().all(|r| verify_signature(r, WEBHOOK_SECRET)));
+
+    // The log: one plain line per failed cycle, naming the store only.
+    let log = std::fs::read_to_string(ws.log_path()).unwrap_or_default();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("poll cycle failed"))
+        .collect();
+    assert!(failed.len() >= 3, "{log}");
+    for line in &failed {
+        assert!(line.contains(&store_named), "{line}");
+        assert!(
+            line.contains("cannot be reached") || line.contains("cannot be used right now"),
+            "{line}"
+        );
+    }
+    assert!(log.contains("the store can be reached again"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    sim.shutdown().await;
+}
