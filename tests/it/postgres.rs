@@ -4,9 +4,11 @@
 //! `orders`, `events` and `dead-letters list|replay` answered from the
 //! database, and a database that is down at start (a plain error without
 //! its password) or goes away mid-run (the cycles fail plainly, then
-//! carry on by themselves when it is back), and `run` killed and started
-//! again (it leads once its old lease ran out), and the `store` key's
-//! checks.
+//! carry on by themselves when it is back), a server of its own stopped
+//! and started again under a running orderwatch, `run` killed and started
+//! again (it leads once its old lease ran out), a dead replica's claimed
+//! delivery made by the other once its claim ran out, and the `store`
+//! key's checks.
 //!
 //! The server is `pg.rs`'s; without one these tests say they are skipped
 //! (but the one whose database is down at start needs none).
@@ -438,5 +440,138 @@ async fn a_postgres_restarted_mid_run_loses_nothing_and_invents_nothing() {
     assert!(log.contains("the store can be reached again"), "{log}");
     assert!(!log.contains(PASSWORD), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    sim.shutdown().await;
+}
+
+/// Two replicas; the one whose delivery is in flight (the receiver slow
+/// to answer) outlives its claim's length, renewing it, and the other
+/// leaves it alone; then it is killed (SIGKILL): the other delivers the
+/// entry once the claim ran out, under the same webhook-id, and the
+/// order's next event only after it.
+#[tokio::test]
+async fn a_dead_replica_s_claimed_delivery_is_made_by_the_other_after_its_claim() {
+    let Some(url) = pg::fresh_database(
+        "postgres::a_dead_replica_s_claimed_delivery_is_made_by_the_other_after_its_claim",
+    ) else {
+        return;
+    };
+    /// The store's claim on a due entry (src/store/postgres/write.rs).
+    const CLAIM: Duration = Duration::from_secs(15);
+    let sim = simulator(10).await;
+    let admin = Admin::new(&sim);
+    // Slower than the claim.
+    let hook = ArrivalRecorder::start(Duration::from_secs(25)).await;
+    // `/note` watched: its change is an `order.updated`. The sink waits
+    // longer than the receiver takes.
+    let replica = || {
+        Workspace::new(
+            &source_yaml(
+                "tracking",
+                "order-tracking",
+                &sim.base_url(),
+                "    filters: { status: Current }\n    watch: [/note]\n",
+            ),
+            &format!("{}    timeout: 40s\n", webhook_sink_yaml("hook", &hook.url)),
+            &format!("store: {{ backend: postgres, url: \"{url}\" }}\n"),
+        )
+    };
+    let (one, two) = (replica(), replica());
+    let (first, second) = crate::replicas::lead_then_follow(&one, &two).await;
+    eventually("the baseline committed", Duration::from_secs(30), || {
+        pg::try_count_at(&url, "SELECT count(*) FROM baselines") == Ok(1)
+    })
+    .await;
+    let current = admin.ids(TRACKING, "status=Current").await;
+    let order = current[0].clone();
+    admin
+        .patch("order-tracking", &order, json!({"note": "first"}))
+        .await;
+    eventually("the first event in flight", Duration::from_secs(30), || {
+        hook.arrivals().len() == 1
+    })
+    .await;
+    let started = hook.arrivals()[0].at;
+    let first_id = hook.arrivals()[0].headers["webhook-id"].clone();
+    // Its claimant, by the process id in its holder name.
+    let claimant = pg::count_at(
+        &url,
+        "SELECT substring(claimed_by from '/([0-9]+)/[0-9a-f]+$')::bigint FROM outbox
+         WHERE claimed_by IS NOT NULL",
+    );
+    admin
+        .patch("order-tracking", &order, json!({"status": "Closed"}))
+        .await;
+    eventually(
+        "the order's next event queued behind it",
+        Duration::from_secs(30),
+        || pg::count_at(&url, "SELECT count(*) FROM outbox") == 2,
+    )
+    .await;
+    // Past the claim's length, with its claimant alive: nobody else tried.
+    tokio::time::sleep(
+        (started + CLAIM + Duration::from_secs(3))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    assert_eq!(hook.arrivals().len(), 1, "a live replica's claim holds");
+
+    hook.set_delay(Duration::ZERO);
+    let (mut dead, survivor, survivor_ws) = if i64::from(first.id().expect("a pid")) == claimant {
+        (first, second, &two)
+    } else {
+        assert_eq!(i64::from(second.id().expect("a pid")), claimant);
+        (second, first, &one)
+    };
+    dead.kill().await.expect("SIGKILL");
+    let killed = std::time::Instant::now();
+    eventually(
+        "the entry delivered by the other replica",
+        Duration::from_secs(60),
+        || hook.arrivals().len() == 3,
+    )
+    .await;
+    eventually("the outbox emptied", Duration::from_secs(30), || {
+        pg::count_at(&url, "SELECT count(*) FROM outbox") == 0
+    })
+    .await;
+    stop_daemon(survivor).await;
+
+    let arrivals = hook.arrivals();
+    assert_eq!(arrivals.len(), 3, "nothing else was sent");
+    let kinds: Vec<(String, String)> = arrivals
+        .iter()
+        .map(|a| {
+            let body: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON");
+            (
+                body["type"].as_str().unwrap_or_default().to_owned(),
+                a.headers["webhook-id"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let first_id = first_id.to_str().unwrap_or_default().to_owned();
+    assert_eq!(kinds[0], ("order.updated".to_owned(), first_id.clone()));
+    assert_eq!(
+        kinds[1], kinds[0],
+        "the same delivery, the same id: {kinds:?}"
+    );
+    assert_eq!(kinds[2].0, "order.status_changed", "{kinds:?}");
+    assert_ne!(kinds[2].1, first_id, "{kinds:?}");
+    // Taken over only once the dead replica's claim ran out: it renewed
+    // it until its death, so no sooner than a claim's length less a
+    // renewal's period after it, and never before the claim first made.
+    assert!(
+        arrivals[1].at >= killed + CLAIM - Duration::from_secs(5)
+            && arrivals[1].at >= started + CLAIM,
+        "retried {:?} after the kill",
+        arrivals[1].at - killed
+    );
+    assert!(arrivals[2].at >= arrivals[1].at, "in order per order");
+    assert!(
+        log_count(survivor_ws, "poll cycle failed") == 0,
+        "the survivor's cycles all went through"
+    );
     sim.shutdown().await;
 }

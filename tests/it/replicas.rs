@@ -18,7 +18,7 @@ fn replica(base: &str, hook: &str, url: &str) -> Workspace {
 }
 
 /// `one` started and leading, then `two` started and following.
-async fn lead_then_follow(
+pub(crate) async fn lead_then_follow(
     one: &Workspace,
     two: &Workspace,
 ) -> (tokio::process::Child, tokio::process::Child) {

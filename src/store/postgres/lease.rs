@@ -138,12 +138,21 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// At a clean stop: the sources this replica leads, and the deliveries
+    /// it claimed (those it abandoned included), go to the others at once.
     pub(super) fn release_leases(&self) -> Result<(), StoreError> {
         let me = self.inner.holder.clone();
         self.inner.run(move |c, at| async move {
             c.execute("DELETE FROM leases WHERE holder = $1", &[&me])
                 .await
                 .or_store(&at)?;
+            c.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until_ms = NULL
+                 WHERE claimed_by = $1",
+                &[&me],
+            )
+            .await
+            .or_store(&at)?;
             Ok(())
         })?;
         self.inner.fences.clear();

@@ -39,6 +39,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use runner::Runner;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Connections kept open: a poller per source and a dispatcher per sink
@@ -63,6 +64,9 @@ pub(super) struct Inner {
     holder: String,
     /// The sources this replica leads, with their fencing tokens.
     fences: lease::Fences,
+    /// Whether this replica may hold delivery claims to renew
+    /// (`write::renew_claims`).
+    claiming: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -102,7 +106,16 @@ impl PgStore {
             hashes: read::HashCache::default(),
             holder: lease::holder_id(),
             fences: lease::Fences::default(),
+            claiming: Arc::new(AtomicBool::new(false)),
         });
+        let (renew_at, me, claiming) = (
+            inner.at.clone(),
+            inner.holder.clone(),
+            inner.claiming.clone(),
+        );
+        inner
+            .runner
+            .background(move |pool| write::renew_claims(pool, renew_at, me, claiming))?;
         let store = PgStore { inner };
         store.migrate(create)?;
         Ok(store)

@@ -100,6 +100,17 @@ impl Runner {
         })
     }
 
+    /// Run `task` on the driver for as long as it runs: it ends with the
+    /// runner (the driver's runtime stops with it).
+    pub(super) fn background<F, Fut>(&self, task: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let boxed: Job = Box::new(move |pool| Box::pin(task(pool)));
+        self.jobs.send(boxed).map_err(|_| self.stopped())
+    }
+
     fn stopped(&self) -> StoreError {
         StoreError::Unavailable(format!(
             "the postgres store {}: its driver thread has stopped",

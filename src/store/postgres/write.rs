@@ -11,6 +11,9 @@ use crate::store::{
     Commit, DeadLetter, DueEntry, EVENT_LOG_LEN, Hold, OutboxEntry, Snapshot, StoreError, now_ms,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
 /// A sink an event goes to, and when it leaves for it.
@@ -101,8 +104,15 @@ impl Rows {
     }
 }
 
-/// How long a replica's claim on the entries `due` gave it lasts.
-const CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a replica's claim on the entries `due` gave it lasts from its
+/// last renewal. While the replica lives it renews its claims every
+/// [`RENEW_CLAIMS`], however long its deliveries take (a batch's attempts,
+/// each up to its sink's `timeout`, spaced by `max_per_minute`), so the
+/// claim of a live replica never runs out under a delivery; a dead
+/// replica's claims run out within this, and another replica takes them.
+const CLAIM: Duration = Duration::from_secs(15);
+/// A third of [`CLAIM`]: a renewal may be late twice before a claim runs out.
+const RENEW_CLAIMS: Duration = Duration::from_secs(5);
 
 /// The database's clock in unix milliseconds: claims are timed by it, so
 /// the replicas' clocks need not agree.
@@ -434,10 +444,11 @@ impl PgStore {
         result
     }
 
-    /// What is due, claimed by this replica for [`CLAIM`]: another
-    /// replica's `due` skips it (`SKIP LOCKED` while the claim is made, the
-    /// claim after), until it is delivered, rescheduled or the claim ran
-    /// out (its replica died: retried, same id).
+    /// What is due, claimed by this replica for [`CLAIM`] (renewed while
+    /// it lives, [`renew_claims`]): another replica's `due` skips it (`SKIP
+    /// LOCKED` while the claim is made, the claim after), until it is
+    /// delivered, rescheduled or the claim ran out (its replica died:
+    /// retried, same id).
     pub(super) fn write_due(
         &self,
         sink: &str,
@@ -447,6 +458,7 @@ impl PgStore {
         let (sink, me) = (sink.to_owned(), self.inner.holder.clone());
         let (now, limit) = (signed(now_ms), i64::try_from(limit).unwrap_or(i64::MAX));
         let claim = signed(CLAIM.as_millis() as u64);
+        let claiming = self.inner.claiming.clone();
         self.inner.run(move |c, at| async move {
             let st = c
                 .prepare_cached(&format!(
@@ -467,6 +479,9 @@ impl PgStore {
                 .query(&st, &[&sink, &now, &limit, &me, &claim])
                 .await
                 .or_store(&at)?;
+            if !rows.is_empty() {
+                claiming.store(true, Ordering::SeqCst);
+            }
             let mut due = rows
                 .iter()
                 .map(|row| {
@@ -649,5 +664,46 @@ impl PgStore {
             let n = c.execute(&st, &[&ids, &now]).await.or_store(&at)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
+    }
+}
+
+/// This replica's claims renewed every [`RENEW_CLAIMS`] for as long as it
+/// runs (a task on the driver). `claiming` says it may hold some: set by
+/// `due` when it claimed any, cleared once a renewal found none, so an
+/// idle replica reads nothing. A claim that ran out is not renewed: another
+/// replica may have taken it. A renewal that fails (the server away) is
+/// tried again at the next turn; claims that ran out meanwhile go to
+/// whichever replica asks first.
+pub(super) async fn renew_claims(
+    pool: deadpool_postgres::Pool,
+    at: Arc<str>,
+    me: String,
+    claiming: Arc<AtomicBool>,
+) {
+    let claim = signed(CLAIM.as_millis() as u64);
+    let mut turns = tokio::time::interval(RENEW_CLAIMS);
+    turns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        turns.tick().await;
+        // Cleared before the renewal reads, so a claim made meanwhile
+        // keeps it set.
+        if !claiming.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        let renewed = async {
+            let c = super::connection(&pool, &at).await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "UPDATE outbox SET claimed_until_ms = {DB_NOW_MS} + $2
+                     WHERE claimed_by = $1 AND claimed_until_ms >= {DB_NOW_MS}"
+                ))
+                .await
+                .or_store(&at)?;
+            c.execute(&st, &[&me, &claim]).await.or_store(&at)
+        };
+        match tokio::time::timeout(RENEW_CLAIMS, renewed).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => claiming.store(true, Ordering::SeqCst),
+        }
     }
 }
