@@ -278,6 +278,31 @@ impl Cluster {
         self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"])
     }
 
+    /// Served with TLS from now on (`ssl = on`, restarted), with this
+    /// certificate and key (PEM).
+    pub fn serve_tls(&self, cert: &str, key: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert_file, key_file) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        for (path, pem) in [(&cert_file, cert), (&key_file, key)] {
+            std::fs::write(path, pem).map_err(|e| e.to_string())?;
+            // The server refuses a key others can read.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            // SAFETY: as in `as_owner`.
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::chown(path, Some(owner_id("-u")?), Some(owner_id("-g")?))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.configure(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert_file.display(),
+            key_file.display()
+        ))?;
+        self.stop()?;
+        self.start()
+    }
+
     /// What the server logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

@@ -575,3 +575,88 @@ async fn a_dead_replica_s_claimed_delivery_is_made_by_the_other_after_its_claim(
     );
     sim.shutdown().await;
 }
+
+/// The server with `ssl = on` and a certificate made here: with
+/// `sslmode=require` and that certificate named as the CA, orderwatch's
+/// connections are encrypted (the server's `pg_stat_ssl` says so) and a
+/// change is delivered; with another CA named, the connection is refused
+/// with an error that says why and names no password.
+#[tokio::test]
+async fn tls_to_postgres_trusts_the_named_ca_and_refuses_another() {
+    let Some(cluster) =
+        pg::private_cluster("postgres::tls_to_postgres_trusts_the_named_ca_and_refuses_another")
+    else {
+        return;
+    };
+    let server =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("a certificate");
+    cluster
+        .serve_tls(&server.cert.pem(), &server.signing_key.serialize_pem())
+        .expect("the server with TLS");
+    pg::admin_sql(&cluster.url(), "CREATE DATABASE orders").expect("a database");
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let (ca, wrong) = (certs.path().join("ca.pem"), certs.path().join("wrong.pem"));
+    std::fs::write(&ca, server.cert.pem()).expect("write the CA");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("another");
+    std::fs::write(&wrong, other.cert.pem()).expect("write the other CA");
+    let url = |root: &std::path::Path| {
+        format!(
+            "{}?sslmode=require&sslrootcert={}",
+            database_url(&cluster.url(), "orders"),
+            root.display()
+        )
+    };
+    let sim = simulator(5).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url(&ca));
+    let running = ws.spawn_run();
+    let plain = database_url(&cluster.url(), "orders");
+    eventually("the baseline committed", Duration::from_secs(30), || {
+        pg::try_count_at(&plain, "SELECT count(*) FROM baselines") == Ok(1)
+    })
+    .await;
+    let of_orderwatch = |ssl: bool| {
+        pg::count_at(
+            &cluster.url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.application_name = 'orderwatch' AND s.ssl = {ssl}"
+            ),
+        )
+    };
+    assert!(
+        of_orderwatch(true) >= 1,
+        "orderwatch's connections are encrypted"
+    );
+    assert_eq!(of_orderwatch(false), 0, "and none is not");
+    let current = admin.ids(TRACKING, "status=Current").await;
+    admin
+        .patch("order-tracking", &current[0], json!({"status": "Closed"}))
+        .await;
+    eventually("the change delivered", Duration::from_secs(30), || {
+        hook.delivered().len() == 1
+    })
+    .await;
+    stop_daemon(running).await;
+
+    let ws = postgres_workspace(&sim.base_url(), &hook.url, &url(&wrong));
+    let out = ws.run(&["once"]).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the postgres store postgres://127.0.0.1:{}/orders cannot be reached",
+            cluster.port
+        )),
+        "{said}"
+    );
+    assert!(said.contains("certificate"), "{said}");
+    assert!(said.contains("sslrootcert"), "says what to do: {said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(hook.delivered().len(), 1, "nothing more told");
+    sim.shutdown().await;
+}

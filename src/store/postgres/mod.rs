@@ -14,14 +14,14 @@
 //!   in the commit's transaction
 //! - `lease.rs`: replicas: who polls each source, and the fencing check
 //!   every commit makes
+//! - `tls.rs`: TLS to the server as the URL's `sslmode` asks, the server's
+//!   certificate verified
 //!
 //! A commit is a handful of statements whatever its size: each table's
 //! rows go in as arrays (`UNNEST`), not one statement per row. Statements
 //! are prepared once per connection (`prepare_cached`); a small pool keeps
 //! the connections and opens a new one when one broke, so a server that
 //! went away and came back is used again without a restart.
-//!
-//! Not yet: TLS to the server (README.md, "Store backends").
 
 mod digest;
 mod import;
@@ -30,6 +30,7 @@ mod read;
 mod runner;
 mod schema;
 mod timers;
+mod tls;
 mod write;
 
 pub(crate) use import::{CopyChunk, LoggedEvent};
@@ -73,7 +74,8 @@ impl PgStore {
     /// Connect, and bring the schema up to date (`create`: also in a
     /// database without one).
     pub(crate) fn open(url: &str, create: bool) -> Result<PgStore, StoreError> {
-        let config = tokio_postgres::Config::from_str(url.trim()).map_err(|e| {
+        let (url, root_cert) = tls::take_root_cert(url.trim());
+        let config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             StoreError::Engine(format!(
                 "the store's url is not a PostgreSQL connection URL: {}",
                 crate::secret::redact(&e.to_string())
@@ -85,9 +87,10 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("orderwatch");
         }
+        let tls = tls::connector(config.get_ssl_mode(), root_cert.as_deref(), &at)?;
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -174,8 +177,9 @@ pub(super) fn pg_error(at: &str, e: &tokio_postgres::Error) -> StoreError {
         source = s.source();
     }
     StoreError::Unavailable(format!(
-        "the postgres store {at} cannot be reached: {}",
-        crate::secret::redact(&text)
+        "the postgres store {at} cannot be reached: {}{}",
+        crate::secret::redact(&text),
+        tls::hint(&text)
     ))
 }
 
