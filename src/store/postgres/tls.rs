@@ -20,26 +20,33 @@ pub(super) fn take_root_cert(url: &str) -> (String, Option<String>) {
     if let Ok(mut parsed) = url::Url::parse(url)
         && matches!(parsed.scheme(), "postgres" | "postgresql")
     {
+        // The other options stay exactly as written: re-encoding them
+        // (a `+` for a space) would change what the driver reads.
+        let query = parsed.query().unwrap_or_default().to_owned();
         let mut root = None;
-        let kept: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter_map(|(k, v)| {
-                if k == "sslrootcert" {
-                    root = Some(v.into_owned());
-                    None
-                } else {
-                    Some((k.into_owned(), v.into_owned()))
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| match pair.split_once('=') {
+                Some(("sslrootcert", value)) => {
+                    // Percent-decoded as libpq reads it: a `+` stays one.
+                    root = Some(
+                        url::form_urlencoded::parse(
+                            format!("v={}", value.replace('+', "%2B")).as_bytes(),
+                        )
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default(),
+                    );
+                    false
                 }
+                _ => true,
             })
             .collect();
         if root.is_none() {
             return (url.to_owned(), None);
         }
-        if kept.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
-        }
+        let kept = kept.join("&");
+        parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
         return (parsed.to_string(), root);
     }
     let mut root = None;
@@ -133,6 +140,22 @@ mod tests {
         assert_eq!(
             take_root_cert("postgresql://db/o?sslrootcert=system"),
             ("postgresql://db/o".to_owned(), Some("system".to_owned()))
+        );
+        assert_eq!(
+            take_root_cert(
+                "postgres://db/o?options=-c%20x%3Dy&sslrootcert=/ca.pem&sslmode=require"
+            ),
+            (
+                "postgres://db/o?options=-c%20x%3Dy&sslmode=require".to_owned(),
+                Some("/ca.pem".to_owned())
+            )
+        );
+        assert_eq!(
+            take_root_cert("postgres://db/o?sslrootcert=/etc/a+b%20c.pem"),
+            (
+                "postgres://db/o".to_owned(),
+                Some("/etc/a+b c.pem".to_owned())
+            )
         );
         assert_eq!(
             take_root_cert("postgres://db/o?sslmode=require"),
