@@ -23,6 +23,12 @@
 //!   against 64 MB plus a small multiple of the page's size.
 //! - `digest of a day` (with `--digest N`, `digest.rs`): N events kept for a
 //!   webhook sink's digest, then made and sent as one message.
+//! - with `--backends sled,postgres`: baseline, quiet, 1% changed and
+//!   dispatch again on a fresh PostgreSQL database (`pg.rs`: the server's
+//!   CPU and WAL counted too), side by side with sled, against the targets;
+//! - `failover` (with `--failover K`, `failover.rs`): two `run` replicas on
+//!   one postgres database, the leader killed K times, the time to the new
+//!   leader's first cycle.
 //!
 //! Wall time is measured here; CPU time (user + sys) and peak RSS come from
 //! `wait4(2)` of the child; bytes written are the child's `ru_oublock` (512
@@ -34,7 +40,9 @@
 //! `--max-page-size N`), with a `format-json` filter.
 
 mod digest;
+mod failover;
 mod ordering;
+mod pg;
 mod timer;
 
 use anyhow::{Context, bail};
@@ -121,6 +129,42 @@ struct Args {
     /// Seconds the timer at rest is watched
     #[arg(long, default_value_t = 120)]
     timer_secs: u64,
+    /// The stores each series runs on, side by side: `sled`, `postgres`
+    /// (baseline, quiet, 1% changed and dispatch on each; idle and latency
+    /// on sled only)
+    #[arg(long, value_delimiter = ',', default_value = "sled")]
+    backends: Vec<Backend>,
+    /// Also measure failover: two `orderwatch run` replicas on one postgres
+    /// database, the leader SIGKILLed this many times (e.g. 5)
+    #[arg(long)]
+    failover: Option<usize>,
+    /// Orders in the simulator for the failover measurement
+    #[arg(long, default_value_t = 1000)]
+    failover_orders: usize,
+    /// The source's interval (seconds) for the failover measurement
+    #[arg(long, default_value_t = 2)]
+    failover_interval_secs: u64,
+    /// With postgres: print the statements that took the most time in each
+    /// measurement, this many (pg_stat_statements)
+    #[arg(long, default_value_t = 0)]
+    pg_top: usize,
+}
+
+/// A store backend of the `--backends` series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// The tiny-page row's bound on peak RSS: 64 MB plus this many times the
@@ -466,13 +510,20 @@ struct Setup {
     sim_base: String,
     hook: String,
     concurrency: u32,
+    /// The postgres store's URL; sled in `dir/data` without it.
+    store: Option<String>,
 }
 
 impl Setup {
     fn config(&self, name: &str, interval: &str, listen: Option<&str>) -> anyhow::Result<PathBuf> {
         let listen = listen.map(|l| format!("listen: {l}\n")).unwrap_or_default();
+        let store = self
+            .store
+            .as_ref()
+            .map(|url| format!("store: {{ backend: postgres, url: \"{url}\" }}\n"))
+            .unwrap_or_default();
         let yaml = format!(
-            "state_dir: {data}\n{listen}log: {{ format: json, level: info }}\nsources:\n  - name: tracking\n    api: order-tracking\n    base_url: {base}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    api_key: {API_KEY}\n    interval: {interval}\n    sort: id\n    page_size: 100\n    max_requests_per_minute: 1000000\n    concurrency: {c}\nsinks:\n  - name: hook\n    type: webhook\n    url: {hook}\n    secret: {WEBHOOK_SECRET}\n",
+            "state_dir: {data}\n{store}{listen}log: {{ format: json, level: info }}\nsources:\n  - name: tracking\n    api: order-tracking\n    base_url: {base}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    api_key: {API_KEY}\n    interval: {interval}\n    sort: id\n    page_size: 100\n    max_requests_per_minute: 1000000\n    concurrency: {c}\nsinks:\n  - name: hook\n    type: webhook\n    url: {hook}\n    secret: {WEBHOOK_SECRET}\n",
             data = self.dir.join("data").display(),
             base = self.sim_base,
             hook = self.hook,
@@ -566,12 +617,19 @@ fn urlwatch_available(program: &str) -> bool {
 struct Row {
     n: usize,
     phase: &'static str,
+    backend: Backend,
     wall: Option<Duration>,
     cpu: Option<Duration>,
     rss_kb: Option<u64>,
     written: Option<String>,
     extra: String,
     urlwatch: Option<Measured>,
+    /// The database server's CPU over the run (postgres).
+    server_cpu: Option<Duration>,
+    /// Deliveries per second (dispatch).
+    rate: Option<f64>,
+    /// The statements that took the most time (postgres, `--pg-top`).
+    statements: Vec<String>,
 }
 
 fn secs(d: Duration) -> String {
@@ -629,7 +687,10 @@ fn print_table(rows: &[Row]) {
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.n,
-            r.phase,
+            match r.backend {
+                Backend::Sled => r.phase.to_owned(),
+                Backend::Postgres => format!("{} (postgres)", r.phase),
+            },
             opt(r.wall.map(secs)),
             opt(r.cpu.map(secs)),
             opt(r.rss_kb.map(mb)),
@@ -642,6 +703,152 @@ fn print_table(rows: &[Row]) {
         );
     }
     println!("\n{out}");
+}
+
+/// The first three fields of /proc/loadavg, as `uptime` shows them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// sled and postgres side by side, and the postgres targets.
+fn print_comparison(rows: &[Row], failover: Option<&failover::Failover>) {
+    let find = |n: usize, phase: &str, backend: Backend| {
+        rows.iter()
+            .find(|r| r.n == n && r.phase == phase && r.backend == backend)
+    };
+    let ratio = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) if !b.is_zero() => format!("{:.2}", a.as_secs_f64() / b.as_secs_f64()),
+        _ => "–".into(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N | phase | sled wall | sled CPU | postgres wall | postgres: orderwatch CPU | server CPU | CPU together | postgres / sled, wall | postgres / sled, CPU (server included) |"
+    );
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ns: Vec<usize> = rows.iter().map(|r| r.n).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    for n in ns {
+        for phase in ["baseline", "quiet", "1% changed", "dispatch"] {
+            let (Some(s), Some(p)) = (
+                find(n, phase, Backend::Sled),
+                find(n, phase, Backend::Postgres),
+            ) else {
+                continue;
+            };
+            let together = p.cpu.map(|c| c + p.server_cpu.unwrap_or_default());
+            let opt = |d: Option<Duration>| d.map(secs).unwrap_or_else(|| "–".into());
+            let phase = match (s.rate, p.rate) {
+                (Some(a), Some(b)) => format!("dispatch ({a:.0}/s, {b:.0}/s)"),
+                _ => phase.to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {n} | {phase} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                opt(s.wall),
+                opt(s.cpu),
+                opt(p.wall),
+                opt(p.cpu),
+                opt(p.server_cpu),
+                opt(together),
+                ratio(p.wall, s.wall),
+                ratio(together, s.cpu),
+            );
+        }
+    }
+    // The targets, at the largest N both ran.
+    let mut targets = Vec::new();
+    let largest = rows
+        .iter()
+        .filter(|r| r.backend == Backend::Postgres && r.phase == "quiet")
+        .map(|r| r.n)
+        .filter(|n| find(*n, "quiet", Backend::Sled).is_some())
+        .max();
+    let met = |ok: bool| if ok { "met" } else { "**not met**" };
+    if let Some(n) = largest
+        && let (Some(s), Some(p)) = (
+            find(n, "quiet", Backend::Sled),
+            find(n, "quiet", Backend::Postgres),
+        )
+        && let (Some(sw), Some(pw)) = (s.wall, p.wall)
+    {
+        targets.push(format!(
+            "| {n} orders: quiet cycle on postgres ≤ 2 × sled's (wall) | {} against 2 × {} = {} | {} |",
+            secs(pw),
+            secs(sw),
+            secs(sw * 2),
+            met(pw <= sw * 2)
+        ));
+    }
+    if let Some(p) = rows
+        .iter()
+        .rev()
+        .find(|r| r.backend == Backend::Postgres && r.phase == "dispatch")
+        && let Some(rate) = p.rate
+    {
+        targets.push(format!(
+            "| {} orders: dispatch on postgres ≥ 2,000 deliveries/s | {rate:.0}/s | {} |",
+            p.n,
+            met(rate >= 2000.0)
+        ));
+    }
+    if let Some(f) = failover {
+        let mut v = f.first_cycle.clone();
+        v.sort();
+        if let (Some(min), Some(max)) = (v.first(), v.last()) {
+            let median = v[v.len() / 2];
+            targets.push(format!(
+                "| failover ({} orders, interval {} s, lease {} s): kill → first cycle of the new leader ≤ 2 intervals + lease = {} (every kill) | {} kills: min {}, median {}, max {} | {} |",
+                f.orders,
+                f.interval.as_secs(),
+                failover::lease(f.interval).as_secs(),
+                secs(f.target()),
+                v.len(),
+                secs(*min),
+                secs(median),
+                secs(*max),
+                met(*max <= f.target())
+            ));
+        }
+        let mut t = f.takeover.clone();
+        t.sort();
+        if let (Some(min), Some(max)) = (t.first(), t.last()) {
+            let _ = writeln!(
+                out,
+                "\nfailover: kill → the new leader's \"this orderwatch leads\": min {}, median {}, max {} ({} kills); kill → its first cycle done: {}",
+                secs(*min),
+                secs(t[t.len() / 2]),
+                secs(*max),
+                t.len(),
+                v.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if !targets.is_empty() {
+        let _ = writeln!(out, "\n| target | result | met? |\n|---|---|---|");
+        for t in targets {
+            let _ = writeln!(out, "{t}");
+        }
+    }
+    println!("{out}");
+}
+
+/// `--pg-top`: per postgres measurement, the statements that took the most time.
+fn print_statements(rows: &[Row]) {
+    for r in rows.iter().filter(|r| !r.statements.is_empty()) {
+        println!(
+            "postgres, {} orders, {}: the statements that took the most time",
+            r.n, r.phase
+        );
+        for s in &r.statements {
+            println!("  {s}");
+        }
+        println!();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -719,6 +926,98 @@ fn detections(log: &Path) -> std::collections::HashMap<String, SystemTime> {
     out
 }
 
+/// The postgres database one series runs on, and the server it is on.
+struct Db<'a> {
+    server: &'a pg::Server,
+    name: String,
+}
+
+/// One measured `orderwatch once`, and on postgres the server's work
+/// meanwhile and the statements that took its time.
+struct Once {
+    m: Measured,
+    server: Option<pg::Work>,
+    statements: Vec<String>,
+}
+
+async fn once(setup: &Setup, cfg: &Path, db: Option<&Db<'_>>, top: usize) -> anyhow::Result<Once> {
+    let before = match db {
+        Some(db) => {
+            db.server.reset_statements().await;
+            Some(db.server.counters().await?)
+        }
+        None => None,
+    };
+    let m = measure(setup.command(cfg, &["once"])?, None).await?;
+    let (server, statements) = match (db, before) {
+        (Some(db), Some(before)) => {
+            db.server.settle(&db.name).await;
+            let after = db.server.counters().await?;
+            (
+                Some(pg::Server::work(&before, &after)),
+                db.server.top_statements(&db.name, top).await,
+            )
+        }
+        _ => (None, Vec::new()),
+    };
+    Ok(Once {
+        m,
+        server,
+        statements,
+    })
+}
+
+impl Once {
+    /// A row of this run: on postgres "written" is the server's WAL, and
+    /// the notes start with the server's CPU.
+    fn row(&self, n: usize, phase: &'static str, backend: Backend, extra: String) -> Row {
+        let m = &self.m;
+        let (written, extra) = match &self.server {
+            None => (bytes(m.written), extra),
+            Some(w) => (
+                if w.wal_sync_time.is_zero() {
+                    format!("WAL {} in {} syncs", bytes(w.wal_bytes), w.wal_syncs)
+                } else {
+                    format!(
+                        "WAL {} in {} syncs, {} in them",
+                        bytes(w.wal_bytes),
+                        w.wal_syncs,
+                        secs(w.wal_sync_time)
+                    )
+                },
+                match w.cpu {
+                    Some(cpu) => format!(
+                        "server CPU {} (orderwatch + server {}); {extra}",
+                        secs(cpu),
+                        secs(cpu + m.cpu)
+                    ),
+                    None => format!("server CPU not counted (not on this machine); {extra}"),
+                },
+            ),
+        };
+        Row {
+            n,
+            phase,
+            backend,
+            wall: Some(m.wall),
+            cpu: Some(m.cpu),
+            rss_kb: Some(m.max_rss_kb),
+            written: Some(written),
+            extra,
+            server_cpu: self.server.as_ref().and_then(|w| w.cpu),
+            statements: self.statements.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+async fn store_size(setup: &Setup, db: Option<&Db<'_>>) -> u64 {
+    match db {
+        Some(db) => db.server.database_size(&db.name).await.unwrap_or(0),
+        None => setup.store_size(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn series(
     args: &Args,
@@ -728,23 +1027,42 @@ async fn series(
     last: bool,
     dispatch_here: bool,
     urlwatch: Option<&str>,
+    server: Option<&pg::Server>,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let dir = root.join(format!("n{n}"));
+    let backend = if server.is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sled
+    };
+    let dir = match backend {
+        Backend::Sled => root.join(format!("n{n}")),
+        Backend::Postgres => root.join(format!("n{n}-postgres")),
+    };
     std::fs::create_dir_all(&dir)?;
-    eprintln!("== N = {n}: starting the simulator");
+    eprintln!("== N = {n}, {}: starting the simulator", backend.name());
     let sim = Simulator::start(binary, n, &dir.join("simulator.log"))?;
     let client = SimClient {
         http: reqwest::Client::new(),
         base: sim.base.clone(),
     };
     let (hook, deliveries) = start_receiver().await?;
+    let db = server.map(|server| Db {
+        server,
+        name: format!("ow_bench_{n}"),
+    });
+    let store = match &db {
+        Some(db) => Some(db.server.fresh_database(&db.name).await?),
+        None => None,
+    };
+    let db = db.as_ref();
     let setup = Setup {
         binary: binary.to_owned(),
         dir: dir.clone(),
         sim_base: sim.base.clone(),
         hook,
         concurrency: args.concurrency,
+        store,
     };
     let uw = urlwatch.map(|program| Urlwatch {
         program: program.to_owned(),
@@ -752,53 +1070,63 @@ async fn series(
         timeout: Duration::from_secs(args.urlwatch_timeout_secs),
     });
     let once_cfg = setup.config("once", "5m", None)?;
+    let top = args.pg_top;
 
     // Baseline: empty store.
     eprintln!("   baseline cycle");
-    let before = setup.store_size();
-    let m = measure(setup.command(&once_cfg, &["once"])?, None).await?;
-    check_exit("baseline", &m)?;
-    let mut baseline = Row {
+    let before = store_size(&setup, db).await;
+    let run = once(&setup, &once_cfg, db, top).await?;
+    check_exit("baseline", &run.m)?;
+    let after = store_size(&setup, db).await;
+    let mut baseline = run.row(
         n,
-        phase: "baseline",
-        wall: Some(m.wall),
-        cpu: Some(m.cpu),
-        rss_kb: Some(m.max_rss_kb),
-        written: Some(bytes(m.written)),
-        extra: format!("store {} → {}", bytes(before), bytes(setup.store_size())),
-        ..Default::default()
-    };
+        "baseline",
+        backend,
+        format!("store {} → {}", bytes(before), bytes(after)),
+    );
 
     // Quiet: nothing changed. The first `once` after a cycle that wrote
     // pays for sled's recovery on open (it replays the log and writes a new
     // page-table snapshot); the second is the steady state.
     eprintln!("   quiet cycles");
-    let first = measure(setup.command(&once_cfg, &["once"])?, None).await?;
-    check_exit("quiet", &first)?;
-    let before = setup.store_size();
-    let m = measure(setup.command(&once_cfg, &["once"])?, None).await?;
-    check_exit("quiet", &m)?;
-    let after = setup.store_size();
-    let mut quiet = Row {
+    let first = once(&setup, &once_cfg, db, 0).await?;
+    check_exit("quiet", &first.m)?;
+    let before = store_size(&setup, db).await;
+    let run = once(&setup, &once_cfg, db, top).await?;
+    check_exit("quiet", &run.m)?;
+    let after = store_size(&setup, db).await;
+    let first_note = match backend {
+        Backend::Sled => format!(
+            "{}, {} CPU, wrote {} (sled's snapshot on open)",
+            secs(first.m.wall),
+            secs(first.m.cpu),
+            bytes(first.m.written)
+        ),
+        Backend::Postgres => format!(
+            "{}, {} CPU, server CPU {}",
+            secs(first.m.wall),
+            secs(first.m.cpu),
+            first
+                .server
+                .as_ref()
+                .and_then(|w| w.cpu)
+                .map(secs)
+                .unwrap_or_else(|| "–".into())
+        ),
+    };
+    let mut quiet = run.row(
         n,
-        phase: "quiet",
-        wall: Some(m.wall),
-        cpu: Some(m.cpu),
-        rss_kb: Some(m.max_rss_kb),
-        written: Some(bytes(m.written)),
-        extra: format!(
-            "store size {}; the first quiet `once` after the baseline: {}, {} CPU, wrote {} (sled's snapshot on open)",
+        "quiet",
+        backend,
+        format!(
+            "store size {}; the first quiet `once` after the baseline: {first_note}",
             if after == before {
                 "unchanged".to_owned()
             } else {
                 format!("{} → {}", bytes(before), bytes(after))
             },
-            secs(first.wall),
-            secs(first.cpu),
-            bytes(first.written)
         ),
-        ..Default::default()
-    };
+    );
 
     if let Some(uw) = &uw {
         eprintln!("   urlwatch: first and quiet runs");
@@ -816,26 +1144,23 @@ async fn series(
     client.flip(&mut changed).await?;
     deliveries.reset();
     let started = Instant::now();
-    let m = measure(setup.command(&once_cfg, &["once"])?, None).await?;
-    check_exit("1% changed", &m)?;
+    let run = once(&setup, &once_cfg, db, top).await?;
+    check_exit("1% changed", &run.m)?;
     let expected = changed.len() as u64;
     let got = deliveries.count.load(Ordering::SeqCst);
     let until_last = deliveries
         .first_last()
         .map(|(_, last)| last.duration_since(started));
-    let mut one_percent = Row {
+    let mut one_percent = run.row(
         n,
-        phase: "1% changed",
-        wall: until_last.map(|u| u.max(m.wall)),
-        cpu: Some(m.cpu),
-        rss_kb: Some(m.max_rss_kb),
-        written: Some(bytes(m.written)),
-        extra: format!(
+        "1% changed",
+        backend,
+        format!(
             "{got}/{expected} webhooks; last arrived at {}",
             until_last.map(secs).unwrap_or_else(|| "–".into())
         ),
-        ..Default::default()
-    };
+    );
+    one_percent.wall = until_last.map(|u| u.max(run.m.wall));
     if got != expected {
         eprintln!("   WARNING: {got} deliveries, expected {expected}");
     }
@@ -852,8 +1177,8 @@ async fn series(
         all.truncate(DISPATCH_EVENTS);
         client.flip(&mut all).await?;
         deliveries.reset();
-        let m = measure(setup.command(&once_cfg, &["once"])?, None).await?;
-        check_exit("dispatch", &m)?;
+        let run = once(&setup, &once_cfg, db, top).await?;
+        check_exit("dispatch", &run.m)?;
         let got = deliveries.count.load(Ordering::SeqCst);
         let rate = deliveries.first_last().map(|(first, last)| {
             let span = last.duration_since(first).as_secs_f64();
@@ -864,25 +1189,28 @@ async fn series(
             }
         });
         let span = deliveries.first_last().map(|(f, l)| l.duration_since(f));
-        rows.push(Row {
+        let mut row = run.row(
             n,
-            phase: "dispatch",
-            wall: span,
-            cpu: Some(m.cpu),
-            rss_kb: Some(m.max_rss_kb),
-            written: Some(bytes(m.written)),
-            extra: format!(
+            "dispatch",
+            backend,
+            format!(
                 "{got} webhooks, **{:.0}/s** (first→last arrival); whole `once` {}",
                 rate.unwrap_or(0.0),
-                secs(m.wall)
+                secs(run.m.wall)
             ),
-            ..Default::default()
-        });
+        );
+        row.wall = span;
+        row.rate = rate;
+        rows.push(row);
     }
 
-    idle(args, &setup, n, rows).await?;
-    if last {
-        latency(args, &setup, &client, n, &deliveries, rows).await?;
+    // Idle and latency are sled's: a running daemon on postgres is the
+    // failover measurement's.
+    if backend == Backend::Sled {
+        idle(args, &setup, n, rows).await?;
+        if last {
+            latency(args, &setup, &client, n, &deliveries, rows).await?;
+        }
     }
     drop(sim);
     Ok(())
@@ -1096,6 +1424,7 @@ async fn tiny_page(
         sim_base: base,
         hook,
         concurrency,
+        store: None,
     };
     let cfg = setup.config("once", "5m", None)?;
     let bound_kb = 64 * 1024 + TINY_PAGE_RSS_FACTOR * page_bytes / 1024;
@@ -1200,18 +1529,32 @@ async fn main() -> anyhow::Result<()> {
     if args.no_series {
         orders.clear();
     }
+    let mut backends = args.backends.clone();
+    backends.dedup();
+    let load_at_start = load_average();
+    let server = if (backends.contains(&Backend::Postgres) && !orders.is_empty())
+        || args.failover.is_some()
+    {
+        eprintln!("starting PostgreSQL");
+        Some(pg::Server::start().await?)
+    } else {
+        None
+    };
     for n in &orders {
-        series(
-            &args,
-            &binary,
-            &root,
-            *n,
-            Some(*n) == largest,
-            Some(*n) == dispatch_at,
-            urlwatch,
-            &mut rows,
-        )
-        .await?;
+        for backend in &backends {
+            series(
+                &args,
+                &binary,
+                &root,
+                *n,
+                Some(*n) == largest,
+                Some(*n) == dispatch_at,
+                urlwatch.filter(|_| *backend == Backend::Sled),
+                server.as_ref().filter(|_| *backend == Backend::Postgres),
+                &mut rows,
+            )
+            .await?;
+        }
     }
     if let Some(n) = args.tiny_page {
         tiny_page(&binary, &root, n, args.concurrency, &mut rows).await?;
@@ -1226,13 +1569,46 @@ async fn main() -> anyhow::Result<()> {
         let window = Duration::from_secs(args.timer_secs);
         timer::at_rest(&binary, &root, n, window, &mut rows).await?;
     }
+    let failover = match (args.failover, &server) {
+        (Some(kills), Some(server)) if kills > 0 => Some(
+            failover::measure(
+                &binary,
+                &root,
+                server,
+                args.failover_orders,
+                Duration::from_secs(args.failover_interval_secs.max(1)),
+                kills,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     println!(
         "orderwatch bench: {}, source concurrency {}, page size 100; {}",
         binary.display(),
         args.concurrency,
         humantime::format_rfc3339_seconds(SystemTime::now())
     );
+    println!(
+        "load average (1, 5, 15 min) at start: {load_at_start}; at the end: {}",
+        load_average()
+    );
+    if let Some(server) = &server {
+        println!(
+            "postgres: {}; server CPU {}",
+            server.description,
+            if server.counts_cpu() {
+                "counted from /proc: the postmaster and all its processes, those that ended included (its children's CPU), from before the run until its connections were gone"
+            } else {
+                "not counted: the server is not on this machine"
+            }
+        );
+    }
     print_table(&rows);
+    if backends.len() > 1 || failover.is_some() {
+        print_comparison(&rows, failover.as_ref());
+    }
+    print_statements(&rows);
     println!(
         "bench process peak RSS: {} (children's peaks are their own VmHWM, sampled every 5 ms)",
         proc_status_kb(std::process::id(), "VmHWM:")

@@ -62,6 +62,7 @@ fn setup(binary: &Path, dir: &Path, sim: &SimClient, hook: &str) -> Setup {
         sim_base: sim.base.clone(),
         hook: hook.to_owned(),
         concurrency: 1,
+        store: None,
     }
 }
 

@@ -58,6 +58,7 @@ pub(crate) async fn at_rest(
         sim_base: sim.base.clone(),
         hook,
         concurrency: 2,
+        store: None,
     };
     let listen = format!("127.0.0.1:{}", free_port()?);
     let cfg = setup.config("timer", "1h", Some(&listen))?;
