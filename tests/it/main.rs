@@ -4,6 +4,7 @@
 mod api;
 mod api_cli;
 mod bounds;
+mod change_log;
 mod config;
 mod crash;
 mod crash_loop;
