@@ -12,6 +12,7 @@ mod delivery;
 mod digest;
 mod disk_full;
 mod due;
+mod failover;
 mod fault_matrix;
 mod flow;
 mod flow_faults;
