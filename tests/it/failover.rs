@@ -227,16 +227,19 @@ async fn leader_polling(replicas: &[Workspace; 2], requests: &mut Requests, afte
     which.unwrap_or_default()
 }
 
-/// Where a replica was: mid-poll when the simulator is answering a call on
-/// the source (read just before the kill), else as its log says.
+/// Where the leader was: mid-poll when the simulator is answering a call
+/// of the latest cycle's client on the source (read just before the kill;
+/// a killed replica's calls stay unanswered, but are another client's),
+/// else as its log says.
 async fn phase(ws: &Workspace, requests: &mut Requests) -> &'static str {
     requests.refresh().await;
-    let polling = requests
-        .calls
-        .iter()
-        .rev()
-        .take(8)
-        .any(|c| c.in_flight && c.on_the_source());
+    let polling = requests.last_cycle().is_some_and(|(began, client)| {
+        requests
+            .calls
+            .iter()
+            .filter(|c| c.seq >= began && c.client == client)
+            .any(|c| c.in_flight && c.on_the_source())
+    });
     if polling {
         "mid-poll"
     } else {
