@@ -16,8 +16,10 @@
 //! suspended VM) would wake and send the rest of its cycle's calls while
 //! another replica polls. So the leader also keeps, by its own monotonic
 //! clock, when the lease it last took or renewed runs out
-//! ([`LeaseClock`]), and its source client makes no call past that moment:
-//! the cycle is given up, and the next one asks for the lead again.
+//! ([`LeaseClock`]), and past that moment its source client asks the store
+//! again before its next call: a slow cycle nobody took over renews the
+//! lease and goes on; a leader replaced meanwhile makes no further call,
+//! and gives the cycle up.
 
 use crate::metrics::LEADER;
 use crate::store::{Leadership, Store, StoreError};
@@ -33,11 +35,15 @@ const MAX_SLACK: Duration = Duration::from_secs(60);
 /// was sent, so never later than the database's end of the same lease.
 /// Unbounded until a shared store's lead was asked for: a store one
 /// process holds alone has no lease to run out.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LeaseClock {
     /// The end of the lease, and its length for the renewals.
     held: Mutex<Option<(Instant, Duration)>>,
+    /// Asks the store for the lead again: when it was asked, if it leads.
+    ask: Mutex<Option<Asker>>,
 }
+
+type Asker = Box<dyn Fn() -> Option<Instant> + Send + Sync>;
 
 impl LeaseClock {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Duration)>> {
@@ -62,6 +68,25 @@ impl LeaseClock {
         self.lock()
             .is_some_and(|(until, _)| Instant::now() >= until)
     }
+
+    /// Whether a call to the source may go out now: the lease holds by this
+    /// clock, or, asked again, the store renewed it (nobody took over).
+    pub fn may_call(&self) -> bool {
+        if !self.ran_out() {
+            return true;
+        }
+        let asked = {
+            let ask = self.ask.lock().unwrap_or_else(|p| p.into_inner());
+            ask.as_ref().and_then(|ask| ask())
+        };
+        let Some(asked) = asked else {
+            return false;
+        };
+        if let Some((until, lease)) = self.lock().as_mut() {
+            *until = asked + *lease;
+        }
+        !self.ran_out()
+    }
 }
 
 pub struct Leader {
@@ -75,10 +100,17 @@ pub struct Leader {
 impl Leader {
     /// The leader of `source`, keeping the end of its lease on `clock`
     /// (the one the source's client checks before each call).
-    pub fn new(source: &str, interval: Duration, clock: Arc<LeaseClock>) -> Leader {
+    pub fn new(source: &str, interval: Duration, clock: Arc<LeaseClock>, store: &Store) -> Leader {
+        let lease = (interval * 2).min(interval + MAX_SLACK).max(MIN_LEASE);
+        let (owned, store) = (source.to_owned(), store.clone());
+        let ask: Asker = Box::new(move || {
+            let asked = Instant::now();
+            matches!(store.lead(&owned, lease), Ok(Leadership::Leads)).then_some(asked)
+        });
+        *clock.ask.lock().unwrap_or_else(|p| p.into_inner()) = Some(ask);
         Leader {
             source: source.to_owned(),
-            lease: (interval * 2).min(interval + MAX_SLACK).max(MIN_LEASE),
+            lease,
             clock,
             last: Mutex::new(None),
         }
@@ -123,7 +155,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lease_clock_runs_out_unless_renewed() {
+    fn the_lease_clock_runs_out_unless_renewed_or_asked_again() {
         let clock = LeaseClock::default();
         assert!(!clock.ran_out(), "unbounded until a lead was taken");
         clock.renewed(Instant::now());
@@ -141,7 +173,15 @@ mod tests {
         assert!(!clock.ran_out());
         std::thread::sleep(Duration::from_millis(150));
         assert!(clock.ran_out());
+        assert!(!clock.may_call(), "nobody to ask: no call");
+        // Asked again, the store renews the lease: the call may go out.
+        *clock.ask.lock().unwrap() = Some(Box::new(|| Some(Instant::now())));
+        assert!(clock.may_call());
+        assert!(!clock.ran_out(), "renewed from when it was asked");
         clock.set(Instant::now(), lease);
         assert!(clock.ran_out(), "a follower's lease is over at once");
+        // Another replica leads now: no call.
+        *clock.ask.lock().unwrap() = Some(Box::new(|| None));
+        assert!(!clock.may_call());
     }
 }

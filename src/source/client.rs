@@ -100,7 +100,8 @@ pub struct SourceClient {
     retry_backoff: Backoff,
     tokens: TokenCache,
     budget: RequestBudget,
-    /// A replica's lease on the source: no call goes out once it ran out.
+    /// A replica's lease on the source: no call goes out once it ran out
+    /// and could not be renewed.
     lease: Option<Arc<LeaseClock>>,
 }
 
@@ -506,9 +507,10 @@ impl SourceClient {
         let mut attempt = 0u32;
         loop {
             self.budget.acquire().await;
-            // Checked last before the call: the wait for the budget, or a
-            // pause of the whole process, may have outlasted the lease.
-            if self.lease.as_ref().is_some_and(|lease| lease.ran_out()) {
+            // Checked last before the call: the wait for the budget, a slow
+            // cycle, or a pause of the whole process may have outlasted the
+            // lease.
+            if self.lease.as_ref().is_some_and(|lease| !lease.may_call()) {
                 return Err(ApiError::new(ApiErrorKind::LeaseLost, ""));
             }
             let outcome = self.send_once(build(), limit).await;
