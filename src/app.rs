@@ -453,7 +453,12 @@ async fn poll_loop(
     }
     let mut ticks = tokio::time::interval(poller.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let leader = crate::leader::Leader::new(poller.name(), poller.interval());
+    let leader = crate::leader::Leader::new(
+        poller.name(),
+        poller.interval(),
+        poller.lease(),
+        poller.store(),
+    );
     loop {
         tokio::select! {
             biased;

@@ -28,6 +28,7 @@ use crate::config::{FirstPoll, SourceConfig};
 use crate::diff::{self, Outcome, Rules};
 use crate::event::{Event, now_rfc3339};
 use crate::health::{self, CycleEnd};
+use crate::leader::LeaseClock;
 use crate::route::Router;
 use crate::source::cursor::{self, Instant as CursorInstant};
 use crate::source::{ApiError, ApiErrorKind, Detail, Page, SourceClient};
@@ -184,6 +185,9 @@ pub struct Poller {
     timers: Option<SourceTimers>,
     /// Woken after every cycle: the timer evaluates then.
     polled: Option<Arc<Notify>>,
+    /// The end of this replica's lease on the source, which its client
+    /// heeds and its commits extend.
+    lease: Arc<LeaseClock>,
 }
 
 /// What an incremental source's cycle tracks as its pages come in.
@@ -267,10 +271,12 @@ impl Poller {
         router: Arc<Router>,
         outbox_ready: Arc<Notify>,
     ) -> Result<Poller, ApiError> {
+        let lease = Arc::new(LeaseClock::default());
         Ok(Poller {
             rules: Rules::from_config(&cfg),
             timers: SourceTimers::from_config(&cfg),
-            client: SourceClient::new(&cfg)?,
+            client: SourceClient::new(&cfg)?.bounded_by(Arc::clone(&lease)),
+            lease,
             cfg,
             store,
             router,
@@ -299,6 +305,11 @@ impl Poller {
         self.cfg.interval
     }
 
+    /// The clock of its lease, for the poll loop's leader to keep.
+    pub fn lease(&self) -> Arc<LeaseClock> {
+        Arc::clone(&self.lease)
+    }
+
     /// One cycle; never panics, reports what it did and how it ended.
     pub async fn poll_once(&self) -> CycleReport {
         let started = Instant::now();
@@ -317,6 +328,19 @@ impl Poller {
             error: None,
         };
         if let Err(e) = self.cycle(&mut report).await {
+            if self.lease.ran_out() {
+                // Not a failed cycle: another replica may be polling now,
+                // and this one tells nothing more of this cycle.
+                info!(
+                    source = %self.cfg.name,
+                    pages = report.pages,
+                    events = report.events,
+                    "this orderwatch lost its lease mid-cycle on source `{}` and gave the cycle up ({e}); the next cycle asks for the lead again",
+                    self.cfg.name
+                );
+                report.duration = started.elapsed();
+                return report;
+            }
             report.error = Some(e);
         }
         report.duration = started.elapsed();
@@ -725,7 +749,10 @@ impl Poller {
         if commit.is_empty() {
             return Ok(0);
         }
+        let at = Instant::now();
         self.store.commit(&commit)?;
+        // A shared store renewed the lease in the commit's transaction.
+        self.lease.renewed(at);
         for e in &commit.events {
             metrics::counter!(crate::metrics::EVENTS_TOTAL, "source" => self.cfg.name.clone(), "type" => e.event_type.as_str())
                 .increment(1);

@@ -7,6 +7,7 @@ use super::token::{FreshToken, TokenCache};
 use crate::clamp::{self, MAX_RETRY_AFTER};
 use crate::config::SourceConfig;
 use crate::diff::{self, Rules};
+use crate::leader::LeaseClock;
 use crate::retry::Backoff;
 use crate::secret::{self, Secret};
 use bytes::Bytes;
@@ -99,6 +100,9 @@ pub struct SourceClient {
     retry_backoff: Backoff,
     tokens: TokenCache,
     budget: RequestBudget,
+    /// A replica's lease on the source: no call goes out once it ran out
+    /// and could not be renewed.
+    lease: Option<Arc<LeaseClock>>,
 }
 
 /// An answer with its status, before Orange's error codes are looked at.
@@ -165,7 +169,15 @@ impl SourceClient {
             ),
             tokens: TokenCache::new(),
             budget: RequestBudget::new(&cfg.name, cfg.max_requests_per_minute),
+            lease: None,
         })
+    }
+
+    /// Make no call once `lease` ran out: the client of a source that
+    /// replicas share.
+    pub fn bounded_by(mut self, lease: Arc<LeaseClock>) -> SourceClient {
+        self.lease = Some(lease);
+        self
     }
 
     /// The list URL with `segments` appended, each escaped as one path
@@ -495,6 +507,12 @@ impl SourceClient {
         let mut attempt = 0u32;
         loop {
             self.budget.acquire().await;
+            // Checked last before the call: the wait for the budget, a slow
+            // cycle, or a pause of the whole process may have outlasted the
+            // lease.
+            if self.lease.as_ref().is_some_and(|lease| !lease.may_call()) {
+                return Err(ApiError::new(ApiErrorKind::LeaseLost, ""));
+            }
             let outcome = self.send_once(build(), limit).await;
             let mut failure = match outcome {
                 Ok(answer) if !answer.status.is_server_error() => return Ok(answer),

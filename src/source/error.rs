@@ -36,6 +36,9 @@ pub enum ApiErrorKind {
     /// The listing would not end: a page repeating the one before (the API
     /// ignores `offset`), or more pages than any plausible listing has.
     Paging,
+    /// The lease of a replica that leads the source ran out mid-cycle:
+    /// another replica may poll it now, so no call went out.
+    LeaseLost,
     /// Any other status.
     Other,
 }
@@ -89,6 +92,9 @@ impl ApiError {
             ApiErrorKind::BadAnswer => "the API's answer was not the JSON expected",
             ApiErrorKind::Paging => {
                 "the listing did not end, so this cycle stopped reading it (no order is taken as removed)"
+            }
+            ApiErrorKind::LeaseLost => {
+                "this orderwatch's lease on the source ran out mid-cycle (another replica may poll it now), so no further call went out"
             }
             ApiErrorKind::Other => "the API answered with an unexpected status",
         }

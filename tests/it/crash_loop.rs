@@ -2,172 +2,32 @@
 //! with SIGKILL at random moments (mid-poll, mid-commit, mid-delivery) at
 //! least 30 times and restarted each time; then churn stops, the daemon
 //! settles, and what the receiver got is compared with the simulator's
-//! change log, exactly:
-//!
-//! - every change is delivered: a poller sees states, not transitions
-//!   (README.md "Events"), so for every order the state the receiver was last told
-//!   (the baseline in the store, then each event by revision) must be the
-//!   order's final state in the simulator (its status, or gone);
-//! - nothing is invented: each `order.created` is for an order the log
-//!   shows created, each `order.removed` for one it shows removed, each
-//!   status change lands on a status the order really had, and each event's
-//!   `from` is the state the previous event (or the baseline) left;
-//! - duplicates only under the same `webhook-id`, with the same content;
-//! - per-order order: among first deliveries, revisions increase per order
-//!   and have no gaps.
+//! change log exactly, by `change_log::assert_told_exactly` (see there for
+//! what it asserts).
 
+use crate::change_log::{self, State};
 use crate::helpers::*;
-use orderwatch_simulator::{self as simulator, SimOptions};
 use rand::Rng;
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TRACKING: &str = "/order-tracking/b2b/v1/orders";
 const KILLS: usize = 32;
-
-/// What the receiver was told of one order, in revision order.
-#[derive(Debug, Clone, PartialEq)]
-struct Told {
-    revision: u64,
-    kind: String,
-    from: Option<String>,
-    to: Option<String>,
-}
-
-/// The state of an order: its status, or `None` when it is gone.
-type State = Option<String>;
-
-async fn final_states(admin: &Admin) -> BTreeMap<String, State> {
-    let mut out = BTreeMap::new();
-    for status in ["Current", "Closed"] {
-        for id in admin.ids(TRACKING, &format!("status={status}")).await {
-            out.insert(id, Some(status.to_owned()));
-        }
-    }
-    out
-}
-
-/// The first delivery of each event id, in arrival order, and the number of
-/// deliveries in all.
-fn first_deliveries(hook: &Receiver) -> (Vec<(String, Value)>, usize) {
-    let delivered = hook.delivered();
-    let mut seen: HashMap<String, Value> = HashMap::new();
-    let mut firsts = Vec::new();
-    for r in &delivered {
-        let id = r.header("webhook-id");
-        let e = r.json();
-        assert_eq!(
-            id,
-            e["data"]["id"].as_str().unwrap(),
-            "webhook-id is data.id"
-        );
-        match seen.get(&id) {
-            Some(first) => {
-                // A duplicate: the same change, only the timestamp may differ.
-                for field in ["order_id", "revision", "from", "to", "source"] {
-                    assert_eq!(
-                        first["data"][field], e["data"][field],
-                        "duplicate {id} differs"
-                    );
-                }
-                assert_eq!(first["type"], e["type"]);
-            }
-            None => {
-                seen.insert(id.clone(), e.clone());
-                firsts.push((id, e));
-            }
-        }
-    }
-    (firsts, delivered.len())
-}
-
-/// Per order, what the receiver was told, in arrival order.
-fn told(firsts: &[(String, Value)]) -> BTreeMap<String, Vec<Told>> {
-    let mut out: BTreeMap<String, Vec<Told>> = BTreeMap::new();
-    for (_, e) in firsts {
-        let d = &e["data"];
-        out.entry(d["order_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(Told {
-                revision: d["revision"].as_u64().unwrap(),
-                kind: e["type"].as_str().unwrap().to_owned(),
-                from: d["from"].as_str().map(str::to_owned),
-                to: d["to"].as_str().map(str::to_owned),
-            });
-    }
-    out
-}
-
-/// The state the receiver ends up believing, from the baseline and events.
-fn believed(
-    baseline: &BTreeMap<String, (String, u64)>,
-    told: &BTreeMap<String, Vec<Told>>,
-) -> BTreeMap<String, State> {
-    let mut out: BTreeMap<String, State> = baseline
-        .iter()
-        .map(|(id, (status, _))| (id.clone(), Some(status.clone())))
-        .collect();
-    for (id, events) in told {
-        if let Some(last) = events.last() {
-            let state = match last.kind.as_str() {
-                "order.removed" => None,
-                _ => last.to.clone(),
-            };
-            out.insert(id.clone(), state);
-        }
-    }
-    out.retain(|_, s| s.is_some());
-    out
-}
 
 #[tokio::test]
 #[ignore = "long: run by .ci/run separately"]
 async fn crash_loop_against_churn_delivers_every_change_exactly_as_it_happened() {
-    let mut sim = simulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SimOptions {
-            orders: 120,
-            seed: rand::rng().random(),
-            // Across both APIs: about two changes a second to tracking orders.
-            churn: 4.0,
-            ..SimOptions::default()
-        },
-    )
-    .await
-    .expect("simulator starts");
+    let mut sim = change_log::churning_simulator().await;
     let admin = Admin::new(&sim);
     let hook = Receiver::start().await;
     let ws = Workspace::new(
-        &source_yaml(
-            "tracking",
-            "order-tracking",
-            &sim.base_url(),
-            "    sort: -id\n    page_size: 25\n",
-        ),
+        &change_log::churned_source(&sim),
         &webhook_sink_yaml("hook", &hook.url),
         "",
     );
     ws.once_ok().await;
     // The baseline, exactly as the store recorded it.
-    let out = ws.run(&["orders", "list", "--json"]).await;
-    let baseline: BTreeMap<String, (String, u64)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (
-                v["order_id"].as_str().unwrap().to_owned(),
-                (
-                    v["status"].as_str().unwrap().to_owned(),
-                    v["revision"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect();
+    let baseline = change_log::baseline(&ws).await;
     assert!(baseline.len() >= 100, "{}", baseline.len());
-    // Each API call takes 60 ms: a cycle (token, 5+ pages, details) spans a
-    // good part of the 1 s interval, so many kills land mid-poll.
-    admin.fault(serde_json::json!({"latency_ms": 60})).await;
 
     let mut killed_in = BTreeMap::<&str, usize>::new();
     for round in 0..KILLS {
@@ -177,18 +37,7 @@ async fn crash_loop_against_churn_delivers_every_change_exactly_as_it_happened()
         }
         let pause = rand::rng().random_range(150..1600);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        // Where it was, roughly (from the log's last line: approximate).
-        let log = std::fs::read_to_string(ws.dir.path().join("run.log")).unwrap_or_default();
-        let last = log.lines().last().unwrap_or_default();
-        let phase = if last.contains("change detected") {
-            "mid-commit"
-        } else if last.contains("delivered") || last.contains("will retry") {
-            "mid-delivery"
-        } else if last.contains("poll cycle done") {
-            "between cycles"
-        } else {
-            "mid-poll or starting"
-        };
+        let phase = change_log::phase_by_log(&ws);
         *killed_in.entry(phase).or_default() += 1;
         child.start_kill().expect("SIGKILL");
         let status = child.wait().await.unwrap();
@@ -198,16 +47,13 @@ async fn crash_loop_against_churn_delivers_every_change_exactly_as_it_happened()
     // Settle: churn stops; a daemon polls and drains until the receiver
     // believes what the simulator holds.
     sim.stop_churn().await;
-    let expected: BTreeMap<String, State> = final_states(&admin).await.into_iter().collect();
+    let expected: BTreeMap<String, State> = change_log::final_states(&admin).await;
     let child = ws.spawn_run();
     let cycles_before = log_count(&ws, "poll cycle done");
     let hook2 = hook.clone();
     let baseline2 = baseline.clone();
     let expected2 = expected.clone();
-    let settled = move || {
-        let (firsts, _) = first_deliveries(&hook2);
-        believed(&baseline2, &told(&firsts)) == expected2
-    };
+    let settled = move || change_log::settled(&hook2, &baseline2, &expected2);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while !settled() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -223,97 +69,9 @@ async fn crash_loop_against_churn_delivers_every_change_exactly_as_it_happened()
     let status = terminate(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "clean exit: {status:?}");
 
-    let changes: Vec<Value> = admin
-        .changes()
-        .await
-        .into_iter()
-        .filter(|c| c["api"] == "order-tracking")
-        .collect();
-    let (firsts, deliveries) = first_deliveries(&hook);
-    let told = told(&firsts);
     let log = std::fs::read_to_string(ws.dir.path().join("run.log")).unwrap_or_default();
-
-    // Every change delivered: the receiver believes the final state.
-    let believed = believed(&baseline, &told);
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(id, s)| believed.get(*id) != Some(s))
-        .map(|(id, s)| (id, s, believed.get(id)))
-        .chain(
-            believed
-                .iter()
-                .filter(|(id, _)| !expected.contains_key(*id))
-                .map(|(id, s)| (id, &None, Some(s))),
-        )
-        .collect();
-    assert!(wrong.is_empty(), "(order, final, believed): {wrong:?}");
-
-    // Nothing invented; order kept; no gaps.
-    let statuses_of = |id: &str| -> BTreeSet<String> {
-        changes
-            .iter()
-            .filter(|c| c["id"] == id)
-            .flat_map(|c| c["changes"].as_array().cloned().unwrap_or_default())
-            .filter(|l| l["path"] == "/status")
-            .filter_map(|l| l["to"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let logged = |id: &str, kind: &str| changes.iter().any(|c| c["id"] == id && c["kind"] == kind);
-    for (id, events) in &told {
-        let (mut state, mut revision) = match baseline.get(id) {
-            Some((status, rev)) => (Some(status.clone()), *rev),
-            None => (None, 0),
-        };
-        for e in events {
-            assert_eq!(
-                e.revision,
-                revision + 1,
-                "{id}: revisions in order, no gap: {events:?}"
-            );
-            revision = e.revision;
-            match e.kind.as_str() {
-                "order.created" => {
-                    assert!(
-                        state.is_none() && logged(id, "created"),
-                        "{id}: created? {events:?}"
-                    );
-                }
-                "order.removed" => {
-                    assert!(logged(id, "removed"), "{id}: removed? {events:?}");
-                    assert_eq!(e.from, state, "{id}: {events:?}");
-                }
-                "order.status_changed" => {
-                    assert_eq!(e.from, state, "{id}: from the state last told: {events:?}");
-                    let to = e.to.clone().unwrap_or_default();
-                    assert!(
-                        statuses_of(id).contains(&to),
-                        "{id}: never had status {to}: {events:?}"
-                    );
-                }
-                other => panic!("{id}: unexpected {other}: {events:?}"),
-            }
-            state = match e.kind.as_str() {
-                "order.removed" => None,
-                _ => e.to.clone(),
-            };
-        }
-    }
-    let unique = firsts.len();
-    let status_changes = changes
-        .iter()
-        .filter(|c| {
-            c["kind"] != "changed"
-                || c["changes"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|l| l["path"] == "/status"))
-        })
-        .count();
-    println!(
-        "crash loop: {KILLS} kills ({killed_in:?}), {} tracking changes logged ({status_changes} creating, removing or changing status), {} orders changed, {unique} events, {deliveries} deliveries, {} duplicates",
-        changes.len(),
-        told.len(),
-        deliveries - unique
-    );
-    assert!(unique > 0, "churn made changes: {log}");
+    let compared = change_log::assert_told_exactly(&admin, &hook, &baseline, &expected).await;
+    println!("crash loop: {KILLS} kills ({killed_in:?}), {compared}");
+    assert!(compared.unique > 0, "churn made changes: {log}");
     sim.shutdown().await;
 }

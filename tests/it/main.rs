@@ -4,6 +4,7 @@
 mod api;
 mod api_cli;
 mod bounds;
+mod change_log;
 mod config;
 mod crash;
 mod crash_loop;
@@ -11,6 +12,7 @@ mod delivery;
 mod digest;
 mod disk_full;
 mod due;
+mod failover;
 mod fault_matrix;
 mod flow;
 mod flow_faults;

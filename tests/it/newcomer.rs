@@ -493,7 +493,9 @@ async fn the_simulator_banner_lists_every_admin_endpoint_truthfully() {
     let methods: Vec<&str> = listed.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(
         methods,
-        ["POST", "PATCH", "DELETE", "POST", "DELETE", "GET", "GET"],
+        [
+            "POST", "PATCH", "DELETE", "POST", "DELETE", "GET", "GET", "GET"
+        ],
         "{banner_text}"
     );
     // Each one, called as listed, does what it says (2xx), in this order.

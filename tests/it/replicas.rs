@@ -3,8 +3,10 @@
 //! says who leads; each change is delivered once between them; when the
 //! leader is killed (SIGKILL, no goodbye), the follower takes over within
 //! the lease and tells the next change, once; a due date's due_soon and
-//! overdue are told once each between the two.
+//! overdue are told once each between the two; a leader thawed mid-cycle
+//! after the other took over sends no more calls.
 
+use crate::failover::{Requests, cycles, signal};
 use crate::helpers::*;
 use crate::pg;
 use serde_json::json;
@@ -249,5 +251,62 @@ async fn a_due_date_is_told_once_between_two_replicas() {
     assert_eq!(delivered_of_type(&hook, "order.overdue").len(), 1);
     assert_eq!(log_count(&two, "the timer could not tell"), 0);
     assert_eq!(log_count(&two, "timer fired"), 0);
+    sim.shutdown().await;
+}
+
+/// A leader frozen (SIGSTOP) just after its cycle's first call, and thawed
+/// once the other replica took over: it finds its lease ran out before its
+/// next call, sends none, says it gave the cycle up, and follows. From the
+/// simulator's side, no call of its came inside the new leader's cycles.
+#[tokio::test]
+async fn a_leader_thawed_mid_cycle_gives_the_cycle_up_before_its_next_call() {
+    let Some(url) = pg::fresh_database(
+        "replicas::a_leader_thawed_mid_cycle_gives_the_cycle_up_before_its_next_call",
+    ) else {
+        return;
+    };
+    let sim = simulator(60).await;
+    let admin = Admin::new(&sim);
+    let hook = Receiver::start().await;
+    let pages = "    page_size: 10\n";
+    let (one, two) = (
+        replica_with(&sim.base_url(), &hook.url, &url, pages),
+        replica_with(&sim.base_url(), &hook.url, &url, pages),
+    );
+    let (first, second) = lead_then_follow(&one, &two).await;
+    // Six pages of 200 ms each: the cycle is mid-way for over a second.
+    admin.fault(json!({"latency_ms": 200})).await;
+    let mut requests = Requests::new(&sim);
+    requests.refresh().await;
+    let before = requests.last_seq();
+    requests.next_cycle(before, Duration::from_secs(30)).await;
+    signal(&first, libc::SIGSTOP);
+    eventually("the follower taking over", Duration::from_secs(60), || {
+        log_count(&two, "leads source `tracking`") == 1
+    })
+    .await;
+    requests.refresh().await;
+    let now = requests.last_seq();
+    requests.next_cycle(now, Duration::from_secs(30)).await;
+    signal(&first, libc::SIGCONT);
+    eventually(
+        "the thawed leader giving its cycle up",
+        Duration::from_secs(30),
+        || log_count(&one, "lost its lease mid-cycle") == 1,
+    )
+    .await;
+    eventually(
+        "the thawed leader following",
+        Duration::from_secs(30),
+        || log_count(&one, "is polled by another orderwatch") >= 1,
+    )
+    .await;
+    stop_daemon(first).await;
+    stop_daemon(second).await;
+    requests.refresh().await;
+    let cycles = cycles(&requests.calls);
+    assert!(cycles.overlaps.is_empty(), "{:#?}", cycles.overlaps);
+    assert_eq!(cycles.takeovers, 1, "{cycles:?}");
+    assert_eq!(log_count(&one, "poll cycle failed"), 0);
     sim.shutdown().await;
 }

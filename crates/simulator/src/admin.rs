@@ -1,5 +1,5 @@
 //! The `/_sim/...` endpoints tests script the simulator with: add, patch and
-//! remove orders, read the change log and the call counts, set and clear
+//! remove orders, read the change log, the request log and the call counts, set and clear
 //! faults. They need no credentials and are not counted in the stats.
 
 use std::sync::Arc;
@@ -101,22 +101,36 @@ pub(crate) async fn remove(
     }
 }
 
-/// `GET /_sim/changes[?since=SEQ]`: the change log, oldest first.
-pub(crate) async fn changes(State(sim): Sim, RawQuery(query): RawQuery) -> Response {
+/// The `since=SEQ` of a log's query: 0 when absent.
+fn since_of(query: Option<&str>) -> Result<u64, ApiError> {
     let mut since = 0;
-    for (name, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if name == "since" {
-            match value.trim().parse() {
-                Ok(n) => since = n,
-                Err(_) => return ApiError::bad_query_parameter("since", &value).into_response(),
-            }
+            since = value
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::bad_query_parameter("since", &value))?;
         }
     }
-    let body = {
+    Ok(since)
+}
+
+/// `GET /_sim/changes[?since=SEQ]`: the change log, oldest first.
+pub(crate) async fn changes(State(sim): Sim, RawQuery(query): RawQuery) -> Response {
+    let result = since_of(query.as_deref()).map(|since| {
         let log = lock(&sim.changes);
         serde_json::to_string(&log.since(since)).unwrap_or_else(|_| "[]".to_owned())
-    };
-    json_response(StatusCode::OK, body)
+    });
+    answer(StatusCode::OK, result)
+}
+
+/// `GET /_sim/requests[?since=SEQ]`: the request log, oldest first.
+pub(crate) async fn requests(State(sim): Sim, RawQuery(query): RawQuery) -> Response {
+    let result = since_of(query.as_deref()).map(|since| {
+        let log = lock(&sim.requests);
+        serde_json::to_string(&log.since(since)).unwrap_or_else(|_| "[]".to_owned())
+    });
+    answer(StatusCode::OK, result)
 }
 
 /// `GET /_sim/stats`.

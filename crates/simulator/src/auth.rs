@@ -23,31 +23,41 @@ pub(crate) enum TokenProblem {
 
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
-    expiries: HashMap<String, Instant>,
+    /// Per token, its number (the first issued is 1) and its expiry.
+    expiries: HashMap<String, (u64, Instant)>,
+    issued: u64,
 }
 
 impl TokenStore {
     pub(crate) fn issue(&mut self, ttl: Duration, now: Instant) -> String {
         if self.expiries.len() >= MAX_TOKENS {
-            self.expiries.retain(|_, expiry| *expiry > now);
+            self.expiries.retain(|_, (_, expiry)| *expiry > now);
         }
         let bytes: [u8; 24] = rand::random();
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        self.expiries.insert(token.clone(), now + ttl);
+        self.issued += 1;
+        self.expiries
+            .insert(token.clone(), (self.issued, now + ttl));
         token
+    }
+
+    /// The number of a token in the order they were issued (the first is
+    /// 1): what the request log names a client by.
+    pub(crate) fn number(&self, token: &str) -> Option<u64> {
+        self.expiries.get(token).map(|(number, _)| *number)
     }
 
     pub(crate) fn check(&self, token: &str, now: Instant) -> Result<(), TokenProblem> {
         match self.expiries.get(token) {
             None => Err(TokenProblem::Unknown),
-            Some(expiry) if *expiry <= now => Err(TokenProblem::Expired),
+            Some((_, expiry)) if *expiry <= now => Err(TokenProblem::Expired),
             Some(_) => Ok(()),
         }
     }
 
     /// Every token issued so far is expired from now on.
     pub(crate) fn expire_all(&mut self, now: Instant) {
-        for expiry in self.expiries.values_mut() {
+        for (_, expiry) in self.expiries.values_mut() {
             *expiry = (*expiry).min(now);
         }
     }
@@ -115,6 +125,12 @@ mod tests {
             Err(TokenProblem::Expired)
         );
         assert_eq!(store.check("other", now), Err(TokenProblem::Unknown));
+        let second = store.issue(Duration::from_secs(10), now);
+        assert_eq!(
+            (store.number(&token), store.number(&second)),
+            (Some(1), Some(2))
+        );
+        assert_eq!(store.number("other"), None);
         store.expire_all(now);
         assert_eq!(store.check(&token, now), Err(TokenProblem::Expired));
     }

@@ -10,7 +10,8 @@
 //! - `state`: everything shared between requests, and every mutation of orders
 //! - `book`: one API's orders with their cached JSON and sorted views
 //! - `fields`, `query`, `accept`: pure parsing and comparison
-//! - `auth`, `ratelimit`, `faults`, `stats`, `changelog`, `diff`, `errors`
+//! - `auth`, `ratelimit`, `faults`, `stats`, `changelog`, `requests`, `diff`,
+//!   `errors`
 //! - `generate`, `churn`: deterministic data and its drift over time
 
 mod accept;
@@ -27,6 +28,7 @@ mod fields;
 mod generate;
 mod query;
 mod ratelimit;
+mod requests;
 mod server;
 mod state;
 mod stats;
@@ -61,6 +63,11 @@ pub const ADMIN_ENDPOINTS: &[(&str, &str, &str)] = &[
         "GET",
         "/_sim/changes",
         "every change made (by churn or admin), oldest first; ?since=SEQ for the later ones",
+    ),
+    (
+        "GET",
+        "/_sim/requests",
+        "the last 100000 API calls served (token, list, detail), oldest first: seq, time (unix ms), method, path, query, status, client (token-N); ?since=SEQ for the later ones",
     ),
 ];
 

@@ -1,7 +1,8 @@
 //! The router, and the layer every answer passes through: it adds the
 //! `X-OAPI-Request-Id`, and for API calls (token, list, detail) it adds the
 //! injected latency, answers injected status faults before any other check
-//! (like a failing gateway in front of the API), and counts the call.
+//! (like a failing gateway in front of the API), and counts and logs the
+//! call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,10 @@ use axum::routing::{get, patch, post};
 
 use super::admin;
 use super::api;
+use super::auth;
 use super::errors::ApiError;
 use super::faults::StatusFault;
+use super::requests;
 use super::state::{Api, SimState, lock};
 use super::stats::Endpoint;
 use super::token;
@@ -121,6 +124,12 @@ fn fault_answer(endpoint: Endpoint, fault: StatusFault) -> Response {
 
 async fn every_answer(State(sim): State<Arc<SimState>>, request: Request, next: Next) -> Response {
     let endpoint = classify(request.uri().path());
+    let logged = endpoint.map(|_| {
+        let client = auth::bearer_token(request.headers())
+            .map(|token| requests::client_label(lock(&sim.tokens).number(token)));
+        let uri = request.uri();
+        lock(&sim.requests).arrived(request.method().as_str(), uri.path(), uri.query(), client)
+    });
     let mut response = match endpoint {
         None => next.run(request).await,
         Some(endpoint) => {
@@ -138,6 +147,13 @@ async fn every_answer(State(sim): State<Arc<SimState>>, request: Request, next: 
     };
     if let Some(endpoint) = endpoint {
         lock(&sim.stats).record(endpoint, response.status().as_u16());
+    }
+    if let Some(seq) = logged {
+        let issued = response
+            .extensions()
+            .get::<token::IssuedToken>()
+            .map(|issued| requests::client_label(Some(issued.0)));
+        lock(&sim.requests).answered(seq, response.status().as_u16(), issued);
     }
     response
         .headers_mut()
@@ -202,6 +218,7 @@ pub(crate) fn router(sim: Arc<SimState>) -> Router {
             patch(admin::patch).delete(admin::remove),
         )
         .route("/_sim/changes", get(admin::changes))
+        .route("/_sim/requests", get(admin::requests))
         .route("/_sim/stats", get(admin::stats))
         .route(
             "/_sim/faults",

@@ -17,6 +17,7 @@ use super::diff;
 use super::faults::Faults;
 use super::generate::{self, IdSource};
 use super::ratelimit::RateLimiter;
+use super::requests::RequestLog;
 use super::server::RequestIds;
 use super::stats::Stats;
 
@@ -73,6 +74,7 @@ pub(crate) struct SimState {
     pub(crate) rate: Mutex<RateLimiter>,
     pub(crate) stats: Mutex<Stats>,
     pub(crate) changes: Mutex<ChangeLog>,
+    pub(crate) requests: Mutex<RequestLog>,
     pub(crate) request_ids: RequestIds,
     /// Where new order ids come from after the generated ones; churn uses it.
     pub(crate) ids: Mutex<IdSource>,
@@ -128,6 +130,7 @@ impl SimState {
             rate: Mutex::new(RateLimiter::new(opts.rate_limit_per_minute)),
             stats: Mutex::new(Stats::default()),
             changes: Mutex::new(ChangeLog::default()),
+            requests: Mutex::new(RequestLog::default()),
             request_ids: RequestIds::new(),
             ids: Mutex::new(ids),
         }

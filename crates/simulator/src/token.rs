@@ -15,6 +15,11 @@ use super::auth;
 use super::errors::json_response;
 use super::state::{SimState, lock};
 
+/// The number of the token a token call issued, carried on its response
+/// to the layer that logs requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IssuedToken(pub(crate) u64);
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = json!({ "error": error, "error_description": description });
     json_response(status, body.to_string())
@@ -70,7 +75,12 @@ pub(crate) async fn issue(
             );
         }
     }
-    let access_token = lock(&sim.tokens).issue(expected.token_ttl, Instant::now());
+    let (access_token, number) = {
+        let mut tokens = lock(&sim.tokens);
+        let token = tokens.issue(expected.token_ttl, Instant::now());
+        let number = tokens.number(&token);
+        (token, number)
+    };
     let body = json!({
         "token_type": "Bearer",
         "access_token": access_token,
@@ -80,5 +90,9 @@ pub(crate) async fn issue(
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    // For the request log: this call's client is the token it issued.
+    if let Some(number) = number {
+        response.extensions_mut().insert(IssuedToken(number));
+    }
     response
 }
