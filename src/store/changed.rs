@@ -1,10 +1,29 @@
 //! The orders by the time of their last change (the `changed` tree), newest
 //! first: what "sorted by last change" reads, across pages, without reading
-//! every snapshot. The index is written with the snapshots (`write_snapshot`
-//! in `mod.rs`) and built by the upgrade to schema 4 (`migrate.rs`).
+//! every snapshot. Each entry's value says whether the order is still in
+//! its listing, which is what the vanish step reads. The index is written
+//! with the snapshots (`write_snapshots` in `mod.rs`) and built by the
+//! upgrade to schema 5 (`migrate.rs`).
 
 use super::{SledStore, Snapshot, StoreError, keys, snapshot};
 use std::ops::Bound;
+
+/// The value of an order still in its listing.
+pub(crate) const LISTED: &[u8] = &[1];
+/// The value of an order that left its listing.
+pub(crate) const UNLISTED: &[u8] = &[];
+
+pub(crate) fn flag(listed: bool) -> &'static [u8] {
+    if listed { LISTED } else { UNLISTED }
+}
+
+/// Where an encoded snapshot sits in the index (its change time) and its
+/// listed flag; `None` for bytes that are not a snapshot.
+pub(crate) fn place_of(snapshot: &[u8]) -> Option<(u64, bool)> {
+    let ms = Snapshot::peek_changed_ms(snapshot)?;
+    let (_, listed) = Snapshot::peek_hash(snapshot)?;
+    Some((ms, listed))
+}
 
 /// Where an order sits in the index: a page of a listing by change time
 /// ends at one, and the next starts strictly below it.
@@ -122,14 +141,90 @@ mod tests {
     }
 
     fn assert_indexed(store: &SledStore, n: u64) {
+        assert_schema_today(store);
+        let expected: Vec<String> = (0..n).rev().map(|i| format!("{i:05}")).collect();
+        assert_eq!(ids(store, None), expected);
+        assert_eq!(store.changed.len() as u64, n);
+    }
+
+    #[test]
+    fn the_index_says_which_orders_are_still_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
+        write(
+            &store,
+            vec![
+                at("1", "2026-11-22T08:00:00Z"),
+                at("2", "2026-11-22T08:00:01Z"),
+            ],
+        );
+        assert_eq!(store.listed_ids("t").unwrap(), ["1", "2"]);
+        // Order 1 leaves the listing, its change time kept: the flag moves
+        // alone, the order keeps its place.
+        let (id, mut gone) = at("1", "2026-11-22T08:00:00Z");
+        if let Some(s) = gone.as_mut() {
+            s.listed = false;
+        }
+        write(&store, vec![(id, gone)]);
+        assert_eq!(store.listed_ids("t").unwrap(), ["2"]);
+        assert_eq!(ids(&store, None), ["2", "1"]);
+        assert_eq!(store.changed.len(), 2);
+        // And comes back with a change: a new place, listed again.
+        write(&store, vec![at("1", "2026-11-22T08:00:02Z")]);
+        assert_eq!(store.listed_ids("t").unwrap(), ["1", "2"]);
+        assert_eq!(ids(&store, None), ["1", "2"]);
+        assert_eq!(store.changed.len(), 2);
+        // Another source's orders are not this one's.
+        let other = Commit {
+            source: "u".into(),
+            snapshots: vec![at("3", "2026-11-22T08:00:03Z")],
+            ..Default::default()
+        };
+        store.commit(&other).unwrap();
+        assert_eq!(store.listed_ids("t").unwrap(), ["1", "2"]);
+        assert_eq!(store.listed_ids("u").unwrap(), ["3"]);
+        // One index key per order, and no tree of listed orders beside it.
+        assert_eq!(store.changed.len(), 3);
+        assert!(!store.db.tree_names().iter().any(|n| &n[..] == b"listed"));
+    }
+
+    #[test]
+    fn a_schema_4_store_gets_the_listed_flags_from_its_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
+            let (id, mut gone) = at("2", "2026-11-21T08:00:00Z");
+            if let Some(s) = gone.as_mut() {
+                s.listed = false;
+            }
+            write(&store, vec![at("1", "2026-11-22T08:00:00Z"), (id, gone)]);
+            // What schema 4 wrote: index entries without a flag, and the
+            // listed orders in a tree of their own.
+            let entries: Vec<sled::IVec> =
+                store.changed.iter().keys().map(Result::unwrap).collect();
+            for key in entries {
+                store.changed.insert(key, &[] as &[u8]).unwrap();
+            }
+            let listed = store.db.open_tree("listed").unwrap();
+            listed
+                .insert(keys::snapshot("t", "1"), &[] as &[u8])
+                .unwrap();
+            store.meta.insert(META_SCHEMA, &4u64.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), LOCK_GRACE).unwrap();
+        assert_schema_today(&store);
+        assert_eq!(store.listed_ids("t").unwrap(), ["1"]);
+        assert_eq!(ids(&store, None), ["1", "2"]);
+        assert!(!store.db.tree_names().iter().any(|n| &n[..] == b"listed"));
+    }
+
+    fn assert_schema_today(store: &SledStore) {
         let version = store.meta.get(META_SCHEMA).unwrap().unwrap();
         assert_eq!(
             super::super::read_u64(&version),
             Some(super::super::SCHEMA_VERSION)
         );
-        let expected: Vec<String> = (0..n).rev().map(|i| format!("{i:05}")).collect();
-        assert_eq!(ids(store, None), expected);
-        assert_eq!(store.changed.len() as u64, n);
     }
 
     #[test]

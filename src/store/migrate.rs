@@ -1,25 +1,25 @@
 //! Opening a store an older release wrote upgrades it, in one go, to
 //! [`SCHEMA_VERSION`]:
-//! - schema 1 had no `listed` index: it is built from the snapshots;
 //! - schemas 1 and 2 kept the event JSON inside every outbox entry and dead
 //!   letter (a string inside JSON, once per sink) and again in the log: each
 //!   body moves to `bodies`, the entries lose their copy, the log keeps only
 //!   which order each event is about, the by-order index is built from it,
 //!   and `body_refs` is counted from the entries;
 //! - schemas 1 to 3 had no `changed` index (the orders by the time of
-//!   their last change): it is built from the snapshots' `changed_at`.
+//!   their last change), and schemas 2 to 4 kept the orders still listed in
+//!   a `listed` tree of their own: `changed` is built from the snapshots'
+//!   `changed_at` and listed flags, then `listed` is dropped.
 //!
 //! A crash part-way leaves the old version number, and the next open runs
 //! every step again: each one is written in transactions of a slice of
 //! records that convert only what is still in the old form (an entry's body
 //! is written in the same transaction that drops it from the entry), and
-//! what is derived (`listed`, `body_refs`, `changed`) is rebuilt from
-//! scratch. The new
-//! version is written last, after a flush; an older release then refuses
+//! what is derived (`body_refs`, `changed`) is rebuilt from scratch. The
+//! new version is written last, after a flush; an older release then refuses
 //! the store.
 
 use super::{
-    DeadLetter, META_SCHEMA, OutboxEntry, SCHEMA_VERSION, SledStore, Snapshot, StoreError, keys,
+    DeadLetter, META_SCHEMA, OutboxEntry, SCHEMA_VERSION, SledStore, StoreError, changed, keys,
     log, read_u64,
 };
 use serde::Deserialize;
@@ -71,9 +71,6 @@ impl SledStore {
             state_dir = %self.dir.display(),
             "upgrading the store from schema {found} to {SCHEMA_VERSION} (once; the older release will refuse it afterwards)"
         );
-        if found < 2 {
-            self.build_listed()?;
-        }
         if found < 3 {
             self.bodies_out_of_outbox()?;
             self.bodies_out_of_dead_letters()?;
@@ -81,8 +78,12 @@ impl SledStore {
             self.count_body_refs()?;
             self.drop_unreferenced_bodies()?;
         }
-        if found < 4 {
+        if found < 5 {
             self.build_changed()?;
+            // Only once the index that replaces it is whole: a crash before
+            // this leaves the old version, and the next open builds it again.
+            self.db.drop_tree("listed")?;
+            checkpoint()?;
         }
         self.db.flush()?;
         self.meta
@@ -91,48 +92,26 @@ impl SledStore {
         Ok(())
     }
 
-    /// Schema 1 had no `listed` tree: built from the snapshots, from
-    /// scratch.
-    fn build_listed(&self) -> Result<(), StoreError> {
-        self.index_snapshots(&self.listed, |k, v| {
-            Snapshot::peek_hash(v)
-                .is_some_and(|(_, listed)| listed)
-                .then(|| k.to_vec())
-        })
-    }
-
-    /// Schemas 1 to 3 had no `changed` tree: built from the snapshots'
-    /// change times, from scratch.
+    /// Schemas 1 to 4 had no `changed` tree with listed flags: built from
+    /// the snapshots' change times and flags, from scratch, in slices: one
+    /// batch of every key would hold them all in memory.
     fn build_changed(&self) -> Result<(), StoreError> {
-        self.index_snapshots(&self.changed, |k, v| {
-            Snapshot::peek_changed_ms(v).map(|ms| keys::changed(ms, k))
-        })
-    }
-
-    /// Fill `index` from scratch with the key `key_of` gives each snapshot
-    /// (none: not indexed), in slices: one batch of every key would hold
-    /// them all in memory.
-    fn index_snapshots(
-        &self,
-        index: &sled::Tree,
-        key_of: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
-    ) -> Result<(), StoreError> {
-        index.clear()?;
+        self.changed.clear()?;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in self.snapshots.iter() {
             let (k, v) = item?;
-            if let Some(key) = key_of(&k, &v) {
-                batch.insert(key, &[] as &[u8]);
+            if let Some((ms, listed)) = changed::place_of(&v) {
+                batch.insert(keys::changed(ms, &k), changed::flag(listed));
                 in_batch += 1;
             }
             if in_batch == 1000 {
-                index.apply_batch(std::mem::take(&mut batch))?;
+                self.changed.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
                 checkpoint()?;
             }
         }
-        index.apply_batch(batch)?;
+        self.changed.apply_batch(batch)?;
         checkpoint()
     }
 

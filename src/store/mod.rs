@@ -14,15 +14,15 @@
 //!
 //! Trees:
 //! - `snapshots`: `source \0 order_id` → [`Snapshot`]
-//! - `listed`: `source \0 order_id` → nothing, for each snapshot whose order
-//!   is still in the listing: the vanish step reads these small keys instead
-//!   of every snapshot (schema 2; built from the snapshots when a schema 1
-//!   store is opened)
-//! - `changed`: `changed_ms source \0 order_id` → nothing, one per snapshot:
-//!   the orders by the time of their last change, written in the transaction
-//!   that writes or removes the snapshot, so "latest change first" holds
-//!   across the pages of a listing (schema 4; built from the snapshots'
-//!   `changed_at` when an older store is opened)
+//! - `changed`: `changed_ms source \0 order_id` → whether the order is
+//!   still in the listing (`LISTED` or `UNLISTED`, `changed.rs`),
+//!   one per snapshot: the orders by the time of their last change, written
+//!   in the transaction that writes or removes the snapshot, so "latest
+//!   change first" holds across the pages of a listing; and the vanish step
+//!   reads these small keys instead of every snapshot (schema 5; built from
+//!   the snapshots when an older store is opened). Schemas 2 to 4 kept the
+//!   listed orders in a tree of their own, a third key per order written
+//!   with every snapshot (BENCHMARKS.md, the baseline at 100,000 orders)
 //! - `bodies`: `seq` → the event JSON, exactly the webhook body, once per
 //!   event; `body_refs`: `seq` → how many outbox entries and dead letters
 //!   refer to it (`log.rs` says when a body goes)
@@ -46,7 +46,7 @@
 //!   last full listing ([`SyncState`]), and its health record
 //!   ([`SourceHealth`], `health.rs`)
 //!
-//! Schema 4; `migrate.rs` upgrades a schema 1, 2 or 3 store when it is
+//! Schema 5; `migrate.rs` upgrades a schema 1 to 4 store when it is
 //! opened.
 
 mod backend;
@@ -90,7 +90,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bump when a tree's layout changes; an older binary refuses a newer store.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 /// How many events `orderwatch events` can show.
 pub const EVENT_LOG_LEN: u64 = 10_000;
 /// sled's page cache; its automatic size only reads cgroup v1 limits. Small
@@ -327,7 +327,6 @@ pub(crate) struct SledStore {
     db: sled::Db,
     dir: PathBuf,
     snapshots: sled::Tree,
-    listed: sled::Tree,
     changed: sled::Tree,
     outbox: sled::Tree,
     outbox_order: sled::Tree,
@@ -409,7 +408,6 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
         let store = SledStore {
             snapshots: tree("snapshots")?,
-            listed: tree("listed")?,
             changed: tree("changed")?,
             outbox: tree("outbox")?,
             outbox_order: tree("outbox_order")?,
@@ -566,24 +564,29 @@ impl SledStore {
     }
 
     /// Order ids of a source that are still listed but not `seen` (the
-    /// orders a complete listing no longer has). Reads only the `listed`
-    /// keys, and allocates only for what is missing. `seen` is a test rather
-    /// than a set so the caller keeps what it saw as compactly as it likes.
+    /// orders a complete listing no longer has), in id order. Reads only the
+    /// small keys of the `changed` index and their listed flag, and
+    /// allocates only for what is missing. `seen` is a test rather than a
+    /// set so the caller keeps what it saw as compactly as it likes.
     pub fn listed_ids_except(
         &self,
         source: &str,
         seen: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
-        let prefix = keys::snapshot_prefix(source);
-        let skip = prefix.len();
         let mut out = Vec::new();
-        for item in self.listed.scan_prefix(prefix) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[skip..]);
-            if !seen(id.as_ref()) {
-                out.push(id.into_owned());
+        for item in self.changed.iter() {
+            let (k, v) = item?;
+            if v.as_ref() != changed::LISTED {
+                continue;
+            }
+            match keys::changed_parts(&k) {
+                Some((_, of, id)) if of == source && !seen(id) => out.push(id.to_owned()),
+                _ => {}
             }
         }
+        // The index is in time order; the snapshots' key order is what
+        // the vanish step has always checked them in.
+        out.sort_unstable();
         Ok(out)
     }
 
@@ -601,7 +604,6 @@ impl SledStore {
                 (
                     keys::snapshot(&commit.source, id),
                     snap.as_ref().map(Snapshot::encode),
-                    snap.as_ref().is_some_and(|s| s.listed),
                 )
             })
             .collect();
@@ -625,9 +627,9 @@ impl SledStore {
             // Only snapshots (and their timers): a transaction over the
             // trees they touch, much cheaper than over all of them (a
             // baseline cycle is a thousand of these at 100,000 orders).
-            (&self.snapshots, &self.listed, &self.changed, &self.timers).transaction(
-                |(snapshots, listed, changed, timers)| {
-                    write_snapshots(snapshots, listed, changed, &encoded)?;
+            (&self.snapshots, &self.changed, &self.timers).transaction(
+                |(snapshots, changed, timers)| {
+                    write_snapshots(snapshots, changed, &encoded)?;
                     index_timers(timers)
                 },
             )?;
@@ -635,7 +637,6 @@ impl SledStore {
         }
         let trees = (
             &self.snapshots,
-            &self.listed,
             &self.changed,
             &self.outbox,
             &self.outbox_order,
@@ -650,7 +651,6 @@ impl SledStore {
         let last_seq = trees.transaction(
             |(
                 snapshots,
-                listed,
                 changed,
                 outbox,
                 outbox_order,
@@ -663,7 +663,7 @@ impl SledStore {
                 digest_held,
             )| {
                 index_timers(timers)?;
-                write_snapshots(snapshots, listed, changed, &encoded)?;
+                write_snapshots(snapshots, changed, &encoded)?;
                 let mut seq = meta
                     .get(META_EVENT_SEQ)?
                     .and_then(|v| read_u64(&v))
@@ -942,39 +942,36 @@ impl SledStore {
     }
 }
 
-/// One snapshot write: key, encoded snapshot or `None` to delete, still
-/// listed.
-type SnapshotWrite = (Vec<u8>, Option<Vec<u8>>, bool);
+/// One snapshot write: key, and the encoded snapshot or `None` to delete.
+type SnapshotWrite = (Vec<u8>, Option<Vec<u8>>);
 
-/// Snapshot writes, and the `listed` and `changed` indexes kept in step
-/// with them.
+/// Snapshot writes, and the `changed` index kept in step with them: one
+/// index key per snapshot, written only when the snapshot's change time or
+/// listed flag moved (a baseline writes two keys per order, a change three).
 fn write_snapshots(
     snapshots: &sled::transaction::TransactionalTree,
-    listed: &sled::transaction::TransactionalTree,
     changed: &sled::transaction::TransactionalTree,
     encoded: &[SnapshotWrite],
 ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    for (key, value, is_listed) in encoded {
+    for (key, value) in encoded {
         // The write hands back the snapshot it replaces: its change time
-        // says which index entry to move, with no read of its own.
+        // and flag say which index entry to move, with no read of its own.
         let old = match value {
             Some(v) => snapshots.insert(key.as_slice(), v.as_slice())?,
             None => snapshots.remove(key.as_slice())?,
         };
-        let old_ms = old.as_deref().and_then(Snapshot::peek_changed_ms);
-        let new_ms = value.as_deref().and_then(Snapshot::peek_changed_ms);
-        if old_ms != new_ms {
-            if let Some(ms) = old_ms {
-                changed.remove(keys::changed(ms, key))?;
-            }
-            if let Some(ms) = new_ms {
-                changed.insert(keys::changed(ms, key), &[] as &[u8])?;
-            }
+        let old_at = old.as_deref().and_then(changed::place_of);
+        let new_at = value.as_deref().and_then(changed::place_of);
+        if old_at == new_at {
+            continue;
         }
-        if *is_listed {
-            listed.insert(key.as_slice(), &[] as &[u8])?;
-        } else {
-            listed.remove(key.as_slice())?;
+        if let Some((ms, _)) = old_at
+            && new_at.is_none_or(|(new_ms, _)| new_ms != ms)
+        {
+            changed.remove(keys::changed(ms, key))?;
+        }
+        if let Some((ms, listed)) = new_at {
+            changed.insert(keys::changed(ms, key), changed::flag(listed))?;
         }
     }
     Ok(())

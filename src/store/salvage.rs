@@ -24,11 +24,12 @@
 //!   `body_refs` counted from the salvaged outbox entries and dead letters;
 //!   an entry whose body was lost is counted as lost (it has nothing to
 //!   deliver), and a body nothing refers to any more is left behind.
-//! - `listed` and `changed` (the orders by last change) are derived from
-//!   the salvaged snapshots.
+//! - `changed` (the orders by last change, and whether each is still in
+//!   its listing) is derived from the salvaged snapshots.
 //!
-//! Stores of schemas 1 to 3 are read too (schema 3 is today's without the
-//! `changed` index, which is derived anyway): their outbox entries, dead
+//! Stores of schemas 1 to 4 are read too (schema 4 is today's with the
+//! listed orders in a `listed` tree, and schema 3 without the `changed`
+//! index, both derived anyway): their outbox entries, dead
 //! letters and log records carry the event's body, which goes to `bodies`
 //! as an upgrade would move it (see `migrate.rs`).
 //!
@@ -275,13 +276,11 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
                 "snapshots" => {
                     if let Some(snap) = Snapshot::decode(value) {
                         new.snapshots.insert(key, value)?;
-                        // The `listed` and `changed` indexes are rebuilt
-                        // from the snapshots.
-                        if snap.listed {
-                            new.listed.insert(key, &[] as &[u8])?;
-                        }
+                        // The `changed` index is rebuilt from the
+                        // snapshots.
                         let ms = super::snapshot::changed_ms(&snap.changed_at);
-                        new.changed.insert(keys::changed(ms, key), &[] as &[u8])?;
+                        new.changed
+                            .insert(keys::changed(ms, key), super::changed::flag(snap.listed))?;
                         true
                     } else {
                         match key.iter().position(|b| *b == 0) {
@@ -404,7 +403,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, SalvageError> {
     ));
     report
         .notes
-        .push("listed (the index of orders still in their listing) and changed (the orders by last change) were rebuilt from the salvaged snapshots".to_owned());
+        .push("changed (the orders by last change, and which are still in their listing) was rebuilt from the salvaged snapshots".to_owned());
     for (seq, source, order_id) in &logged {
         new.events_by_order
             .insert(keys::event_of_order(source, order_id, *seq), &[] as &[u8])?;
@@ -554,8 +553,9 @@ fn check_old_schema(dir: &Path, old: &sled::Db) -> Result<(), SalvageError> {
     if let Ok(Some(v)) = version
         && let Some(found) = read_u64(&v)
     {
-        // Schema 1 lacked the `listed` index and schemas 1 to 3 the
-        // `changed` one (both rebuilt anyway); schemas 1 and 2 kept the
+        // Schema 1 lacked the `listed` index, schemas 1 to 3 the
+        // `changed` one, and schema 5 keeps the first in the second (all
+        // rebuilt anyway); schemas 1 and 2 kept the
         // bodies inside the entries and the log, which each record is read
         // for.
         if !(1..=SCHEMA_VERSION).contains(&found) {

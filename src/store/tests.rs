@@ -55,7 +55,7 @@ fn a_schema_1_store_gets_its_listed_index_on_open() {
             })
             .unwrap();
         // What a schema 1 store looks like: no index, version 1.
-        store.listed.clear().unwrap();
+        store.changed.clear().unwrap();
         store.meta.insert(META_SCHEMA, &1u64.to_be_bytes()).unwrap();
         store.flush().unwrap();
     }
