@@ -25,7 +25,7 @@ use crate::control::SinkControl;
 use crate::digest::{self, DigestSchedule};
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::store::{DueEntry, Store, StoreError, now_ms};
+use crate::store::{DueEntry, OutboxEntry, Store, StoreError, now_ms};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -197,17 +197,24 @@ impl Dispatcher {
         if self.control.is_paused() {
             return Ok(report);
         }
-        let due = self.store.due(&sink.name, now_ms(), BATCH)?;
+        let mut due = self.store.due(&sink.name, now_ms(), BATCH)?;
+        due.retain(|d| {
+            if self.was_delivered(d) {
+                self.remove_delivered(d);
+                report.held_back += 1;
+                return false;
+            }
+            true
+        });
+        // Which entries head their order, asked for the whole batch at
+        // once (one round trip to a server, not one per entry).
+        let entries: Vec<&OutboxEntry> = due.iter().map(|d| &d.entry).collect();
+        let first = self.store.are_first_of_order(&entries)?;
         let mut ready = Vec::with_capacity(due.len());
         let mut orders: HashSet<(String, String)> = HashSet::new();
-        for d in due {
-            if self.was_delivered(&d) {
-                self.remove_delivered(&d);
-                report.held_back += 1;
-                continue;
-            }
+        for (d, first) in due.into_iter().zip(first) {
             let key = (d.entry.source.clone(), d.entry.order_id.clone());
-            if orders.contains(&key) || !self.store.is_first_of_order(&d.entry)? {
+            if orders.contains(&key) || !first {
                 report.held_back += 1;
                 continue;
             }

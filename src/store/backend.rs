@@ -73,6 +73,12 @@ pub(crate) trait StoreBackend: Send + Sync {
     fn due(&self, sink: &str, now_ms: u64, limit: usize) -> Result<Vec<DueEntry>, StoreError>;
     fn next_due(&self, sink: &str) -> Result<Option<u64>, StoreError>;
     fn is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError>;
+    /// [`StoreBackend::is_first_of_order`] of each of `entries`, in their
+    /// order: the dispatcher asks for a whole `due` batch at once, which a
+    /// server answers in one round trip rather than one per entry.
+    fn are_first_of_order(&self, entries: &[&OutboxEntry]) -> Result<Vec<bool>, StoreError> {
+        entries.iter().map(|e| self.is_first_of_order(e)).collect()
+    }
     fn complete(&self, due: &DueEntry) -> Result<(), StoreError>;
     /// Delivered, each of `dues`, in one transaction.
     fn complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError>;

@@ -440,6 +440,12 @@ impl Store {
         self.with(|s| s.is_first_of_order(entry))
     }
 
+    /// Whether each of `entries` is the oldest pending entry of its order
+    /// at its sink, in their order.
+    pub fn are_first_of_order(&self, entries: &[&OutboxEntry]) -> Result<Vec<bool>, StoreError> {
+        self.with(|s| s.are_first_of_order(entries))
+    }
+
     pub fn complete(&self, due: &DueEntry) -> Result<(), StoreError> {
         self.with(|s| s.complete(due))
     }

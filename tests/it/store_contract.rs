@@ -10,8 +10,9 @@
 //! bounded and read in pages; each event's timeline; sources and sinks
 //! listed once; what was committed survives opening the store again; the
 //! timer index (`timers.rs`); quiet hours and digests (`digests.rs`);
-//! orders by last change and deliveries completed together
-//! (`by_change.rs`); and, for postgres, the schema check.
+//! orders by last change, deliveries completed together and the heads of
+//! a due batch told at once (`by_change.rs`); and, for postgres, the
+//! schema check.
 
 mod by_change;
 mod digests;
@@ -89,6 +90,7 @@ contract!(
     a_sink_s_first_digest_remembers_since_when_it_waited,
     orders_by_change_follow_each_write_change_and_removal,
     deliveries_completed_together_leave_as_if_one_by_one,
+    the_heads_of_a_due_batch_are_told_in_one_call,
 );
 use by_change::*;
 use digests::*;

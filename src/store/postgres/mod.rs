@@ -309,6 +309,9 @@ impl super::backend::StoreBackend for PgStore {
     fn is_first_of_order(&self, entry: &super::OutboxEntry) -> Result<bool, StoreError> {
         self.write_is_first_of_order(entry)
     }
+    fn are_first_of_order(&self, entries: &[&super::OutboxEntry]) -> Result<Vec<bool>, StoreError> {
+        self.write_are_first_of_order(entries)
+    }
     fn complete(&self, due: &super::DueEntry) -> Result<(), StoreError> {
         self.write_complete_all(std::slice::from_ref(due))
     }

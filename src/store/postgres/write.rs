@@ -3,7 +3,10 @@
 //!
 //! A commit is one transaction of a few statements, whatever its size:
 //! each table's new rows go in as arrays through `UNNEST`. Each outbox step
-//! is one statement, so it is atomic without a transaction around it.
+//! is one statement, so it is atomic without a transaction around it
+//! (completions have one, for the commit setting they alone use), and the
+//! dispatcher's steps for a batch (its heads of order, a chunk's
+//! completions) are one statement for all its entries, arrays again.
 
 use super::read::{dead_letter_of, entry_of};
 use super::{OrStore, PgStore, signed, unsigned};
@@ -127,19 +130,25 @@ pub(super) const BURY: &str = "WITH gone AS (DELETE FROM outbox WHERE sink = $1 
          attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
          reason = EXCLUDED.reason, dead_ms = EXCLUDED.dead_ms";
 
-/// An entry delivered: it goes, the delivery is logged, and the body goes
-/// when nothing else needs it. Its subqueries see the outbox as it was
-/// before the statement, hence `sink <> $1`.
-const COMPLETE: &str =
-    "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = $2 RETURNING seq),
+/// Entries delivered: each goes, its delivery is logged, and its body goes
+/// when nothing else needs it. `$1`-`$3` are the entries' sinks, seqs and
+/// attempts as arrays, so a chunk of deliveries is one statement. Its
+/// subqueries see the outbox as it was before the statement, hence the
+/// entries in `gone` are left out of the search for another holder.
+const COMPLETE: &str = "WITH done AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::integer[])
+                       AS u(sink, seq, attempts)),
+          gone AS (DELETE FROM outbox o USING done
+                   WHERE o.sink = done.sink AND o.seq = done.seq
+                   RETURNING o.sink, o.seq, done.attempts),
           logged AS (
               INSERT INTO deliveries (seq, sink, attempts, delivered_ms)
-              SELECT seq, $1, $3, $4 FROM gone
+              SELECT seq, sink, attempts, $4 FROM gone
               ON CONFLICT (seq, sink) DO UPDATE SET
                   attempts = EXCLUDED.attempts,
                   delivered_ms = EXCLUDED.delivered_ms)
-     DELETE FROM bodies b USING gone WHERE b.seq = gone.seq
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = b.seq AND o.sink <> $1)
+     DELETE FROM bodies b WHERE b.seq IN (SELECT seq FROM gone)
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = b.seq
+             AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.sink = o.sink AND g.seq = o.seq))
          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = b.seq)
          AND NOT EXISTS (SELECT 1 FROM digest_held h WHERE h.seq = b.seq)
          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = b.seq)";
@@ -521,59 +530,89 @@ impl PgStore {
     }
 
     pub(super) fn write_is_first_of_order(&self, entry: &OutboxEntry) -> Result<bool, StoreError> {
-        let (sink, source, order) = (
-            entry.sink.clone(),
-            entry.source.clone(),
-            entry.order_id.clone(),
-        );
-        let seq = signed(entry.seq);
+        let first = self.write_are_first_of_order(&[entry])?;
+        Ok(first.first().copied().unwrap_or(true))
+    }
+
+    /// Each entry's order looked up at once: one statement for a whole
+    /// `due` batch, the answers in the entries' order.
+    pub(super) fn write_are_first_of_order(
+        &self,
+        entries: &[&OutboxEntry],
+    ) -> Result<Vec<bool>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut sinks, mut sources, mut orders, mut seqs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in entries {
+            sinks.push(e.sink.clone());
+            sources.push(e.source.clone());
+            orders.push(e.order_id.clone());
+            seqs.push(signed(e.seq));
+        }
+        let n = entries.len();
         self.inner.run(move |c, at| async move {
             let st = c
                 .prepare_cached(
-                    "SELECT min(seq) FROM outbox WHERE sink = $1 AND source = $2 AND order_id = $3",
+                    "SELECT coalesce((SELECT min(o.seq) FROM outbox o
+                                      WHERE o.sink = u.sink AND o.source = u.source
+                                          AND o.order_id = u.order_id) = u.seq, true)
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                         WITH ORDINALITY AS u(sink, source, order_id, seq, i)
+                     ORDER BY u.i",
                 )
                 .await
                 .or_store(&at)?;
-            let row = c
-                .query_one(&st, &[&sink, &source, &order])
+            let rows = c
+                .query(&st, &[&sinks, &sources, &orders, &seqs])
                 .await
                 .or_store(&at)?;
-            Ok(row.get::<_, Option<i64>>(0).is_none_or(|head| head == seq))
+            let first: Vec<bool> = rows.iter().map(|row| row.get(0)).collect();
+            if first.len() != n {
+                return Err(StoreError::Engine(format!(
+                    "the head-of-order check answered {} of {n} entries",
+                    first.len()
+                )));
+            }
+            Ok(first)
         })
     }
 
-    /// Delivered, each of `dues`, in one transaction: each entry goes, its
+    /// Delivered, each of `dues`, in one statement: each entry goes, its
     /// delivery is logged, and its body goes when nothing else needs it.
+    ///
+    /// The transaction does not wait for its WAL to reach the disk
+    /// (`synchronous_commit = off` for it alone; a poll's commit, which
+    /// writes snapshots and outbox entries, always waits). A crash may then
+    /// lose the last fraction of a second of completions: those entries are
+    /// still in the outbox after restart and are delivered again under the
+    /// same ids, as the at-least-once promise allows, and as on sled, whose
+    /// completions reach the disk with its next flush. Nothing else is
+    /// lost: postgres replays or drops such a transaction whole.
     pub(super) fn write_complete_all(&self, dues: &[DueEntry]) -> Result<(), StoreError> {
         if dues.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, i64, i32)> = dues
-            .iter()
-            .map(|due| {
-                let e = &due.entry;
-                let attempts = i32::try_from(e.attempts.saturating_add(1)).unwrap_or(i32::MAX);
-                (e.sink.clone(), signed(e.seq), attempts)
-            })
-            .collect();
+        let (mut sinks, mut seqs, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+        for due in dues {
+            let e = &due.entry;
+            sinks.push(e.sink.clone());
+            seqs.push(signed(e.seq));
+            attempts.push(i32::try_from(e.attempts.saturating_add(1)).unwrap_or(i32::MAX));
+        }
         let now = signed(now_ms());
         self.inner.run(move |mut c, at| async move {
-            // One statement per entry, each atomic: a single one needs no
-            // transaction around it.
-            if let [(sink, seq, attempts)] = rows.as_slice() {
-                let st = c.prepare_cached(COMPLETE).await.or_store(&at)?;
-                c.execute(&st, &[sink, seq, attempts, &now])
-                    .await
-                    .or_store(&at)?;
-                return Ok(());
-            }
             let tx = c.transaction().await.or_store(&at)?;
             let st = tx.prepare_cached(COMPLETE).await.or_store(&at)?;
-            for (sink, seq, attempts) in &rows {
-                tx.execute(&st, &[sink, seq, attempts, &now])
-                    .await
-                    .or_store(&at)?;
-            }
+            // Sent together: the setting only has to be in place by COMMIT.
+            let params: [&(dyn ToSql + Sync); 4] = [&sinks, &seqs, &attempts, &now];
+            let (set, done) = futures::join!(
+                tx.batch_execute("SET LOCAL synchronous_commit = off"),
+                tx.execute(&st, &params),
+            );
+            set.or_store(&at)?;
+            done.or_store(&at)?;
             tx.commit().await.or_store(&at)
         })
     }

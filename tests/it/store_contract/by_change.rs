@@ -2,7 +2,8 @@
 //! the contract: the listing by change time follows every write, change
 //! and removal, newest first across pages; several deliveries completed
 //! in one call leave as if one by one, and a repeated call changes
-//! nothing.
+//! nothing; the heads of their orders among a whole due batch are told in
+//! one call, as one by one.
 
 use super::{Backend, commit_events, status_event};
 use orderwatch::{Commit, DeliveryStatus, EventType, NewEvent, Snapshot, Store, now_ms};
@@ -129,6 +130,90 @@ pub(super) fn deliveries_completed_together_leave_as_if_one_by_one(b: &Backend) 
             .all(|d| d.state == DeliveryStatus::Delivered && d.attempts == 1)
     );
     store.complete_all(&[]).unwrap();
+}
+
+pub(super) fn the_heads_of_a_due_batch_are_told_in_one_call(b: &Backend) {
+    let store = b.open();
+    commit_events(
+        &store,
+        "t",
+        vec![
+            status_event("evt_1", "t", "42", &["hook"]),
+            status_event("evt_2", "t", "42", &["hook"]),
+            status_event("evt_3", "t", "43", &["hook", "chat"]),
+        ],
+    );
+    let mut due = store.due("hook", now_ms() + 1, 10).unwrap();
+    due.extend(store.due("chat", now_ms() + 1, 10).unwrap());
+    let ids: Vec<&str> = due.iter().map(|d| d.entry.event_id.as_str()).collect();
+    assert_eq!(ids, ["evt_1", "evt_2", "evt_3", "evt_3"]);
+    let heads = |order: &[usize]| {
+        let entries: Vec<_> = order.iter().map(|&i| &due[i].entry).collect();
+        store.are_first_of_order(&entries).unwrap()
+    };
+    // Each sink's order separately, the answers in the order asked, as
+    // one by one.
+    assert_eq!(heads(&[0, 1, 2, 3]), [true, false, true, true]);
+    assert_eq!(heads(&[3, 1, 0]), [true, false, true]);
+    for (i, d) in due.iter().enumerate() {
+        assert_eq!(heads(&[i]), [store.is_first_of_order(&d.entry).unwrap()]);
+    }
+    assert!(store.are_first_of_order(&[]).unwrap().is_empty());
+    // The head delivered, the next of its order leads.
+    store.complete(&due[0]).unwrap();
+    assert_eq!(heads(&[1, 2]), [true, true]);
+}
+
+/// Several sinks' entries of the same events completed together: an
+/// event's body goes with the last entry that needed it (the log no longer
+/// does), and stays while one of its entries is still queued.
+#[test]
+fn postgres_a_body_goes_with_the_last_of_its_entries_completed_together() {
+    let Some(url) = crate::pg::fresh_database(
+        "store_contract::by_change::postgres_a_body_goes_with_the_last_of_its_entries_completed_together",
+    ) else {
+        return;
+    };
+    let store = Store::open_postgres(&url, true).unwrap();
+    commit_events(
+        &store,
+        "t",
+        vec![
+            status_event("evt_a", "t", "1", &["hook", "chat"]),
+            status_event("evt_b", "t", "2", &["hook", "chat"]),
+        ],
+    );
+    let mut due = store.due("hook", now_ms() + 1, 10).unwrap();
+    due.extend(store.due("chat", now_ms() + 1, 10).unwrap());
+    assert_eq!(due.len(), 4);
+    // The log moves on past both events: only their entries need the bodies.
+    let filler: Vec<NewEvent> = (0..orderwatch::EVENT_LOG_LEN)
+        .map(|i| status_event(&format!("evt_f{i}"), "t", "9", &[]))
+        .collect();
+    commit_events(&store, "t", filler);
+    let (a, b) = (due[0].entry.seq, due[1].entry.seq);
+    let bodies = |seq: u64| {
+        crate::pg::count_at(
+            &url,
+            &format!("SELECT count(*) FROM bodies WHERE seq = {seq}"),
+        )
+    };
+    assert_eq!((bodies(a), bodies(b)), (1, 1));
+    let hook_a = due
+        .iter()
+        .position(|d| d.entry.sink == "hook" && d.entry.seq == a);
+    let hook_a = due.remove(hook_a.unwrap());
+    store.complete(&hook_a).unwrap();
+    assert_eq!(bodies(a), 1, "chat still needs evt_a's body");
+    store.complete_all(&due).unwrap();
+    assert_eq!((bodies(a), bodies(b)), (0, 0));
+    assert_eq!(store.outbox_depth("hook").unwrap(), 0);
+    assert_eq!(store.outbox_depth("chat").unwrap(), 0);
+    let logged = crate::pg::count_at(
+        &url,
+        &format!("SELECT count(*) FROM deliveries WHERE seq IN ({a}, {b}) AND attempts = 1"),
+    );
+    assert_eq!(logged, 4);
 }
 
 /// A postgres store from before the change times (schema 4) gets them from
