@@ -127,6 +127,13 @@ pub fn remember_basic(user: &str, password: &Secret) {
     let _ = Secret::new(format!("{user}:{}", password.expose()));
 }
 
+/// Remember the SMTP `AUTH PLAIN` form of a user and password pair
+/// (`base64("\0" user "\0" password)`, RFC 4616 with no authorisation
+/// identity, as sent), which no single secret's forms cover.
+pub fn remember_sasl_plain(user: &str, password: &Secret) {
+    let _ = Secret::new(format!("\0{user}\0{}", password.expose()));
+}
+
 /// `text` from outside with every known secret, in any of its forms and in
 /// any letter case, replaced by `[redacted]`.
 pub fn redact(text: &str) -> String {
@@ -267,6 +274,15 @@ mod tests {
         let echoed = "CANNOT POST /SERVICES/T0/B0/ABCDEFGHIJKLMNOPQR?K=ZZ9-QUERY";
         assert_eq!(redact(echoed), "CANNOT POST [redacted]?[redacted]");
         assert_eq!(redact("token AbCdEfGhIjKlMnOpQr"), "token [redacted]");
+
+        let smtp_password = Secret::new("smtp-pw-27182");
+        remember_sasl_plain("mailer@example.com", &smtp_password);
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode("\0mailer@example.com\0smtp-pw-27182");
+        assert_eq!(
+            redact(&format!("535 5.7.8 AUTH PLAIN {plain} refused")),
+            "535 5.7.8 AUTH PLAIN [redacted] refused"
+        );
 
         let _ = Secret::issued("issued-token-abcdef");
         assert_eq!(redact("Bearer issued-token-abcdef"), "Bearer [redacted]");

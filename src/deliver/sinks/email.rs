@@ -230,6 +230,10 @@ fn smtp(d: &mut Decoder, node: &crate::config::Node, path: &str) -> Option<SmtpS
         d.problem(path, f.line, "`username` and `password` go together");
         return None;
     }
+    if let (Some(user), Some(password)) = (&username, &password) {
+        // A server's answer may quote the AUTH PLAIN line it was sent.
+        crate::secret::remember_sasl_plain(user, password);
+    }
     Some(SmtpSettings {
         host: host?,
         port: port? as u16,
