@@ -469,7 +469,7 @@ async fn poll_loop(
         readiness.started(poller.name());
         // Replicas on one store: only the source's leader polls it; a
         // follower is as ready as its leader.
-        match leader.leads(poller.store()) {
+        match leader.leads() {
             Ok(true) => {}
             Ok(false) => {
                 readiness.record(poller.name(), None);

@@ -91,6 +91,7 @@ impl LeaseClock {
 
 pub struct Leader {
     source: String,
+    store: Store,
     lease: Duration,
     clock: Arc<LeaseClock>,
     /// What the last check found, to log only changes.
@@ -102,14 +103,15 @@ impl Leader {
     /// (the one the source's client checks before each call).
     pub fn new(source: &str, interval: Duration, clock: Arc<LeaseClock>, store: &Store) -> Leader {
         let lease = (interval * 2).min(interval + MAX_SLACK).max(MIN_LEASE);
-        let (owned, store) = (source.to_owned(), store.clone());
+        let (owned, asked_of) = (source.to_owned(), store.clone());
         let ask: Asker = Box::new(move || {
             let asked = Instant::now();
-            matches!(store.lead(&owned, lease), Ok(Leadership::Leads)).then_some(asked)
+            matches!(asked_of.lead(&owned, lease), Ok(Leadership::Leads)).then_some(asked)
         });
         *clock.ask.lock().unwrap_or_else(|p| p.into_inner()) = Some(ask);
         Leader {
             source: source.to_owned(),
+            store: store.clone(),
             lease,
             clock,
             last: Mutex::new(None),
@@ -117,7 +119,8 @@ impl Leader {
     }
 
     /// Whether this process polls the source this cycle.
-    pub fn leads(&self, store: &Store) -> Result<bool, StoreError> {
+    pub fn leads(&self) -> Result<bool, StoreError> {
+        let store = &self.store;
         let asked = Instant::now();
         let now = store.lead(&self.source, self.lease)?;
         let leads = now == Leadership::Leads;
