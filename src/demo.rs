@@ -49,6 +49,15 @@ sources:
     api_key: {api_key}
     interval: 2s
     closed_statuses: [COMPLETED]
+  - name: orders
+    api: ordering
+    resource: orders
+    base_url: {base}
+    client_id: {client_id}
+    client_secret: {client_secret}
+    api_key: {api_key}
+    interval: 2s
+    incremental: {{ full_every: 1m }}
 sinks:
   - name: console
     type: console

@@ -108,7 +108,7 @@ async fn health_readiness_and_metrics() {
 }
 
 #[tokio::test]
-async fn demo_shows_an_event_within_ten_seconds_and_stops_on_ctrl_c() {
+async fn demo_shows_an_event_within_ten_seconds_from_each_source_soon_after_and_stops_on_ctrl_c() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(binary())
         .arg("demo")
@@ -142,6 +142,38 @@ async fn demo_shows_an_event_within_ten_seconds_and_stops_on_ctrl_c() {
         seen.iter()
             .any(|l| l.contains("simulated Orange APIs: http://127.0.0.1:")),
         "{seen:?}"
+    );
+    // Each of its sources (Order Tracking, Ordering requests, Ordering
+    // orders read incrementally) tells its changes: an event line is
+    // `TIME SOURCE ORDER TYPE …`.
+    let source_of = |line: &str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() > 3 && fields[3].starts_with("order.")).then(|| fields[1].to_owned())
+    };
+    let mut told: std::collections::BTreeSet<String> =
+        seen.iter().filter_map(|l| source_of(l)).collect();
+    let all_told = tokio::time::timeout(Duration::from_secs(30), async {
+        while told.len() < 3 {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    told.extend(source_of(&line));
+                    seen.push(line);
+                }
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(
+        all_told,
+        Ok(true),
+        "not every source told a change within 30 s: {told:?}\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(
+        told.into_iter().collect::<Vec<_>>(),
+        ["orders", "requests", "tracking"]
     );
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
