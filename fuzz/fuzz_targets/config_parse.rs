@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     match Config::parse(text, Path::new("fuzz.yaml"), &env) {
         Ok(config) => {
             // A config that parses has what every later stage relies on.
-            assert!(!config.sources.is_empty(), "a config without sources parsed");
+            assert!(
+                !config.sources.is_empty(),
+                "a config without sources parsed"
+            );
         }
         Err(e) => {
             // Every error renders, and names at least one problem.

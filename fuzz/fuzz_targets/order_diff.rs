@@ -73,6 +73,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(e1.data.revision, snapshot.revision + 1);
             }
         }
-        check(&diff::removed(&now.order_id, &snapshot, &rules, "2026-01-01T00:00:03Z"));
+        check(&diff::removed(
+            &now.order_id,
+            &snapshot,
+            &rules,
+            "2026-01-01T00:00:03Z",
+        ));
     }
 });
